@@ -1,0 +1,148 @@
+"""Settings read once at start-up from the environment and ``.env``.
+
+The real environment wins over ``.env``. A bad value stops start-up with a ``ConfigError`` whose one-line
+message names the variable, the value and what is allowed. The Discord token and the Hugging Face token are
+kept out of ``repr`` so that they never reach a log.
+
+This module imports nothing from ``sdbot`` except its errors, so every layer can depend on it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from dotenv import dotenv_values
+
+from sdbot.errors import ConfigError
+
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPES = ("auto", "float16", "bfloat16", "float32")
+NSFW_POLICIES = ("block", "spoiler", "allow")
+OFFLOAD_MODES = ("none", "model", "sequential")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every setting of the bot. Documented, with defaults, in README and ``.env.example``."""
+
+    discord_token: str | None = field(default=None, repr=False)
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    dtype: str = "auto"
+    db_path: Path = Path("data/sdbot.sqlite3")
+    dev_guild: int | None = None
+    hf_token: str | None = field(default=None, repr=False)
+    daily_quota: int = 50
+    max_queue: int = 100
+    max_batch: int = 4
+    job_timeout: float = 600.0
+    shutdown_grace: float = 30.0
+    unchecked_policy: str = "spoiler"
+    offload: str = "none"
+    attention_slicing: bool = False
+    vae_tiling: bool = True
+    compile: bool = False
+    preview_decoder: str | None = None
+    log_level: str = "INFO"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env") -> Settings:
+    """Read the settings from ``environ`` (default: ``os.environ``) over the values in ``dotenv_path``."""
+    values: dict[str, str] = {}
+    if dotenv_path is not None and Path(dotenv_path).is_file():
+        values.update({k: v for k, v in dotenv_values(dotenv_path).items() if v is not None})
+    values.update(os.environ if environ is None else environ)
+    reader = _Reader(values)
+    return Settings(
+        discord_token=reader.text("DISCORD_TOKEN"),
+        model=reader.text("SDBOT_MODEL") or DEFAULT_MODEL,
+        device=reader.choice("SDBOT_DEVICE", DEVICES, "auto"),
+        dtype=reader.choice("SDBOT_DTYPE", DTYPES, "auto"),
+        db_path=Path(reader.text("SDBOT_DB") or "data/sdbot.sqlite3"),
+        dev_guild=reader.number("SDBOT_DEV_GUILD", int, None, minimum=1),
+        hf_token=reader.text("HF_TOKEN"),
+        daily_quota=reader.number("SDBOT_DAILY_QUOTA", int, 50, minimum=0),
+        max_queue=reader.number("SDBOT_MAX_QUEUE", int, 100, minimum=1),
+        max_batch=reader.number("SDBOT_MAX_BATCH", int, 4, minimum=1, maximum=64),
+        job_timeout=reader.number("SDBOT_JOB_TIMEOUT", float, 600.0, minimum=1),
+        shutdown_grace=reader.number("SDBOT_SHUTDOWN_GRACE", float, 30.0, minimum=0),
+        unchecked_policy=reader.choice("SDBOT_UNCHECKED_POLICY", NSFW_POLICIES, "spoiler"),
+        offload=reader.choice("SDBOT_OFFLOAD", OFFLOAD_MODES, "none"),
+        attention_slicing=reader.flag("SDBOT_ATTENTION_SLICING", False),
+        vae_tiling=reader.flag("SDBOT_VAE_TILING", True),
+        compile=reader.flag("SDBOT_COMPILE", False),
+        preview_decoder=reader.text("SDBOT_PREVIEW_DECODER"),
+        log_level=reader.choice("SDBOT_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+    )
+
+
+class _Reader:
+    """Parses raw strings into typed values, raising one-line ``ConfigError``s."""
+
+    _TRUE = ("1", "true", "yes", "on")
+    _FALSE = ("0", "false", "no", "off")
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+
+    def text(self, name: str) -> str | None:
+        value = self._values.get(name, "").strip()
+        return value or None
+
+    def choice(self, name: str, allowed: tuple[str, ...], default: str, *, upper: bool = False) -> str:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        value = raw.upper() if upper else raw.lower()
+        if value not in allowed:
+            raise ConfigError(f"{name}={raw!r} is not allowed: use one of {', '.join(allowed)}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        if raw.lower() in self._TRUE:
+            return True
+        if raw.lower() in self._FALSE:
+            return False
+        raise ConfigError(f"{name}={raw!r} is not allowed: use 1 or 0 (true/false, yes/no, on/off)")
+
+    def number(
+        self,
+        name: str,
+        kind: Callable[[str], T],
+        default: T,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+    ) -> T:
+        raw = self.text(name)
+        if raw is None:
+            return default
+        bounds = _describe_bounds(kind, minimum, maximum)
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name}={raw!r} is not allowed: use {bounds}") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):  # type: ignore[operator]
+            raise ConfigError(f"{name}={raw!r} is not allowed: use {bounds}")
+        return value
+
+
+def _describe_bounds(kind: Callable[[str], object], minimum: float | None, maximum: float | None) -> str:
+    noun = "a whole number" if kind is int else "a number"
+    if minimum is not None and maximum is not None:
+        return f"{noun} from {minimum:g} to {maximum:g}"
+    if minimum is not None:
+        return f"{noun} of at least {minimum:g}"
+    return noun

@@ -1,0 +1,72 @@
+"""Domain errors.
+
+Every error a user can cause is one of these. Each carries the facts a message needs; the text a Discord
+user reads is composed in one place (``sdbot/tree.py``), and ``str(error)`` is a plain one-line message
+fit for the command line and the logs.
+"""
+
+from __future__ import annotations
+
+
+class SdbotError(Exception):
+    """Base of the errors whose message may be shown to the user who caused them."""
+
+
+class ConfigError(SdbotError):
+    """A setting in the environment or ``.env`` has a value that is not allowed."""
+
+
+class InvalidSetting(SdbotError):
+    """An admin tried to set a server setting to a value that is not allowed."""
+
+
+class QuotaExceeded(SdbotError):
+    """The user has no images left in their rolling 24-hour quota for this request."""
+
+    def __init__(self, *, requested: int, left: int, limit: int, next_free_at: float | None) -> None:
+        self.requested = requested
+        self.left = left
+        self.limit = limit
+        self.next_free_at = next_free_at
+        super().__init__(
+            f"daily quota reached: {left} of {limit} images left today, {requested} requested"
+        )
+
+
+class QueueFull(SdbotError):
+    """A queue limit (the user's own, or the global one) is reached."""
+
+    def __init__(self, *, scope: str, limit: int, ahead: int) -> None:
+        self.scope = scope  # "user" or "global"
+        self.limit = limit
+        self.ahead = ahead
+        which = "you already have" if scope == "user" else "the queue already holds"
+        super().__init__(f"queue full: {which} {ahead} job(s) waiting (limit {limit})")
+
+
+class PromptRejected(SdbotError):
+    """The prompt breaks a server rule (banned word, length)."""
+
+
+class NotAllowedHere(SdbotError):
+    """The bot may not be used in this channel, or by this user, or this feature is off."""
+
+
+class NotPermitted(SdbotError):
+    """The user lacks the permission this action needs (not their job, not an admin)."""
+
+
+class JobNotFound(SdbotError):
+    """A job id (from a button or a command) names no job, or a job the user cannot see."""
+
+
+class ModelLoading(SdbotError):
+    """The model is still loading; the request was not queued."""
+
+
+class GenerationFailed(SdbotError):
+    """The engine could not produce the images (out of memory, a broken model, ...)."""
+
+
+class GenerationCancelled(SdbotError):
+    """A running generation was interrupted on request (cancel, timeout or shutdown)."""
