@@ -48,6 +48,10 @@ class PromptRejected(SdbotError):
     """The prompt breaks a server rule (banned word, length)."""
 
 
+class InvalidRequest(SdbotError):
+    """An option of a request is out of range or over this server's limit (steps, size, count, seed, ...)."""
+
+
 class NotAllowedHere(SdbotError):
     """The bot may not be used in this channel, or by this user, or this feature is off."""
 
