@@ -1,0 +1,59 @@
+"""Serialised access to one aiosqlite connection, shared by the repositories of a ``Database``.
+
+aiosqlite runs statements one at a time on its own thread, but coroutines interleave between statements:
+without a lock, one coroutine's statement could land inside another's transaction (and be rolled back with
+it). Every repository call therefore takes the lock, and writes run in ``BEGIN IMMEDIATE`` transactions so
+that the write lock of the file is held from the first read of a check to the commit of its result, even
+against other connections and processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+import aiosqlite
+
+
+class Gateway:
+    """The connection plus the lock that keeps each repository call whole."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self.conn = conn
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Hold the file's write lock until the block ends; commit if it ends normally, else roll back."""
+        async with self._lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.conn
+            except BaseException:
+                # COMMIT may already have run when a cancellation arrives; then there is nothing to undo.
+                with contextlib.suppress(sqlite3.OperationalError):
+                    await self.conn.execute("ROLLBACK")
+                raise
+            await self.conn.execute("COMMIT")
+
+    @contextlib.asynccontextmanager
+    async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Read without a write transaction, but never in the middle of another coroutine's one."""
+        async with self._lock:
+            yield self.conn
+
+    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+        async with self.reading() as conn, conn.execute(sql, tuple(params)) as cursor:
+            return await cursor.fetchone()
+
+    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        async with self.reading() as conn, conn.execute(sql, tuple(params)) as cursor:
+            return list(await cursor.fetchall())
+
+    async def write(self, sql: str, params: Iterable[Any] = ()) -> int:
+        """Run one statement in its own transaction and return how many rows it changed."""
+        async with self.transaction() as conn, conn.execute(sql, tuple(params)) as cursor:
+            return cursor.rowcount

@@ -1,0 +1,235 @@
+"""The job ledger: every job ever queued, so that queued jobs survive a restart and result buttons keep
+working (a reroll reads its parent's parameters from here).
+
+A job moves queued -> running -> done | failed | cancelled; ``requeue`` puts a running job back in the queue
+after a restart. Each transition checks the state it starts from and says whether it happened, so that a
+cancel racing a finish has exactly one winner. The img2img source image is kept only while the job is
+unfinished. Interaction tokens are credentials and are never stored.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiosqlite
+
+from sdbot.db.gateway import Gateway
+
+KINDS = ("txt2img", "reroll", "variation", "upscale")
+STATES = ("queued", "running", "done", "failed", "cancelled")
+UNFINISHED = ("queued", "running")
+
+_COLUMNS = (
+    "id, guild_id, channel_id, user_id, kind, parent_id, params, image_count, state, error, seeds, nsfw, "
+    "message_id, reservation_id, created_at, started_at, finished_at"
+)
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as stored."""
+
+    id: int
+    guild_id: int
+    channel_id: int
+    user_id: int
+    kind: str
+    parent_id: int | None
+    params: dict[str, Any]
+    image_count: int
+    state: str
+    error: str | None
+    seeds: list[int]
+    nsfw: list[bool | None]
+    message_id: int | None
+    reservation_id: int | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in UNFINISHED
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """What a server's jobs produced since a moment: done jobs, their images, speed and busiest users."""
+
+    images: int
+    jobs: int
+    seconds_per_image: float | None
+    top_users: list[tuple[int, int]]  # (user_id, images), most images first
+
+
+async def delete_user_jobs(conn: aiosqlite.Connection, guild_id: int, user_id: int) -> int:
+    """Delete a member's jobs in a server, inside the caller's transaction."""
+    async with conn.execute(
+        "DELETE FROM jobs WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+    ) as cursor:
+        return cursor.rowcount
+
+
+def _record(row: sqlite3.Row) -> JobRecord:
+    return JobRecord(
+        id=row["id"],
+        guild_id=row["guild_id"],
+        channel_id=row["channel_id"],
+        user_id=row["user_id"],
+        kind=row["kind"],
+        parent_id=row["parent_id"],
+        params=json.loads(row["params"]),
+        image_count=row["image_count"],
+        state=row["state"],
+        error=row["error"],
+        seeds=json.loads(row["seeds"]),
+        nsfw=json.loads(row["nsfw"]),
+        message_id=row["message_id"],
+        reservation_id=row["reservation_id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+class JobsRepository:
+    """Reads and writes the ``jobs`` table."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def create(
+        self,
+        *,
+        guild_id: int,
+        channel_id: int,
+        user_id: int,
+        kind: str,
+        params: dict[str, Any],
+        image_count: int,
+        parent_id: int | None = None,
+        reservation_id: int | None = None,
+        source_png: bytes | None = None,
+        now: float,
+    ) -> JobRecord:
+        """Store a new queued job and return it with its id."""
+        if kind not in KINDS:
+            raise ValueError(f"job kind {kind!r} is not one of {', '.join(KINDS)}")
+        async with self._gateway.transaction() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO jobs (guild_id, channel_id, user_id, kind, parent_id, params, image_count, "
+                "reservation_id, source_png, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    guild_id,
+                    channel_id,
+                    user_id,
+                    kind,
+                    parent_id,
+                    json.dumps(params, separators=(",", ":")),
+                    image_count,
+                    reservation_id,
+                    source_png,
+                    now,
+                ),
+            )
+            job_id = cursor.lastrowid
+            await cursor.close()
+            async with conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)) as cursor:
+                row = await cursor.fetchone()
+        assert row is not None
+        return _record(row)
+
+    async def get(self, job_id: int) -> JobRecord | None:
+        row = await self._gateway.fetch_one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        return None if row is None else _record(row)
+
+    async def source_png(self, job_id: int) -> bytes | None:
+        """The img2img source of an unfinished job (kept so that the job survives a restart)."""
+        row = await self._gateway.fetch_one("SELECT source_png FROM jobs WHERE id = ?", (job_id,))
+        return None if row is None else row["source_png"]
+
+    async def mark_running(self, job_id: int, now: float) -> bool:
+        """queued -> running; False if the job was no longer queued (cancelled meanwhile, say)."""
+        return await self._transition(job_id, ("queued",), "state = 'running', started_at = ?", (now,))
+
+    async def mark_done(
+        self, job_id: int, seeds: Sequence[int], nsfw: Sequence[bool | None], now: float
+    ) -> bool:
+        """Record each image's seed and NSFW verdict (None: not checked) and drop the source image."""
+        return await self._transition(
+            job_id,
+            UNFINISHED,
+            "state = 'done', seeds = ?, nsfw = ?, finished_at = ?, source_png = NULL",
+            (json.dumps(list(seeds)), json.dumps(list(nsfw)), now),
+        )
+
+    async def mark_failed(self, job_id: int, error: str, now: float) -> bool:
+        return await self._transition(
+            job_id,
+            UNFINISHED,
+            "state = 'failed', error = ?, finished_at = ?, source_png = NULL",
+            (error, now),
+        )
+
+    async def mark_cancelled(self, job_id: int, now: float) -> bool:
+        return await self._transition(
+            job_id, UNFINISHED, "state = 'cancelled', finished_at = ?, source_png = NULL", (now,)
+        )
+
+    async def requeue(self, job_id: int) -> bool:
+        """running -> queued, for a job a restart interrupted."""
+        return await self._transition(job_id, ("running",), "state = 'queued', started_at = NULL", ())
+
+    async def set_message(self, job_id: int, message_id: int) -> None:
+        """Remember the message that shows the job's result (its buttons carry the job id)."""
+        await self._gateway.write("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+
+    async def unfinished(self) -> list[JobRecord]:
+        """Queued and running jobs, oldest first."""
+        rows = await self._gateway.fetch_all(
+            f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
+        )
+        return [_record(row) for row in rows]
+
+    async def stats(self, guild_id: int, since: float, *, top: int = 5) -> JobStats:
+        """Done jobs of a server created at or after ``since``."""
+        totals = await self._gateway.fetch_one(
+            "SELECT COUNT(*) AS jobs, COALESCE(SUM(image_count), 0) AS images, "
+            "SUM(CASE WHEN started_at IS NOT NULL THEN finished_at - started_at END) AS seconds, "
+            "SUM(CASE WHEN started_at IS NOT NULL THEN image_count END) AS timed_images "
+            "FROM jobs WHERE guild_id = ? AND created_at >= ? AND state = 'done'",
+            (guild_id, since),
+        )
+        users = await self._gateway.fetch_all(
+            "SELECT user_id, SUM(image_count) AS images FROM jobs "
+            "WHERE guild_id = ? AND created_at >= ? AND state = 'done' "
+            "GROUP BY user_id ORDER BY images DESC, user_id LIMIT ?",
+            (guild_id, since, top),
+        )
+        assert totals is not None
+        timed = totals["timed_images"]
+        return JobStats(
+            images=totals["images"],
+            jobs=totals["jobs"],
+            seconds_per_image=totals["seconds"] / timed if timed else None,
+            top_users=[(row["user_id"], row["images"]) for row in users],
+        )
+
+    async def delete_for_user(self, guild_id: int, user_id: int) -> int:
+        """Delete a member's jobs in a server; other jobs made from them keep their own parameters."""
+        async with self._gateway.transaction() as conn:
+            return await delete_user_jobs(conn, guild_id, user_id)
+
+    async def _transition(
+        self, job_id: int, from_states: tuple[str, ...], assignments: str, params: tuple[Any, ...]
+    ) -> bool:
+        placeholders = ", ".join("?" for _ in from_states)
+        changed = await self._gateway.write(
+            f"UPDATE jobs SET {assignments} WHERE id = ? AND state IN ({placeholders})",
+            (*params, job_id, *from_states),
+        )
+        return changed == 1

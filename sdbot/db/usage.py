@@ -1,0 +1,120 @@
+"""The quota ledger: one row per reservation of images, reserved -> committed or refunded.
+
+The check and the insert of a reservation happen in one ``BEGIN IMMEDIATE`` transaction, so two
+connections (or two bot processes) can never both take the last image. Only rows inside the window are
+read, through a covering index, so a check costs the same however long the history is; rows that left the
+window are pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiosqlite
+
+from sdbot.db.gateway import Gateway
+
+PRUNE_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class UsageWindow:
+    """A member's counted images inside the window: committed (used) and still reserved."""
+
+    used: int
+    reserved: int
+    oldest_at: float | None  # creation time of the oldest counted row
+
+
+@dataclass(frozen=True)
+class ReserveOutcome:
+    """The reservation made (None if it would pass the limit) and the window as it was before it."""
+
+    reservation_id: int | None
+    window: UsageWindow
+
+
+class UsageRepository:
+    """Reads and writes the ``usage`` table."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    async def window(self, guild_id: int, user_id: int, since: float) -> UsageWindow:
+        """Counted rows created after ``since``."""
+        async with self._gateway.reading() as conn:
+            return await _window(conn, guild_id, user_id, since)
+
+    async def reserve(
+        self, guild_id: int, user_id: int, images: int, *, limit: int | None, since: float, now: float
+    ) -> ReserveOutcome:
+        """Record a reservation unless used + reserved + images would pass ``limit`` (None: no limit)."""
+        async with self._gateway.transaction() as conn:
+            # The member's rows that left the window count for nothing: drop them while we hold the lock.
+            await conn.execute(
+                "DELETE FROM usage WHERE guild_id = ? AND user_id = ? AND created_at <= ?",
+                (guild_id, user_id, since),
+            )
+            window = await _window(conn, guild_id, user_id, since)
+            if limit is not None and window.used + window.reserved + images > limit:
+                return ReserveOutcome(None, window)
+            async with conn.execute(
+                "INSERT INTO usage (guild_id, user_id, images, state, created_at) "
+                "VALUES (?, ?, ?, 'reserved', ?)",
+                (guild_id, user_id, images, now),
+            ) as cursor:
+                reservation_id = cursor.lastrowid
+        return ReserveOutcome(reservation_id, window)
+
+    async def commit(self, reservation_id: int, images: int | None = None) -> bool:
+        """Count a reservation as used; ``images`` below the reserved number gives the rest back."""
+        changed = await self._gateway.write(
+            "UPDATE usage SET state = 'committed', images = MIN(images, COALESCE(?, images)) "
+            "WHERE id = ? AND state = 'reserved'",
+            (images, reservation_id),
+        )
+        return changed == 1
+
+    async def refund(self, reservation_id: int) -> bool:
+        """Give a reservation back. False if it was already committed, refunded or pruned."""
+        changed = await self._gateway.write(
+            "UPDATE usage SET state = 'refunded' WHERE id = ? AND state = 'reserved'", (reservation_id,)
+        )
+        return changed == 1
+
+    async def prune(self, before: float) -> int:
+        """Delete every row created at or before ``before``, in short transactions that let others write."""
+        total = 0
+        while True:
+            deleted = await self._gateway.write(
+                "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE created_at <= ? LIMIT ?)",
+                (before, PRUNE_BATCH),
+            )
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
+
+    async def delete_for_user(self, guild_id: int, user_id: int) -> int:
+        async with self._gateway.transaction() as conn:
+            return await delete_user_usage(conn, guild_id, user_id)
+
+
+async def delete_user_usage(conn: aiosqlite.Connection, guild_id: int, user_id: int) -> int:
+    """Delete a member's ledger rows in a server, inside the caller's transaction."""
+    async with conn.execute(
+        "DELETE FROM usage WHERE guild_id = ? AND user_id = ?", (guild_id, user_id)
+    ) as cursor:
+        return cursor.rowcount
+
+
+async def _window(conn: aiosqlite.Connection, guild_id: int, user_id: int, since: float) -> UsageWindow:
+    async with conn.execute(
+        "SELECT COALESCE(SUM(CASE WHEN state = 'committed' THEN images END), 0) AS used, "
+        "COALESCE(SUM(CASE WHEN state = 'reserved' THEN images END), 0) AS reserved, "
+        "MIN(created_at) AS oldest_at "
+        "FROM usage WHERE guild_id = ? AND user_id = ? AND created_at > ? AND state != 'refunded'",
+        (guild_id, user_id, since),
+    ) as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return UsageWindow(used=row["used"], reserved=row["reserved"], oldest_at=row["oldest_at"])
