@@ -1,9 +1,9 @@
 """The command tree and the one place where errors become what a Discord user reads.
 
-Every slash command's error reaches ``SDTree.on_error``; button callbacks route theirs there too. Domain errors
-(``sdbot/errors.py``) become short ephemeral messages; a failed check becomes "not permitted"; anything else is
-logged with its traceback and the user gets a short apology. The answer is sent whether or not the interaction
-was already acknowledged (a followup then), so no interaction is left "thinking".
+Every slash command's error reaches ``SDTree.on_error``; button callbacks route theirs there too. Domain
+errors (``sdbot/errors.py``) become short ephemeral messages; a failed check becomes "not permitted"; anything
+else is logged with its traceback and the user gets a short apology. The answer is sent whether or not the
+interaction was already acknowledged (a followup then), so no interaction is left "thinking".
 """
 
 from __future__ import annotations
@@ -40,7 +40,10 @@ def relative_time(timestamp: float) -> str:
 def _quota_text(error: QuotaExceeded) -> str:
     if error.limit == 0:
         return "Image generation is switched off for you on this server (daily quota 0)."
-    text = f"Daily quota reached: you have {error.left} of {error.limit} images left and asked for {error.requested}."
+    text = (
+        f"Daily quota reached: you have {error.left} of {error.limit} images left "
+        f"and asked for {error.requested}."
+    )
     if error.next_free_at is not None:
         text += f" The next image frees up {relative_time(error.next_free_at)}."
     return text
@@ -52,7 +55,7 @@ def _queue_full_text(error: QueueFull) -> str:
             f"You already have {error.ahead} job(s) waiting (this server allows {error.limit}). "
             "Wait for one to finish or `/cancel` one."
         )
-    return f"The queue is full ({error.ahead} jobs waiting, limit {error.limit}). Please try again in a little while."
+    return f"The queue is full ({error.ahead} jobs waiting, limit {error.limit}). Please try again shortly."
 
 
 def user_message(error: BaseException) -> str | None:
@@ -81,7 +84,7 @@ def user_message(error: BaseException) -> str | None:
         case app_commands.TransformerError():
             return f"{error.value!r} is not a valid value for that option."
         case app_commands.CommandNotFound():
-            return "That command no longer exists; Discord may still be showing an old list. Try again shortly."
+            return "That command no longer exists; Discord may still show an old list. Try again shortly."
     return None
 
 
@@ -102,9 +105,7 @@ async def report_error(interaction: discord.Interaction, error: BaseException) -
     text = user_message(error)
     if text is None:
         original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
-        log.error(
-            "unexpected error in %s", _describe(interaction), exc_info=(type(original), original, original.__traceback__)
-        )
+        log.error("unexpected error in %s", _describe(interaction), exc_info=original)
         text = APOLOGY
     else:
         log.debug("refused %s: %s", _describe(interaction), text)
@@ -121,5 +122,7 @@ def _describe(interaction: discord.Interaction) -> str:
 class SDTree(app_commands.CommandTree):
     """The bot's command tree: all slash-command errors go through ``report_error``."""
 
-    async def on_error(self, interaction: discord.Interaction, error: app_commands.AppCommandError, /) -> None:
+    async def on_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
+    ) -> None:
         await report_error(interaction, error)
