@@ -1,0 +1,234 @@
+"""Per-server settings: the defaults, declared once; validation; and a cache that every write invalidates.
+
+A server stores only what it changed (see ``sdbot.db.guilds``); ``get`` lays those values over
+``GuildSettings`` defaults, whose daily quota comes from ``SDBOT_DAILY_QUOTA`` (see ``defaults_from``).
+Every setter checks its value and raises ``InvalidSetting`` with a message naming what is allowed, then
+drops the server's cached settings, so the next ``get`` reads the new value. The cache is per process: a
+second bot process on the same file sees another process's change after its own next write or restart.
+
+Banned words are whole words or phrases, matched case-insensitively: "cat" bans "Cat" and "cat!" but not
+"category"; a phrase such as "red panda" matches with any whitespace between its words. They are stored
+lower-case with their whitespace collapsed.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sdbot.config import NSFW_POLICIES, Settings
+from sdbot.db import Database, MemberOverride
+from sdbot.errors import InvalidSetting
+
+__all__ = ["GuildSettings", "MemberOverride", "SettingsService", "banned_word_in", "defaults_from"]
+
+QUOTA_RANGE = (0, 10_000)
+STEPS_RANGE = (1, 150)
+COUNT_RANGE = (1, 4)
+PIXELS_RANGE = (64 * 64, 1024 * 1024)
+QUEUE_LIMIT_RANGE = (1, 50)
+MAX_BANNED_WORDS = 500
+MAX_BANNED_WORD_LENGTH = 100
+MAX_CHANNELS = 500
+
+
+@dataclass(frozen=True)
+class GuildSettings:
+    """One server's rules. The defaults here are what a server that changed nothing gets."""
+
+    nsfw_policy: str = "block"  # block | spoiler | allow (allow: only in age-restricted channels)
+    daily_quota: int = 50  # images per member per rolling 24 h; 0 switches generation off for members
+    managers_exempt: bool = True  # members with Manage Server have no quota (unless a personal one is set)
+    default_steps: int = 30
+    max_steps: int = 50
+    max_count: int = 4  # images per /imagine
+    max_pixels: int = 768 * 768  # width * height; 512x768 and 768x768 fit
+    user_queue_limit: int = 3  # jobs one member may have waiting
+    channels: frozenset[int] = field(default_factory=frozenset)  # empty: every channel
+    banned_words: frozenset[str] = field(default_factory=frozenset)
+    upscale_allowed: bool = True
+
+    def channel_allowed(self, channel_id: int) -> bool:
+        return not self.channels or channel_id in self.channels
+
+
+def defaults_from(config: Settings) -> GuildSettings:
+    """Defaults for this installation: the daily quota from ``SDBOT_DAILY_QUOTA``, the image count capped by
+    ``SDBOT_MAX_BATCH``."""
+    return GuildSettings(
+        daily_quota=config.daily_quota, max_count=min(GuildSettings.max_count, config.max_batch)
+    )
+
+
+def banned_word_in(prompt: str, settings: GuildSettings) -> str | None:
+    """The first banned word or phrase found in ``prompt`` as a whole word, case-insensitively, or None."""
+    if not settings.banned_words:
+        return None
+    match = _banned_pattern(settings.banned_words).search(prompt)
+    if match is None:
+        return None
+    return _normalise_word(match.group(0))
+
+
+@functools.lru_cache(maxsize=256)
+def _banned_pattern(words: frozenset[str]) -> re.Pattern[str]:
+    # Longest first, so a phrase wins over a word it starts with. Look-arounds rather than \b, so that a
+    # word that begins or ends with punctuation ("c++") still needs a non-word character next to it.
+    alternatives = (
+        r"\s+".join(re.escape(part) for part in word.split())
+        for word in sorted(words, key=lambda word: (-len(word), word))
+    )
+    return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
+
+
+def _normalise_word(word: str) -> str:
+    return " ".join(word.lower().split())
+
+
+def _check_range(label: str, value: int, bounds: tuple[int, int]) -> int:
+    low, high = bounds
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidSetting(f"{label} must be a whole number from {low:,} to {high:,} (got {value!r}).")
+    return value
+
+
+class SettingsService:
+    """Reads and changes server settings and member overrides."""
+
+    def __init__(self, db: Database, defaults: GuildSettings | None = None) -> None:
+        self._db = db
+        self.defaults = GuildSettings() if defaults is None else defaults
+        self._cache: dict[int, GuildSettings] = {}
+        self._writes = 0  # bumped by every write, so a read that raced one is not cached
+
+    async def get(self, guild_id: int) -> GuildSettings:
+        cached = self._cache.get(guild_id)
+        if cached is not None:
+            return cached
+        writes = self._writes
+        stored = await self._db.guilds.get(guild_id)
+        settings = replace(
+            self.defaults, **stored.values, channels=stored.channels, banned_words=stored.banned_words
+        )
+        if writes == self._writes:
+            self._cache[guild_id] = settings
+        return settings
+
+    async def set_nsfw_policy(self, guild_id: int, policy: str) -> GuildSettings:
+        value = policy.strip().lower()
+        if value not in NSFW_POLICIES:
+            raise InvalidSetting(
+                f"NSFW policy must be one of {', '.join(NSFW_POLICIES)} (got {policy!r}). "
+                "`allow` shows flagged images only in age-restricted channels."
+            )
+        return await self._set(guild_id, "nsfw_policy", value)
+
+    async def set_daily_quota(self, guild_id: int, quota: int) -> GuildSettings:
+        return await self._set(guild_id, "daily_quota", _check_range("Daily quota", quota, QUOTA_RANGE))
+
+    async def set_managers_exempt(self, guild_id: int, exempt: bool) -> GuildSettings:
+        return await self._set(guild_id, "managers_exempt", bool(exempt))
+
+    async def set_default_steps(self, guild_id: int, steps: int) -> GuildSettings:
+        _check_range("Default steps", steps, STEPS_RANGE)
+        current = await self.get(guild_id)
+        if steps > current.max_steps:
+            raise InvalidSetting(
+                f"Default steps ({steps}) cannot exceed max steps ({current.max_steps}): "
+                "raise max steps first."
+            )
+        return await self._set(guild_id, "default_steps", steps)
+
+    async def set_max_steps(self, guild_id: int, steps: int) -> GuildSettings:
+        _check_range("Max steps", steps, STEPS_RANGE)
+        current = await self.get(guild_id)
+        if steps < current.default_steps:
+            raise InvalidSetting(
+                f"Max steps ({steps}) cannot be below default steps ({current.default_steps}): "
+                "lower default steps first."
+            )
+        return await self._set(guild_id, "max_steps", steps)
+
+    async def set_max_count(self, guild_id: int, count: int) -> GuildSettings:
+        return await self._set(
+            guild_id, "max_count", _check_range("Max images per request", count, COUNT_RANGE)
+        )
+
+    async def set_max_pixels(self, guild_id: int, pixels: int) -> GuildSettings:
+        return await self._set(
+            guild_id, "max_pixels", _check_range("Max pixels (width x height)", pixels, PIXELS_RANGE)
+        )
+
+    async def set_user_queue_limit(self, guild_id: int, limit: int) -> GuildSettings:
+        return await self._set(
+            guild_id, "user_queue_limit", _check_range("Queued jobs per member", limit, QUEUE_LIMIT_RANGE)
+        )
+
+    async def set_upscale_allowed(self, guild_id: int, allowed: bool) -> GuildSettings:
+        return await self._set(guild_id, "upscale_allowed", bool(allowed))
+
+    async def reset(self, guild_id: int) -> GuildSettings:
+        """Every setting except channels and banned words back to its default."""
+        await self._db.guilds.reset(guild_id)
+        return await self._reload(guild_id)
+
+    async def add_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
+        current = await self.get(guild_id)
+        if channel_id not in current.channels and len(current.channels) >= MAX_CHANNELS:
+            raise InvalidSetting(f"A server can list at most {MAX_CHANNELS} channels.")
+        await self._db.guilds.add_channel(guild_id, channel_id)
+        return await self._reload(guild_id)
+
+    async def remove_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
+        if not await self._db.guilds.remove_channel(guild_id, channel_id):
+            raise InvalidSetting(f"<#{channel_id}> is not in this server's channel list.")
+        return await self._reload(guild_id)
+
+    async def add_banned_word(self, guild_id: int, word: str) -> GuildSettings:
+        value = _normalise_word(word)
+        if not value or not re.search(r"\w", value):
+            raise InvalidSetting("A banned word needs at least one letter or digit.")
+        if len(value) > MAX_BANNED_WORD_LENGTH:
+            raise InvalidSetting(
+                f"A banned word or phrase can be at most {MAX_BANNED_WORD_LENGTH} characters."
+            )
+        current = await self.get(guild_id)
+        if value not in current.banned_words and len(current.banned_words) >= MAX_BANNED_WORDS:
+            raise InvalidSetting(f"A server can ban at most {MAX_BANNED_WORDS} words; remove some first.")
+        await self._db.guilds.add_banned_word(guild_id, value)
+        return await self._reload(guild_id)
+
+    async def remove_banned_word(self, guild_id: int, word: str) -> GuildSettings:
+        value = _normalise_word(word)
+        if not await self._db.guilds.remove_banned_word(guild_id, value):
+            raise InvalidSetting(f"{value!r} is not a banned word on this server.")
+        return await self._reload(guild_id)
+
+    async def member(self, guild_id: int, user_id: int) -> MemberOverride:
+        return await self._db.members.get(guild_id, user_id)
+
+    async def set_member_quota(self, guild_id: int, user_id: int, quota: int | None) -> MemberOverride:
+        """A personal daily quota; None returns the member to the server's quota."""
+        if quota is not None:
+            _check_range("A member's daily quota", quota, QUOTA_RANGE)
+        await self._db.members.set_quota(guild_id, user_id, quota)
+        return await self.member(guild_id, user_id)
+
+    async def block(self, guild_id: int, user_id: int) -> MemberOverride:
+        await self._db.members.set_blocked(guild_id, user_id, True)
+        return await self.member(guild_id, user_id)
+
+    async def unblock(self, guild_id: int, user_id: int) -> MemberOverride:
+        await self._db.members.set_blocked(guild_id, user_id, False)
+        return await self.member(guild_id, user_id)
+
+    async def _set(self, guild_id: int, name: str, value: Any) -> GuildSettings:
+        await self._db.guilds.set_value(guild_id, name, value)
+        return await self._reload(guild_id)
+
+    async def _reload(self, guild_id: int) -> GuildSettings:
+        self._writes += 1
+        self._cache.pop(guild_id, None)
+        return await self.get(guild_id)
