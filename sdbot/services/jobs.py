@@ -1,0 +1,603 @@
+"""The job queue: what waits to run, in which order, and who hears about it.
+
+``JobQueue`` owns the jobs that are queued or running in this process. It persists every state change to
+``db.jobs``, keeps the fair order (round-robin across users, each user's own jobs first-in first-out), answers
+``position`` and ``cancel``, enforces the per-user and global queue limits, owns the quota reservation of each
+job it accepted (committed when the job is done, refunded when it fails or is cancelled) and tells observers
+about every state change. The single GPU consumer is ``sdbot.services.worker.Worker``; it takes batches from
+here and reports results back through the ``JobQueue`` methods marked "for the worker".
+
+Nothing here knows about Discord: observers are plain callables that receive ``JobEvent`` objects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import inspect
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from sdbot.config import Settings
+from sdbot.errors import JobNotFound, NotPermitted, QueueFull
+from sdbot.inference.types import MAX_COUNT, MAX_SEED, GeneratedImage, GenerationResult, Timings
+
+if TYPE_CHECKING:
+    from sdbot.db import Database, JobRecord
+    from sdbot.services.quotas import QuotaService
+    from sdbot.services.settings import SettingsService
+
+log = logging.getLogger(__name__)
+
+KINDS = ("txt2img", "reroll", "variation", "upscale")
+IMAGE_TO_IMAGE_KINDS = ("variation", "upscale")
+
+
+@dataclass(frozen=True)
+class JobRequest:
+    """What a member asked for, already validated and paid for (``reservation_id``) by the caller.
+
+    ``params`` holds prompt, negative_prompt, steps, guidance, width, height, seed (None: drawn at submit so
+    that a resumed job makes the same images), count and, for image-to-image kinds, strength.
+    ``source_png`` is the image a variation or upscale starts from.
+    """
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    kind: str
+    params: Mapping[str, Any]
+    image_count: int
+    parent_id: int | None = None
+    reservation_id: int | None = None
+    source_png: bytes | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"job kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.image_count < 1:
+            raise ValueError(f"image_count must be at least 1, not {self.image_count}")
+        if (self.kind in IMAGE_TO_IMAGE_KINDS) != (self.source_png is not None):
+            raise ValueError("variation and upscale jobs need source_png; the other kinds take none")
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """Something happened to a job. ``job`` is its record as of this event (state, timestamps)."""
+
+    job: JobRecord
+
+    @property
+    def terminal(self) -> bool:
+        """True for the last event a job ever gets (done, failed or cancelled)."""
+        return False
+
+
+@dataclass(frozen=True)
+class JobQueued(JobEvent):
+    """The job entered the queue (on submit, or on start-up for a job resumed after a restart)."""
+
+    position: int
+
+
+@dataclass(frozen=True)
+class JobPositionChanged(JobEvent):
+    position: int
+
+
+@dataclass(frozen=True)
+class JobStarted(JobEvent):
+    pass
+
+
+@dataclass(frozen=True)
+class JobProgress(JobEvent):
+    """A denoising step finished. ``preview`` (the job's first image so far) comes every few steps; it is
+    a PIL image so that the observer decides whether and how to encode it (off the event loop)."""
+
+    step: int
+    total: int
+    preview: Image.Image | None = None
+
+
+@dataclass(frozen=True)
+class JobDone(JobEvent):
+    result: GenerationResult
+
+    @property
+    def terminal(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class JobFailed(JobEvent):
+    """``error`` is fit to show the member who asked (no internals)."""
+
+    error: str
+
+    @property
+    def terminal(self) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class JobCancelled(JobEvent):
+    """``by_user`` is who cancelled it (None: a manager or the system)."""
+
+    by_user: int | None
+
+    @property
+    def terminal(self) -> bool:
+        return True
+
+
+Observer = Callable[[JobEvent], Awaitable[None] | None]
+
+
+class JobWatch:
+    """An observer to iterate over: ``async for event in watch`` yields a job's events in order and ends
+    after its terminal event.
+
+    Pass it to ``JobQueue.submit(..., observer=watch)`` or ``JobQueue.subscribe(job_id, watch)``.
+    """
+
+    def __init__(self) -> None:
+        self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._ended = False
+
+    def __call__(self, event: JobEvent) -> None:
+        self._events.put_nowait(event)
+
+    def __aiter__(self) -> AsyncIterator[JobEvent]:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        if self._ended:
+            raise StopAsyncIteration
+        event = await self._events.get()
+        self._ended = event.terminal
+        return event
+
+
+@dataclass(eq=False)
+class ActiveJob:
+    """A job of this process that is queued or running (for the worker; observers see ``JobRecord``s)."""
+
+    record: JobRecord
+    finished: bool = False  # set, synchronously, by whoever finishes the job first
+    images: dict[int, list[GeneratedImage]] = field(default_factory=dict)  # by first image index
+    timings: list[Timings] = field(default_factory=list)
+
+    @property
+    def id(self) -> int:
+        return self.record.id
+
+    @property
+    def user_id(self) -> int:
+        return self.record.user_id
+
+    @property
+    def image_count(self) -> int:
+        return self.record.image_count
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.record.params
+
+    def add_images(self, first: int, images: list[GeneratedImage], timings: Timings) -> bool:
+        """Keep images ``first..`` of this job; True once every image of the job is in."""
+        self.images[first] = images
+        self.timings.append(timings)
+        return sum(len(part) for part in self.images.values()) >= self.image_count
+
+    def result(self) -> GenerationResult:
+        images = [image for first in sorted(self.images) for image in self.images[first]]
+        return GenerationResult(images=images, timings=_sum_timings(self.timings))
+
+    def forget_images(self) -> None:
+        self.images.clear()
+        self.timings.clear()
+
+
+def _sum_timings(parts: list[Timings]) -> Timings:
+    return Timings(
+        denoise=sum(part.denoise for part in parts),
+        decode=sum(part.decode for part in parts),
+        safety=sum(part.safety for part in parts),
+        total=sum(part.total for part in parts),
+    )
+
+
+class FairOrder:
+    """Round-robin across users, first-in first-out within each user.
+
+    Users take turns in the order they were last served (the one served longest ago first); a user never
+    served yet goes before everyone already served, so a newcomer's first job waits behind at most the job
+    now running. The order of the waiting jobs is: every user's first job in turn order, then every user's
+    second job in the same order, and so on, which is exactly the order the worker takes them in.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[int, list[ActiveJob]] = {}
+        self._last_served: dict[int, int] = {}
+        self._joined: dict[int, int] = {}
+        self._ticks = itertools.count()
+
+    def __len__(self) -> int:
+        return sum(len(jobs) for jobs in self._waiting.values())
+
+    def add(self, job: ActiveJob) -> None:
+        """Queue ``job`` behind the user's older jobs (by id, so a resumed job keeps its place)."""
+        jobs = self._waiting.setdefault(job.user_id, [])
+        if not jobs:
+            self._joined[job.user_id] = next(self._ticks)
+        bisect.insort(jobs, job, key=lambda queued: queued.id)
+
+    def remove(self, job: ActiveJob) -> None:
+        self._waiting[job.user_id].remove(job)
+
+    def waiting_of(self, user_id: int, guild_id: int) -> int:
+        return sum(1 for job in self._waiting.get(user_id, ()) if job.record.guild_id == guild_id)
+
+    def order(self) -> list[ActiveJob]:
+        users = sorted((user for user, jobs in self._waiting.items() if jobs), key=self._turn)
+        ordered: list[ActiveJob] = []
+        for depth in itertools.count():
+            row = [self._waiting[user][depth] for user in users if len(self._waiting[user]) > depth]
+            if not row:
+                return ordered
+            ordered.extend(row)
+        raise AssertionError("unreachable")
+
+    def take(self, jobs: list[ActiveJob]) -> None:
+        """Remove ``jobs`` (a prefix of ``order()``) and move their users to the back of the turn order."""
+        for job in jobs:
+            self._waiting[job.user_id].remove(job)
+            self._last_served[job.user_id] = next(self._ticks)
+
+    def forget_turns(self) -> None:
+        """With nothing queued or running, past turns no longer matter."""
+        self._last_served.clear()
+        self._joined.clear()
+        self._waiting.clear()
+
+    def _turn(self, user_id: int) -> tuple[int, int]:
+        return (self._last_served.get(user_id, -1), self._joined[user_id])
+
+
+class JobQueue:
+    """The queue of generation jobs, persisted in ``db.jobs``.
+
+    Settings used: ``max_queue`` (jobs waiting, all users together). The per-user limit is the server's
+    ``user_queue_limit`` from ``settings_service`` unless ``submit`` is given one.
+
+    Reservations: ``submit`` takes over the reservation of the request from the moment it is called. If the
+    job is not queued (``QueueFull``, or any error) the reservation is refunded before ``submit`` raises;
+    once queued, the job's end commits it (done) or refunds it (failed, cancelled). A caller therefore never
+    refunds a reservation it has passed to ``submit``.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        quotas: QuotaService,
+        settings: Settings,
+        settings_service: SettingsService | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._db = db
+        self._quotas = quotas
+        self._settings = settings
+        self._settings_service = settings_service
+        self._clock = clock
+        self._order = FairOrder()
+        self._jobs: dict[int, ActiveJob] = {}  # queued or running
+        self._running: dict[int, ActiveJob] = {}
+        self._positions: dict[int, int] = {}  # last position published per queued job
+        self._observers: dict[int, list[Observer]] = {}
+        self._listeners: list[Observer] = []
+        self._observer_tasks: set[asyncio.Task[None]] = set()
+        self._submit_lock = asyncio.Lock()
+        self._work = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # ----- for the bot
+
+    async def submit(
+        self,
+        request: JobRequest,
+        *,
+        user_queue_limit: int | None = None,
+        observer: Observer | None = None,
+    ) -> JobRecord:
+        """Persist and queue a job; ``observer`` (if any) hears all its events, starting with ``JobQueued``.
+
+        Raises ``QueueFull`` when the user already has ``user_queue_limit`` jobs waiting in this server, or
+        the whole queue holds ``Settings.max_queue``. Refunds the reservation whenever it raises.
+        """
+        try:
+            async with self._submit_lock:
+                await self._check_limits(request, user_queue_limit)
+                params = dict(request.params)
+                if params.get("seed") is None:
+                    params["seed"] = secrets.randbelow(MAX_SEED - MAX_COUNT + 2)
+                record = await self._db.jobs.create(
+                    guild_id=request.guild_id,
+                    channel_id=request.channel_id,
+                    user_id=request.user_id,
+                    kind=request.kind,
+                    params=params,
+                    image_count=request.image_count,
+                    parent_id=request.parent_id,
+                    reservation_id=request.reservation_id,
+                    source_png=request.source_png,
+                    now=self._clock(),
+                )
+        except BaseException:
+            if request.reservation_id is not None:
+                await self._quotas.refund(request.reservation_id)
+            raise
+        if observer is not None:
+            self._observers[record.id] = [observer]
+        self._enqueue(ActiveJob(record))
+        return record
+
+    def position(self, job_id: int) -> int | None:
+        """How many queued jobs will run before this one (0: it runs next); None if it is not queued."""
+        for index, job in enumerate(self._order.order()):
+            if job.id == job_id:
+                return index
+        return None
+
+    def queued(self) -> list[JobRecord]:
+        """The waiting jobs in the order they will run."""
+        return [job.record for job in self._order.order()]
+
+    def running(self) -> list[JobRecord]:
+        return [job.record for job in self._running.values()]
+
+    async def cancel(self, job_id: int, *, by_user: int | None = None) -> JobRecord:
+        """Cancel a queued or running job and refund it. A running job's engine run stops within one
+        denoising step (the worker polls ``finished``). ``by_user``: the member asking, who must own the job
+        (None: a manager, no ownership check). Raises ``JobNotFound`` or ``NotPermitted``."""
+        job = self._jobs.get(job_id)
+        if job is None or job.finished:
+            raise JobNotFound(f"job {job_id} is not queued or running")
+        if by_user is not None and by_user != job.user_id:
+            raise NotPermitted(f"job {job_id} belongs to someone else")
+        if job.id not in self._running:
+            self._order.remove(job)
+        await self._finish(
+            job,
+            self._db.jobs.mark_cancelled(job.id, self._clock()),
+            commit=False,
+            changes={"state": "cancelled"},
+            make=lambda record: JobCancelled(record, by_user=by_user),
+        )
+        return job.record
+
+    def subscribe(self, job_id: int, observer: Observer) -> None:
+        """Send ``observer`` the future events of a queued or running job. Raises ``JobNotFound``."""
+        if job_id not in self._jobs:
+            raise JobNotFound(f"job {job_id} is not queued or running")
+        self._observers.setdefault(job_id, []).append(observer)
+
+    def unsubscribe(self, job_id: int, observer: Observer) -> None:
+        """Stop watching a job (its later events go to the listeners, as for a job nobody watches)."""
+        observers = self._observers.get(job_id, [])
+        if observer in observers:
+            observers.remove(observer)
+
+    def add_listener(self, listener: Observer) -> None:
+        """Hear the events of every job that has no observer at the time: jobs resumed after a restart, or
+        whose observer gave up (an interaction token expires after 15 minutes), so their results still
+        reach their channel."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Observer) -> None:
+        self._listeners.remove(listener)
+
+    async def join(self) -> None:
+        """Wait until no job is queued or running."""
+        await self._idle.wait()
+
+    # ----- for the worker
+
+    async def restore(self) -> int:
+        """Queue again the jobs a previous run left queued or running, in their original order; a running
+        one starts over. Returns how many were restored."""
+        restored = 0
+        for record in await self._db.jobs.unfinished():
+            if record.id in self._jobs:
+                continue
+            if record.state == "running":
+                await self._db.jobs.requeue(record.id)
+                record = replace(record, state="queued", started_at=None)
+            self._enqueue(ActiveJob(record))
+            restored += 1
+        if restored:
+            log.info("resumed %d unfinished job(s) from the last run", restored)
+        return restored
+
+    async def wait_for_work(self) -> None:
+        """Return once a job is waiting (or ``wake`` is called)."""
+        await self._work.wait()
+        self._work.clear()
+
+    def wake(self) -> None:
+        self._work.set()
+
+    def take_batch(self, max_images: int, batch_key: Callable[[ActiveJob], Any]) -> list[ActiveJob]:
+        """Take the next job in fair order and the jobs right after it with the same batch key, while their
+        images fit in ``max_images`` (the first job is taken whatever its size)."""
+        order = self._order.order()
+        if not order:
+            return []
+        key = batch_key(order[0])
+        batch = [order[0]]
+        images = order[0].image_count
+        for job in order[1:]:
+            if batch_key(job) != key or images + job.image_count > max_images:
+                break
+            batch.append(job)
+            images += job.image_count
+        self._order.take(batch)
+        for job in batch:
+            self._running[job.id] = job
+            self._positions.pop(job.id, None)
+        self._publish_positions()
+        return batch
+
+    async def source_png(self, job: ActiveJob) -> bytes | None:
+        """The image a variation or upscale job starts from (stored with the job, so it survives restarts)."""
+        return await self._db.jobs.source_png(job.id)
+
+    async def start(self, job: ActiveJob) -> bool:
+        """Record that ``job`` runs now; False if it was cancelled meanwhile."""
+        if job.finished:
+            return False
+        now = self._clock()
+        if not await self._db.jobs.mark_running(job.id, now):
+            log.warning("job %s was not queued in the database when started", job.id)
+        if job.finished:  # cancelled while the row was written
+            return False
+        job.record = replace(job.record, state="running", started_at=now)
+        self._emit(job, JobStarted)
+        return True
+
+    def progress(self, job: ActiveJob, step: int, total: int, preview: Image.Image | None) -> None:
+        if not job.finished:
+            self._emit(job, lambda record: JobProgress(record, step=step, total=total, preview=preview))
+
+    async def complete(self, job: ActiveJob) -> None:
+        """The job has all its images: record them, commit its reservation, tell its observers."""
+        if job.finished:
+            return
+        result = job.result()
+        now = self._clock()
+        await self._finish(
+            job,
+            self._db.jobs.mark_done(job.id, result.seeds, result.nsfw, now),
+            commit=True,
+            changes={"state": "done", "seeds": result.seeds, "nsfw": result.nsfw, "finished_at": now},
+            make=lambda record: JobDone(record, result=result),
+        )
+
+    async def fail(self, job: ActiveJob, error: str) -> None:
+        """The job cannot be done: record ``error`` (user-safe text), refund, tell its observers."""
+        if job.finished:
+            return
+        now = self._clock()
+        await self._finish(
+            job,
+            self._db.jobs.mark_failed(job.id, error, now),
+            commit=False,
+            changes={"state": "failed", "error": error, "finished_at": now},
+            make=lambda record: JobFailed(record, error=error),
+        )
+
+    async def requeue(self, job: ActiveJob) -> None:
+        """Put a running job back in the queue, in the database too (shutdown): it runs again from the start
+        on the next start-up, its reservation untouched."""
+        if job.finished or job.id not in self._running:
+            return
+        await self._db.jobs.requeue(job.id)
+        del self._running[job.id]
+        job.forget_images()
+        job.record = replace(job.record, state="queued", started_at=None)
+        self._order.add(job)
+        self._publish_positions()
+
+    # ----- internals
+
+    async def _check_limits(self, request: JobRequest, user_queue_limit: int | None) -> None:
+        if user_queue_limit is None and self._settings_service is not None:
+            user_queue_limit = (await self._settings_service.get(request.guild_id)).user_queue_limit
+        if user_queue_limit is not None:
+            mine = self._order.waiting_of(request.user_id, request.guild_id)
+            if mine >= user_queue_limit:
+                raise QueueFull(scope="user", limit=user_queue_limit, ahead=mine)
+        waiting = len(self._order)
+        if waiting >= self._settings.max_queue:
+            raise QueueFull(scope="global", limit=self._settings.max_queue, ahead=waiting)
+
+    def _enqueue(self, job: ActiveJob) -> None:
+        self._jobs[job.id] = job
+        self._order.add(job)
+        self._idle.clear()
+        self._work.set()
+        position = self.position(job.id)
+        assert position is not None
+        self._positions[job.id] = position
+        self._emit(job, lambda record: JobQueued(record, position=position))
+        self._publish_positions()
+
+    async def _finish(
+        self,
+        job: ActiveJob,
+        write: Awaitable[bool],
+        *,
+        commit: bool,
+        changes: dict[str, Any],
+        make: Callable[[JobRecord], JobEvent],
+    ) -> None:
+        """End a job exactly once: whoever sets ``finished`` first (all on the loop, before any await) wins.
+        The observers hear of it even if the database or the quota ledger fails (that is logged)."""
+        job.finished = True
+        try:
+            if not await write:
+                log.warning("job %s was already finished in the database", job.id)
+            reservation = job.record.reservation_id
+            if reservation is not None:
+                await (self._quotas.commit(reservation) if commit else self._quotas.refund(reservation))
+        except Exception:
+            log.exception("could not record the end of job %s (%s)", job.id, changes["state"])
+        finally:
+            job.record = replace(job.record, **changes)
+            self._jobs.pop(job.id, None)
+            self._running.pop(job.id, None)
+            self._positions.pop(job.id, None)
+            self._publish_positions()
+            if not self._jobs:
+                self._order.forget_turns()
+                self._idle.set()
+            self._emit(job, make)
+
+    def _publish_positions(self) -> None:
+        for position, job in enumerate(self._order.order()):
+            if self._positions.get(job.id) != position:
+                self._positions[job.id] = position
+                self._emit(job, lambda record, at=position: JobPositionChanged(record, position=at))
+
+    def _emit(self, job: ActiveJob, make: Callable[[JobRecord], JobEvent]) -> None:
+        event = make(job.record)
+        observers = self._observers.get(job.id) or self._listeners
+        for observer in list(observers):
+            self._notify(observer, event)
+        if event.terminal:
+            self._observers.pop(job.id, None)
+
+    def _notify(self, observer: Observer, event: JobEvent) -> None:
+        """Call one observer; nothing it does (raise, hang in a coroutine) reaches the queue or worker."""
+        try:
+            outcome = observer(event)
+        except Exception:
+            log.exception("observer %r failed on %s of job %s", observer, type(event).__name__, event.job.id)
+            return
+        if inspect.isawaitable(outcome):
+            task = asyncio.ensure_future(outcome)
+            self._observer_tasks.add(task)
+            task.add_done_callback(self._observer_done)
+
+    def _observer_done(self, task: asyncio.Task[None]) -> None:
+        self._observer_tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("an async observer failed", exc_info=task.exception())

@@ -1,0 +1,360 @@
+"""The single GPU worker: the one consumer of the ``JobQueue``.
+
+One asyncio task takes batches from the queue and runs each engine call in one dedicated thread, so the event
+loop (the Discord gateway's heartbeats, interaction acknowledgements) never waits for the GPU. Progress is
+handed back to the loop with ``call_soon_threadsafe``. The worker talks to the engine only through the
+``Engine`` protocol, so a remote backend can replace the in-process one.
+
+Batching: the next job in fair order and the jobs right after it with the same batch key (engine method, size,
+steps, guidance, strength, scheduler) run in one engine call, up to ``Settings.max_batch`` images; each keeps
+its own prompt and seeds, and its images do not depend on the batch (the engine seeds every image). A job with
+more images than ``max_batch`` runs in several calls, image ``i`` always with seed ``seed + i``.
+
+Faults, each ending in exactly one of done / failed / cancelled / requeued per job: an engine error fails only
+its own job (a failed batch is retried job by job once); out of memory on several images retries at half the
+batch size; a run longer than ``Settings.job_timeout`` is interrupted and its jobs fail; any other error is
+logged and the worker goes on with the next batch.
+
+Shutdown (``stop``): take no new batch, give the running one ``Settings.shutdown_grace`` seconds, then
+interrupt it and leave its jobs queued in the database (no refund) for the next start-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from sdbot.config import Settings
+from sdbot.errors import GenerationCancelled, GenerationFailed
+from sdbot.inference.types import (
+    UPSCALE_STRENGTH,
+    VARIATION_STRENGTH,
+    Engine,
+    GenerateRequest,
+    GenerationResult,
+    ImageToImageRequest,
+    Progress,
+)
+from sdbot.services.jobs import IMAGE_TO_IMAGE_KINDS, ActiveJob, JobQueue
+
+log = logging.getLogger(__name__)
+
+ENGINE_METHODS = {"txt2img": "generate", "reroll": "generate", "variation": "variation", "upscale": "upscale"}
+DEFAULT_STRENGTH = {"variation": VARIATION_STRENGTH, "upscale": UPSCALE_STRENGTH}
+INTERRUPT_WAIT = 10.0  # seconds an interrupted engine run gets to notice before stop() gives up on it
+INTERNAL_ERROR = "the generation failed because of an internal error; the bot's logs have the details"
+
+
+def batch_key(job: ActiveJob) -> tuple[Any, ...]:
+    """Jobs with equal keys can share one engine call. txt2img and reroll are the same engine method."""
+    params = job.params
+    kind = job.record.kind
+    strength = params.get("strength", DEFAULT_STRENGTH[kind]) if kind in IMAGE_TO_IMAGE_KINDS else None
+    return (
+        ENGINE_METHODS[kind],
+        params.get("width"),
+        params.get("height"),
+        params.get("steps"),
+        params.get("guidance"),
+        strength,
+        params.get("scheduler"),
+    )
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """Images ``first .. first + count - 1`` of a job."""
+
+    job: ActiveJob
+    first: int
+    count: int
+
+
+class _Run:
+    """One engine call: its slices and the reasons it may be interrupted (read from the engine thread)."""
+
+    def __init__(self, slices: list[_Slice], timeout: float, shutdown: threading.Event) -> None:
+        self.slices = slices
+        self.jobs = list(dict.fromkeys(part.job for part in slices))
+        self.deadline = time.monotonic() + timeout
+        self._shutdown = shutdown
+
+    def timed_out(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def should_cancel(self) -> bool:
+        """Stop when shutting down, past the deadline, or when every job of the call was cancelled."""
+        return self._shutdown.is_set() or self.timed_out() or all(job.finished for job in self.jobs)
+
+
+class Worker:
+    """The one consumer of ``queue``, running ``engine`` in a single dedicated thread.
+
+    Settings used: ``max_batch`` (images per engine call), ``job_timeout`` (seconds one engine call may run),
+    ``shutdown_grace`` (seconds ``stop`` waits for the running batch before interrupting it).
+    """
+
+    def __init__(self, queue: JobQueue, engine: Engine, settings: Settings) -> None:
+        self._queue = queue
+        self._engine = engine
+        self._settings = settings
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._shutdown = threading.Event()
+        self._current: list[ActiveJob] = []
+
+    async def start(self) -> None:
+        """Resume the jobs a previous run left unfinished, then start consuming."""
+        if self._task is not None:
+            raise RuntimeError("the worker is already running")
+        await self._queue.restore()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-engine")
+        self._task = asyncio.create_task(self._consume(), name="sdbot-worker")
+
+    async def stop(self) -> None:
+        """Take no more jobs; let the running batch finish within ``shutdown_grace``, else interrupt it and
+        leave its jobs queued in the database."""
+        task, executor = self._task, self._executor
+        if task is None or executor is None:
+            return
+        self._stopping = True
+        self._queue.wake()
+        done, _ = await asyncio.wait({task}, timeout=self._settings.shutdown_grace)
+        if not done:
+            log.warning("shutdown: interrupting the running batch after %gs", self._settings.shutdown_grace)
+            self._shutdown.set()
+            done, _ = await asyncio.wait({task}, timeout=INTERRUPT_WAIT)
+        if not done:
+            log.error("shutdown: the engine did not stop; its jobs stay queued for the next start-up")
+            abandoned = list(self._current)
+            task.cancel()
+            for job in abandoned:
+                await self._queue.requeue(job)
+        executor.shutdown(wait=False)
+        self._task = self._executor = None
+
+    async def _consume(self) -> None:
+        while not self._stopping:
+            batch = self._queue.take_batch(self._settings.max_batch, batch_key)
+            if not batch:
+                await self._queue.wait_for_work()
+                continue
+            self._current = batch
+            try:
+                await self._run_batch(batch)
+            except Exception:
+                log.exception("the worker failed on jobs %s; going on", [job.id for job in batch])
+                for job in batch:
+                    await self._fail_quietly(job, INTERNAL_ERROR)
+            finally:
+                self._current = []
+
+    async def _run_batch(self, batch: list[ActiveJob]) -> None:
+        started = [job for job in batch if await self._queue.start(job)]
+        slices = [_Slice(job, 0, job.image_count) for job in started]
+        for chunk in _split(slices, self._settings.max_batch):
+            await self._run_slices(chunk, retry_alone=len(started) > 1)
+
+    async def _run_slices(self, slices: list[_Slice], *, retry_alone: bool) -> None:
+        slices = [part for part in slices if not part.job.finished]
+        if not slices:
+            return
+        run = _Run(slices, self._settings.job_timeout, self._shutdown)
+        if self._shutdown.is_set():
+            await self._requeue(run)
+            return
+        try:
+            results = await self._call_engine(run)
+        except GenerationCancelled:
+            await self._interrupted(run)
+            return
+        except Exception as error:
+            await self._engine_failed(run, error, retry_alone=retry_alone)
+            return
+        for part, result in zip(run.slices, results, strict=True):
+            if part.job.add_images(part.first, result.images, result.timings):
+                await self._queue.complete(part.job)
+
+    async def _engine_failed(self, run: _Run, error: Exception, *, retry_alone: bool) -> None:
+        images = sum(part.count for part in run.slices)
+        if _is_out_of_memory(error) and images > 1:
+            log.warning("out of memory on %d images; retrying at half the batch size", images)
+            for half in _split(run.slices, math.ceil(images / 2)):
+                await self._run_slices(half, retry_alone=retry_alone)
+            return
+        if retry_alone and len(run.jobs) > 1:
+            log.warning("batch %s failed (%s); retrying job by job", [job.id for job in run.jobs], error)
+            for job in run.jobs:
+                await self._run_slices([part for part in run.slices if part.job is job], retry_alone=False)
+            return
+        message = _user_message(error)
+        if message == INTERNAL_ERROR:
+            log.error("engine error on jobs %s", [job.id for job in run.jobs], exc_info=error)
+        for job in run.jobs:
+            await self._queue.fail(job, message)
+
+    async def _interrupted(self, run: _Run) -> None:
+        if self._shutdown.is_set():
+            await self._requeue(run)
+        elif run.timed_out():
+            for job in run.jobs:
+                await self._queue.fail(job, f"timed out after {self._settings.job_timeout:g} s")
+        else:  # cancel() has recorded the cancelled jobs; any other was stopped by the engine itself
+            for job in run.jobs:
+                await self._queue.fail(job, "the generation was interrupted")
+
+    async def _requeue(self, run: _Run) -> None:
+        for job in run.jobs:
+            await self._queue.requeue(job)
+
+    async def _fail_quietly(self, job: ActiveJob, message: str) -> None:
+        try:
+            await self._queue.fail(job, message)
+        except Exception:
+            log.exception("could not record the failure of job %s", job.id)
+
+    async def _call_engine(self, run: _Run) -> list[GenerationResult]:
+        """Run ``run`` in the engine thread; one result per slice, in order."""
+        sources = {
+            job.id: await self._queue.source_png(job)
+            for job in run.jobs
+            if job.record.kind in IMAGE_TO_IMAGE_KINDS
+        }
+        loop = asyncio.get_running_loop()
+        owners: list[ActiveJob] = []  # the job of each engine request, filled in the engine thread
+
+        def report(progress: Progress) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed under a run being abandoned
+                loop.call_soon_threadsafe(self._report_progress, run, owners, progress)
+
+        def call() -> list[GenerationResult]:
+            kind = run.jobs[0].record.kind
+            method = getattr(self._engine, ENGINE_METHODS[kind])
+            requests, counts = _requests(run.slices, sources, owners)
+            results = method(requests, on_progress=report, should_cancel=run.should_cancel)
+            return _regroup(results, counts)
+
+        assert self._executor is not None
+        return await loop.run_in_executor(self._executor, call)
+
+    def _report_progress(self, run: _Run, owners: list[ActiveJob], progress: Progress) -> None:
+        """On the loop: one ``JobProgress`` per job of the run, with the preview of its first request."""
+        previews = progress.previews or []
+        for job in run.jobs:
+            mine = [preview for preview, owner in zip(previews, owners, strict=False) if owner is job]
+            preview = mine[0] if mine else None
+            self._queue.progress(job, progress.step, progress.total, preview)
+
+
+def _requests(
+    slices: list[_Slice], sources: dict[int, bytes | None], owners: list[ActiveJob]
+) -> tuple[list[GenerateRequest] | list[ImageToImageRequest], list[int]]:
+    """Engine requests for ``slices`` (in the engine thread: decoding a source image is CPU work). Fills
+    ``owners`` (the job of each request) and returns how many requests each slice became."""
+    if slices[0].job.record.kind not in IMAGE_TO_IMAGE_KINDS:
+        generate = [_generate_request(part) for part in slices]
+        owners.extend(part.job for part in slices)
+        return generate, [1] * len(slices)
+    image_to_image: list[ImageToImageRequest] = []
+    counts = []
+    for part in slices:
+        source = _decode_source(sources.get(part.job.id))
+        params = part.job.params
+        for index in range(part.first, part.first + part.count):
+            image_to_image.append(
+                ImageToImageRequest(
+                    source=source,
+                    prompt=params.get("prompt", ""),
+                    negative_prompt=params.get("negative_prompt") or "",
+                    steps=params["steps"],
+                    guidance=params["guidance"],
+                    seed=params["seed"] + index,
+                    strength=params.get("strength", DEFAULT_STRENGTH[part.job.record.kind]),
+                )
+            )
+            owners.append(part.job)
+        counts.append(part.count)
+    return image_to_image, counts
+
+
+def _generate_request(part: _Slice) -> GenerateRequest:
+    params = part.job.params
+    return GenerateRequest(
+        prompt=params["prompt"],
+        negative_prompt=params.get("negative_prompt") or "",
+        steps=params["steps"],
+        guidance=params["guidance"],
+        width=params["width"],
+        height=params["height"],
+        seed=params["seed"] + part.first,
+        count=part.count,
+    )
+
+
+def _decode_source(png: bytes | None) -> Image.Image:
+    if png is None:
+        raise GenerationFailed("the source image of this job is no longer stored")
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            return image.convert("RGB")
+    except (OSError, ValueError):
+        raise GenerationFailed("the source image of this job could not be read") from None
+
+
+def _regroup(results: Sequence[GenerationResult], counts: list[int]) -> list[GenerationResult]:
+    """Merge the per-request results back into one result per slice."""
+    if len(results) != sum(counts):
+        raise GenerationFailed(f"the engine returned {len(results)} results for {sum(counts)} requests")
+    grouped = []
+    start = 0
+    for count in counts:
+        part = results[start : start + count]
+        grouped.append(GenerationResult([image for r in part for image in r.images], part[0].timings))
+        start += count
+    return grouped
+
+
+def _split(slices: list[_Slice], max_images: int) -> list[list[_Slice]]:
+    """Cut ``slices`` into consecutive chunks of at most ``max_images`` images, splitting a job if needed."""
+    chunks: list[list[_Slice]] = []
+    chunk: list[_Slice] = []
+    size = 0
+    for part in slices:
+        first, left = part.first, part.count
+        while left:
+            take = min(left, max_images - size)
+            chunk.append(_Slice(part.job, first, take))
+            size, first, left = size + take, first + take, left - take
+            if size == max_images:
+                chunks.append(chunk)
+                chunk, size = [], 0
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def _is_out_of_memory(error: Exception) -> bool:
+    memory_kinds = GenerationFailed | MemoryError | RuntimeError  # torch's OutOfMemoryError is a RuntimeError
+    return isinstance(error, memory_kinds) and "out of memory" in str(error).lower()
+
+
+def _user_message(error: Exception) -> str:
+    """Text fit for the member: our own errors and the engine's parameter checks say what went wrong;
+    anything else is an internal error whose details go to the log only."""
+    if isinstance(error, GenerationFailed):
+        return str(error)
+    if isinstance(error, ValueError):
+        return f"the engine rejected the parameters: {error}"
+    return INTERNAL_ERROR
