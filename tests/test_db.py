@@ -1,0 +1,238 @@
+"""The SQLite layer on a real temporary file: migrations, connection settings, the jobs and meta tables."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from sdbot.db import Database, connect, migrate
+from sdbot.db.connection import Migration, load_migrations
+from sdbot.errors import ConfigError
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "sdbot.sqlite3")
+    yield database
+    await database.close()
+
+
+async def _schema(conn: aiosqlite.Connection) -> list[tuple[str, str]]:
+    async with conn.execute("SELECT name, sql FROM sqlite_master ORDER BY name") as cursor:
+        return [(row[0], row[1]) for row in await cursor.fetchall()]
+
+
+async def _pragma(conn: aiosqlite.Connection, name: str) -> object:
+    async with conn.execute(f"PRAGMA {name}") as cursor:
+        row = await cursor.fetchone()
+    assert row is not None
+    return row[0]
+
+
+async def test_open_creates_folder_and_applies_every_migration(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "nested" / "bot.sqlite3"
+    db = await Database.open(path)
+    await db.close()
+    assert path.is_file()
+    conn = await connect(path)
+    try:
+        assert await _pragma(conn, "user_version") == len(load_migrations())
+        names = {name for name, _ in await _schema(conn)}
+        assert {
+            "guild_settings",
+            "guild_channels",
+            "banned_words",
+            "member_overrides",
+            "usage",
+            "jobs",
+            "meta",
+        } <= names
+    finally:
+        await conn.close()
+
+
+async def test_connection_uses_wal_busy_timeout_and_foreign_keys(tmp_path: Path) -> None:
+    conn = await connect(tmp_path / "bot.sqlite3")
+    try:
+        assert await _pragma(conn, "journal_mode") == "wal"
+        assert await _pragma(conn, "busy_timeout") == 5000
+        assert await _pragma(conn, "foreign_keys") == 1
+    finally:
+        await conn.close()
+
+
+async def test_running_migrations_again_changes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    await (await Database.open(path)).close()
+    conn = await connect(path)
+    try:
+        before = await _schema(conn)
+        version = await migrate(conn)
+        assert version == len(load_migrations())
+        assert await _schema(conn) == before
+    finally:
+        await conn.close()
+
+
+async def test_database_from_a_newer_sdbot_stops_start_up(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    await (await Database.open(path)).close()
+    conn = await connect(path)
+    await conn.execute("PRAGMA user_version = 99")
+    await conn.close()
+    with pytest.raises(ConfigError, match=r"schema version 99 .* newer sdbot"):
+        await Database.open(path)
+
+
+async def test_a_failing_migration_leaves_the_schema_untouched(tmp_path: Path) -> None:
+    conn = await connect(tmp_path / "bot.sqlite3")
+    try:
+        broken = [
+            Migration(1, "0001_ok.sql", "CREATE TABLE first (id INTEGER);"),
+            Migration(
+                2, "0002_broken.sql", "CREATE TABLE second (id INTEGER);\nINSERT INTO nowhere VALUES (1);"
+            ),
+        ]
+        with pytest.raises(aiosqlite.OperationalError):
+            await migrate(conn, broken)
+        assert await _schema(conn) == []
+        assert await _pragma(conn, "user_version") == 0
+        assert await migrate(conn, broken[:1]) == 1
+        assert [name for name, _ in await _schema(conn)] == ["first"]
+    finally:
+        await conn.close()
+
+
+async def test_job_round_trip_and_lifecycle(db: Database) -> None:
+    job = await db.jobs.create(
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        kind="variation",
+        params={"prompt": "a red fox", "steps": 4, "seed": 7},
+        image_count=2,
+        reservation_id=11,
+        source_png=b"\x89PNG fake",
+        now=100.0,
+    )
+    assert (job.state, job.params["prompt"], job.reservation_id, job.created_at) == (
+        "queued",
+        "a red fox",
+        11,
+        100.0,
+    )
+    assert await db.jobs.source_png(job.id) == b"\x89PNG fake"
+    assert await db.jobs.mark_running(job.id, 101.0)
+    await db.jobs.set_message(job.id, 555)
+    assert await db.jobs.mark_done(job.id, [7, 8], [False, None], 103.0)
+    done = await db.jobs.get(job.id)
+    assert done is not None
+    assert (done.state, done.seeds, done.nsfw, done.message_id) == ("done", [7, 8], [False, None], 555)
+    assert (done.started_at, done.finished_at) == (101.0, 103.0)
+    assert await db.jobs.source_png(job.id) is None, "the source image is dropped once the job is finished"
+
+
+async def test_a_finished_job_cannot_change_state_again(db: Database) -> None:
+    job = await db.jobs.create(
+        guild_id=1, channel_id=2, user_id=3, kind="txt2img", params={}, image_count=1, now=1.0
+    )
+    assert await db.jobs.mark_cancelled(job.id, 2.0)
+    assert not await db.jobs.mark_running(job.id, 3.0)
+    assert not await db.jobs.mark_done(job.id, [1], [False], 3.0)
+    assert not await db.jobs.mark_failed(job.id, "late", 3.0)
+    stored = await db.jobs.get(job.id)
+    assert stored is not None and stored.state == "cancelled" and stored.error is None
+
+
+async def test_unfinished_jobs_survive_a_restart_oldest_first(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    db = await Database.open(path)
+    ids = []
+    for n in range(4):
+        job = await db.jobs.create(
+            guild_id=1, channel_id=2, user_id=n, kind="txt2img", params={"n": n}, image_count=1, now=float(n)
+        )
+        ids.append(job.id)
+    await db.jobs.mark_running(ids[0], 10.0)
+    await db.jobs.mark_failed(ids[1], "out of memory", 11.0)
+    await db.close()
+
+    db = await Database.open(path)
+    try:
+        assert [job.id for job in await db.jobs.unfinished()] == [ids[0], ids[2], ids[3]]
+        assert await db.jobs.requeue(ids[0])
+        requeued = await db.jobs.get(ids[0])
+        assert requeued is not None and requeued.state == "queued" and requeued.started_at is None
+        failed = await db.jobs.get(ids[1])
+        assert failed is not None and failed.error == "out of memory"
+    finally:
+        await db.close()
+
+
+async def test_unknown_job_kind_is_refused(db: Database) -> None:
+    with pytest.raises(ValueError, match="txt2img"):
+        await db.jobs.create(
+            guild_id=1, channel_id=2, user_id=3, kind="inpaint", params={}, image_count=1, now=1.0
+        )
+
+
+async def test_job_ids_are_never_reused(db: Database) -> None:
+    first = await db.jobs.create(
+        guild_id=1, channel_id=2, user_id=3, kind="txt2img", params={}, image_count=1, now=1
+    )
+    await db.jobs.delete_for_user(1, 3)
+    second = await db.jobs.create(
+        guild_id=1, channel_id=2, user_id=4, kind="txt2img", params={}, image_count=1, now=2
+    )
+    assert second.id > first.id
+    assert await db.jobs.get(first.id) is None
+
+
+async def test_stats_count_done_jobs_since_a_moment(db: Database) -> None:
+    async def finished(
+        user_id: int, images: int, created: float, seconds: float, state: str = "done"
+    ) -> None:
+        job = await db.jobs.create(
+            guild_id=1,
+            channel_id=2,
+            user_id=user_id,
+            kind="txt2img",
+            params={},
+            image_count=images,
+            now=created,
+        )
+        await db.jobs.mark_running(job.id, created)
+        if state == "done":
+            await db.jobs.mark_done(job.id, list(range(images)), [False] * images, created + seconds)
+        else:
+            await db.jobs.mark_failed(job.id, "boom", created + seconds)
+
+    await finished(10, 4, created=50.0, seconds=100.0)  # before the period
+    await finished(10, 2, created=100.0, seconds=4.0)
+    await finished(20, 4, created=110.0, seconds=8.0)
+    await finished(20, 1, created=120.0, seconds=2.0)
+    await finished(30, 3, created=130.0, seconds=9.0, state="failed")
+
+    stats = await db.jobs.stats(1, since=100.0)
+    assert (stats.jobs, stats.images) == (3, 7)
+    assert stats.seconds_per_image == pytest.approx(14.0 / 7)
+    assert stats.top_users == [(20, 5), (10, 2)]
+    empty = await db.jobs.stats(2, since=0.0)
+    assert (empty.jobs, empty.images, empty.seconds_per_image, empty.top_users) == (0, 0, None, [])
+
+
+async def test_meta_values_persist(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    db = await Database.open(path)
+    assert await db.meta.get("commands_hash") is None
+    await db.meta.set("commands_hash", "abc")
+    await db.meta.set("commands_hash", "def")
+    await db.close()
+    db = await Database.open(path)
+    try:
+        assert await db.meta.get("commands_hash") == "def"
+    finally:
+        await db.close()

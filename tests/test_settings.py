@@ -1,0 +1,161 @@
+"""Server settings on a real SQLite file: defaults, validation, the cache, banned words, member overrides."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sdbot.config import Settings
+from sdbot.db import Database
+from sdbot.errors import InvalidSetting
+from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in, defaults_from
+
+GUILD = 100
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "sdbot.sqlite3")
+    yield database
+    await database.close()
+
+
+@pytest.fixture
+def service(db: Database) -> SettingsService:
+    return SettingsService(db, defaults_from(Settings(daily_quota=25, max_batch=2)))
+
+
+async def test_a_server_that_changed_nothing_gets_the_configured_defaults(service: SettingsService) -> None:
+    settings = await service.get(GUILD)
+    assert settings == GuildSettings(daily_quota=25, max_count=2)
+    assert settings.max_pixels >= 512 * 768
+    assert settings.channel_allowed(12345)
+
+
+async def test_changes_persist_and_other_servers_keep_defaults(
+    db: Database, service: SettingsService
+) -> None:
+    await service.set_nsfw_policy(GUILD, "Spoiler")
+    await service.set_daily_quota(GUILD, 5)
+    await service.set_managers_exempt(GUILD, False)
+    await service.set_upscale_allowed(GUILD, False)
+    await service.set_max_pixels(GUILD, 512 * 512)
+    await service.set_user_queue_limit(GUILD, 7)
+    await service.set_max_count(GUILD, 1)
+    fresh = await SettingsService(db, service.defaults).get(GUILD)
+    assert (fresh.nsfw_policy, fresh.daily_quota, fresh.managers_exempt, fresh.upscale_allowed) == (
+        "spoiler",
+        5,
+        False,
+        False,
+    )
+    assert (fresh.max_pixels, fresh.user_queue_limit, fresh.max_count) == (512 * 512, 7, 1)
+    assert await service.get(GUILD + 1) == service.defaults
+
+
+async def test_reads_come_from_the_cache_and_every_write_invalidates_it(
+    db: Database, service: SettingsService
+) -> None:
+    assert (await service.get(GUILD)).daily_quota == 25
+    await db.guilds.set_value(GUILD, "daily_quota", 99)  # behind the service's back
+    assert (await service.get(GUILD)).daily_quota == 25, "served from the cache"
+    await service.set_max_count(GUILD, 1)
+    assert (await service.get(GUILD)).daily_quota == 99, "the write dropped the cached copy"
+    await service.add_banned_word(GUILD, "dragon")
+    assert "dragon" in (await service.get(GUILD)).banned_words
+
+
+@pytest.mark.parametrize(
+    ("setter", "value", "message"),
+    [
+        ("set_nsfw_policy", "maybe", "block, spoiler, allow"),
+        ("set_daily_quota", -1, "from 0 to 10,000"),
+        ("set_daily_quota", 10_001, "from 0 to 10,000"),
+        ("set_max_steps", 151, "from 1 to 150"),
+        ("set_default_steps", 0, "from 1 to 150"),
+        ("set_max_count", 5, "from 1 to 4"),
+        ("set_max_pixels", 32 * 32, "from 4,096 to 1,048,576"),
+        ("set_user_queue_limit", 51, "from 1 to 50"),
+        ("set_daily_quota", True, "whole number"),
+    ],
+)
+async def test_setters_refuse_values_out_of_range_and_say_what_is_allowed(
+    service: SettingsService, setter: str, value: object, message: str
+) -> None:
+    with pytest.raises(InvalidSetting, match=message):
+        await getattr(service, setter)(GUILD, value)
+    assert await service.get(GUILD) == service.defaults
+
+
+async def test_default_steps_never_exceed_max_steps(service: SettingsService) -> None:
+    await service.set_max_steps(GUILD, 40)
+    with pytest.raises(InvalidSetting, match="raise max steps first"):
+        await service.set_default_steps(GUILD, 45)
+    await service.set_default_steps(GUILD, 40)
+    with pytest.raises(InvalidSetting, match="lower default steps first"):
+        await service.set_max_steps(GUILD, 39)
+    settings = await service.get(GUILD)
+    assert (settings.default_steps, settings.max_steps) == (40, 40)
+
+
+async def test_reset_returns_settings_to_defaults_but_keeps_lists(service: SettingsService) -> None:
+    await service.set_daily_quota(GUILD, 3)
+    await service.add_channel(GUILD, 555)
+    settings = await service.reset(GUILD)
+    assert settings.daily_quota == 25
+    assert settings.channels == {555}
+
+
+async def test_channel_list_limits_where_the_bot_works(service: SettingsService) -> None:
+    settings = await service.add_channel(GUILD, 555)
+    assert settings.channel_allowed(555) and not settings.channel_allowed(556)
+    await service.add_channel(GUILD, 555)
+    settings = await service.remove_channel(GUILD, 555)
+    assert settings.channels == frozenset() and settings.channel_allowed(556)
+    with pytest.raises(InvalidSetting, match="not in this server's channel list"):
+        await service.remove_channel(GUILD, 555)
+
+
+async def test_banned_words_match_whole_words_case_insensitively(service: SettingsService) -> None:
+    await service.add_banned_word(GUILD, "  Cat ")
+    await service.add_banned_word(GUILD, "red   PANDA")
+    await service.add_banned_word(GUILD, "c++")
+    settings = await service.get(GUILD)
+    assert settings.banned_words == {"cat", "red panda", "c++"}
+    assert banned_word_in("a CAT on a mat", settings) == "cat"
+    assert banned_word_in("cat!", settings) == "cat"
+    assert banned_word_in("a category of concatenation", settings) is None
+    assert banned_word_in("the Red\tpanda sleeps", settings) == "red panda"
+    assert banned_word_in("a red pandas den", settings) is None
+    assert banned_word_in("code in c++ today", settings) == "c++"
+    assert banned_word_in("code in c++x", settings) is None
+    assert banned_word_in("anything", await service.get(GUILD + 1)) is None
+
+
+async def test_banned_words_are_validated_and_removed(service: SettingsService) -> None:
+    for bad in ("", "   ", "!!!"):
+        with pytest.raises(InvalidSetting, match="letter or digit"):
+            await service.add_banned_word(GUILD, bad)
+    with pytest.raises(InvalidSetting, match="at most 100 characters"):
+        await service.add_banned_word(GUILD, "x" * 101)
+    await service.add_banned_word(GUILD, "Dragon")
+    settings = await service.remove_banned_word(GUILD, "DRAGON")
+    assert banned_word_in("a dragon", settings) is None
+    with pytest.raises(InvalidSetting, match="'dragon' is not a banned word"):
+        await service.remove_banned_word(GUILD, "dragon")
+
+
+async def test_member_overrides_set_and_clear(service: SettingsService) -> None:
+    override = await service.member(GUILD, 7)
+    assert (override.quota, override.blocked) == (None, False)
+    override = await service.set_member_quota(GUILD, 7, 3)
+    assert (override.quota, override.blocked) == (3, False)
+    override = await service.block(GUILD, 7)
+    assert (override.quota, override.blocked) == (3, True)
+    await service.set_member_quota(GUILD, 7, None)
+    override = await service.unblock(GUILD, 7)
+    assert (override.quota, override.blocked) == (None, False)
+    with pytest.raises(InvalidSetting, match="from 0 to 10,000"):
+        await service.set_member_quota(GUILD, 7, -5)
