@@ -36,6 +36,7 @@ class Settings:
 
     discord_token: str | None = field(default=None, repr=False)
     model: str = DEFAULT_MODEL
+    model_config: str | None = None  # diffusers config folder or repo id for a single-file model
     device: str = "auto"
     dtype: str = "auto"
     db_path: Path = Path("data/sdbot.sqlite3")
@@ -65,6 +66,7 @@ def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | P
     return Settings(
         discord_token=reader.text("DISCORD_TOKEN"),
         model=reader.text("SDBOT_MODEL") or DEFAULT_MODEL,
+        model_config=reader.text("SDBOT_MODEL_CONFIG"),
         device=reader.choice("SDBOT_DEVICE", DEVICES, "auto"),
         dtype=reader.choice("SDBOT_DTYPE", DTYPES, "auto"),
         db_path=Path(reader.text("SDBOT_DB") or "data/sdbot.sqlite3"),

@@ -68,6 +68,10 @@ class ModelLoading(SdbotError):
     """The model is still loading; the request was not queued."""
 
 
+class ModelLoadFailed(SdbotError):
+    """The configured model could not be loaded (missing, unreachable, gated, or not an SD model)."""
+
+
 class GenerationFailed(SdbotError):
     """The engine could not produce the images (out of memory, a broken model, ...)."""
 

@@ -90,7 +90,9 @@ class GenerationResult:
 
 @dataclass(frozen=True)
 class Progress:
-    """Reported after each denoising step. ``previews`` (one per request, its first image) come every few steps."""
+    """Reported after each denoising step.
+
+    ``previews`` (one per request, its first image) come every few steps."""
 
     step: int
     total: int
