@@ -26,6 +26,7 @@ import contextlib
 import io
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 ENGINE_METHODS = {"txt2img": "generate", "reroll": "generate", "variation": "variation", "upscale": "upscale"}
 DEFAULT_STRENGTH = {"variation": VARIATION_STRENGTH, "upscale": UPSCALE_STRENGTH}
 INTERRUPT_WAIT = 10.0  # seconds an interrupted engine run gets to notice before stop() gives up on it
+_OUT_OF_MEMORY = re.compile(r"out of (gpu |cuda |device )?memory", re.IGNORECASE)
 INTERNAL_ERROR = "the generation failed because of an internal error; the bot's logs have the details"
 
 
@@ -347,7 +349,7 @@ def _split(slices: list[_Slice], max_images: int) -> list[list[_Slice]]:
 
 def _is_out_of_memory(error: Exception) -> bool:
     memory_kinds = GenerationFailed | MemoryError | RuntimeError  # torch's OutOfMemoryError is a RuntimeError
-    return isinstance(error, memory_kinds) and "out of memory" in str(error).lower()
+    return isinstance(error, memory_kinds) and _OUT_OF_MEMORY.search(str(error)) is not None
 
 
 def _user_message(error: Exception) -> str:

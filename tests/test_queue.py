@@ -1,0 +1,257 @@
+"""The job queue's rules on a real SQLite file and real quota service: fair order, limits, positions, cancel,
+observers. No engine runs here: the tests take jobs the way the worker does (``take_batch``)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdbot.config import Settings
+from sdbot.db import Database, JobRecord
+from sdbot.errors import JobNotFound, NotPermitted, QueueFull
+from sdbot.services.jobs import (
+    JobCancelled,
+    JobEvent,
+    JobPositionChanged,
+    JobQueue,
+    JobQueued,
+    JobRequest,
+    JobWatch,
+)
+from sdbot.services.quotas import QuotaService
+from sdbot.services.settings import SettingsService, defaults_from
+from sdbot.services.worker import batch_key
+
+GUILD, CHANNEL = 100, 10
+ALICE, BOB, CAROL = 1, 2, 3
+NO_LIMIT = 1000
+
+
+@dataclass
+class Stack:
+    """A queue over a real database, as the bot builds it."""
+
+    db: Database
+    settings: Settings
+    settings_service: SettingsService
+    quotas: QuotaService
+    queue: JobQueue
+
+    async def submit(
+        self,
+        user: int,
+        prompt: str = "a cat",
+        *,
+        kind: str = "txt2img",
+        count: int = 1,
+        source_png: bytes | None = None,
+        user_queue_limit: int | None = NO_LIMIT,
+        observer: Any = None,
+        **params: Any,
+    ) -> JobRecord:
+        """Reserve quota and submit, as the /imagine command does."""
+        reservation = await self.quotas.reserve(GUILD, user, count, is_manager=False)
+        request = JobRequest(
+            guild_id=GUILD,
+            channel_id=CHANNEL,
+            user_id=user,
+            kind=kind,
+            params=job_params(prompt, count=count, **params),
+            image_count=count,
+            reservation_id=reservation,
+            source_png=source_png,
+        )
+        return await self.queue.submit(request, user_queue_limit=user_queue_limit, observer=observer)
+
+    async def reserved_and_used(self, user: int) -> tuple[int, int]:
+        status = await self.quotas.status(GUILD, user, is_manager=False)
+        return status.reserved, status.used
+
+    def take(self, max_images: int = 1) -> list[int]:
+        return [job.id for job in self.queue.take_batch(max_images, batch_key)]
+
+
+def job_params(prompt: str, **overrides: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "prompt": prompt,
+        "negative_prompt": "",
+        "steps": 2,
+        "guidance": 7.5,
+        "width": 64,
+        "height": 64,
+        "seed": 1234,
+        "count": 1,
+    }
+    params.update(overrides)
+    return params
+
+
+async def open_stack(path: Path, settings: Settings) -> Stack:
+    db = await Database.open(path)
+    settings_service = SettingsService(db, defaults_from(settings))
+    quotas = QuotaService(db, settings_service)
+    return Stack(db, settings, settings_service, quotas, JobQueue(db, quotas, settings, settings_service))
+
+
+@pytest.fixture
+async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
+    built = await open_stack(tmp_path / "sdbot.sqlite3", Settings(daily_quota=100, max_queue=20))
+    yield built
+    await built.db.close()
+
+
+async def test_round_robin_across_users_each_first_in_first_out(stack: Stack) -> None:
+    a1, a2, a3 = [await stack.submit(ALICE, f"a{i}") for i in (1, 2, 3)]
+    b1, b2 = [await stack.submit(BOB, f"b{i}") for i in (1, 2)]
+    c1 = await stack.submit(CAROL, "c1")
+
+    expected = [a1.id, b1.id, c1.id, a2.id, b2.id, a3.id]
+    assert [job.id for job in stack.queue.queued()] == expected
+    assert [stack.queue.position(job_id) for job_id in expected] == list(range(6))
+    assert [stack.take()[0] for _ in expected] == expected
+    assert stack.take() == []
+
+
+async def test_user_with_ten_jobs_delays_another_users_first_job_by_at_most_one(stack: Stack) -> None:
+    alice = [await stack.submit(ALICE, f"a{i}") for i in range(10)]
+    bob = await stack.submit(BOB, "b")
+    assert stack.queue.position(bob.id) == 1  # behind Alice's first job only
+
+    assert stack.take() == [alice[0].id]  # Alice's first job runs; Bob goes next
+    assert stack.queue.position(bob.id) == 0
+    carol = await stack.submit(CAROL, "c")  # a newcomer while Alice is being served
+    assert stack.queue.position(carol.id) == 1  # behind Bob (served never, waiting longer), ahead of Alice
+    assert stack.take() == [bob.id]
+    assert stack.take() == [carol.id]
+    assert stack.take() == [alice[1].id]
+
+
+async def test_positions_predict_the_order_jobs_are_taken_in(stack: Stack) -> None:
+    for user in (ALICE, ALICE, BOB, ALICE, CAROL, BOB):
+        await stack.submit(user)
+    predicted = [job.id for job in stack.queue.queued()]
+    assert [stack.take()[0] for _ in predicted] == predicted
+
+
+async def test_user_limit_raises_queue_full_and_refunds_the_reservation(stack: Stack) -> None:
+    await stack.settings_service.set_user_queue_limit(GUILD, 2)
+    await stack.submit(ALICE, user_queue_limit=None)
+    await stack.submit(ALICE, user_queue_limit=None)
+    with pytest.raises(QueueFull) as raised:
+        await stack.submit(ALICE, user_queue_limit=None)
+    assert (raised.value.scope, raised.value.limit, raised.value.ahead) == ("user", 2, 2)
+    assert "you already have 2 job(s) waiting" in str(raised.value)
+    assert await stack.reserved_and_used(ALICE) == (2, 0)  # the rejected job's image is not held
+    assert len(await stack.db.jobs.unfinished()) == 2  # and no row was written for it
+    assert (await stack.submit(BOB, user_queue_limit=None)).user_id == BOB  # others are not limited by Alice
+
+
+async def test_a_running_job_does_not_count_against_the_user_limit(stack: Stack) -> None:
+    await stack.submit(ALICE, user_queue_limit=1)
+    stack.take()
+    await stack.submit(ALICE, user_queue_limit=1)
+    with pytest.raises(QueueFull):
+        await stack.submit(ALICE, user_queue_limit=1)
+
+
+async def test_global_limit_raises_queue_full_with_how_many_are_ahead(stack: Stack) -> None:
+    for index in range(stack.settings.max_queue):
+        await stack.submit(1000 + index)
+    with pytest.raises(QueueFull) as raised:
+        await stack.submit(ALICE)
+    assert (raised.value.scope, raised.value.limit, raised.value.ahead) == ("global", 20, 20)
+    assert await stack.reserved_and_used(ALICE) == (0, 0)
+    stack.take()
+    assert (await stack.submit(ALICE)).user_id == ALICE  # room again once a job left the queue
+
+
+async def test_observers_hear_queued_then_every_position_change(stack: Stack) -> None:
+    await stack.submit(ALICE)
+    await stack.submit(ALICE)
+    watch = JobWatch()
+    bob = await stack.submit(BOB, observer=watch)
+    carol_events: list[JobEvent] = []
+    carol = await stack.submit(CAROL, observer=carol_events.append)
+
+    stack.take()  # Alice's first
+    stack.take()  # Bob's
+    assert [type(event) for event in carol_events] == [JobQueued, JobPositionChanged, JobPositionChanged]
+    assert [event.position for event in carol_events] == [2, 1, 0]  # type: ignore[attr-defined]
+    assert stack.queue.position(carol.id) == 0
+    assert stack.queue.position(bob.id) is None  # running
+    assert [job.id for job in stack.queue.running()] == [bob.id]
+
+    first, second = [await asyncio.wait_for(anext(watch), 1) for _ in range(2)]
+    assert (type(first), first.position) == (JobQueued, 1)  # type: ignore[attr-defined]
+    assert (type(second), second.position) == (JobPositionChanged, 0)  # type: ignore[attr-defined]
+
+
+async def test_seed_is_drawn_at_submit_so_a_resumed_job_makes_the_same_images(stack: Stack) -> None:
+    job = await stack.submit(ALICE, seed=None)
+    stored = await stack.db.jobs.get(job.id)
+    assert stored is not None and isinstance(stored.params["seed"], int)
+    assert stored.params["seed"] == job.params["seed"]
+
+
+async def test_cancel_a_queued_job_removes_refunds_and_records_it(stack: Stack) -> None:
+    events: list[JobEvent] = []
+    alice = await stack.submit(ALICE, count=2, observer=events.append)
+    bob_events: list[JobEvent] = []
+    bob = await stack.submit(BOB, observer=bob_events.append)
+    assert await stack.reserved_and_used(ALICE) == (2, 0)
+
+    cancelled = await stack.queue.cancel(alice.id, by_user=ALICE)
+
+    assert cancelled.state == "cancelled"
+    assert isinstance(events[-1], JobCancelled) and events[-1].by_user == ALICE
+    stored = await stack.db.jobs.get(alice.id)
+    assert stored is not None and stored.state == "cancelled" and stored.finished_at is not None
+    assert await stack.reserved_and_used(ALICE) == (0, 0)
+    assert stack.queue.position(bob.id) == 0
+    assert isinstance(bob_events[-1], JobPositionChanged) and bob_events[-1].position == 0
+    assert stack.take() == [bob.id]
+    with pytest.raises(JobNotFound):
+        await stack.queue.cancel(alice.id)
+
+
+async def test_only_the_owner_or_a_manager_cancels_a_job(stack: Stack) -> None:
+    job = await stack.submit(ALICE)
+    with pytest.raises(NotPermitted):
+        await stack.queue.cancel(job.id, by_user=BOB)
+    assert stack.queue.position(job.id) == 0
+    assert (await stack.queue.cancel(job.id)).state == "cancelled"  # by_user=None: a manager
+
+
+async def test_a_failing_observer_does_not_stop_the_others_or_the_queue(stack: Stack) -> None:
+    def broken(event: JobEvent) -> None:
+        raise RuntimeError("observer bug")
+
+    async def broken_async(event: JobEvent) -> None:
+        raise RuntimeError("async observer bug")
+
+    job = await stack.submit(ALICE, observer=broken)
+    stack.queue.subscribe(job.id, broken_async)
+    events: list[JobEvent] = []
+    stack.queue.subscribe(job.id, events.append)
+    await stack.submit(ALICE)
+    assert (await stack.queue.cancel(job.id)).state == "cancelled"
+    assert isinstance(events[-1], JobCancelled)
+
+
+async def test_events_of_a_job_nobody_watches_go_to_the_listeners(stack: Stack) -> None:
+    heard: list[JobEvent] = []
+    stack.queue.add_listener(heard.append)
+    watched_events: list[JobEvent] = []
+    watched = await stack.submit(ALICE, observer=watched_events.append)
+    unwatched = await stack.submit(BOB)
+    stack.queue.unsubscribe(watched.id, watched_events.append)
+    await stack.queue.cancel(watched.id)
+
+    assert {event.job.id for event in heard} == {unwatched.id, watched.id}
+    assert isinstance(heard[-1], JobCancelled) and heard[-1].job.id == watched.id
+    assert [type(event) for event in watched_events] == [JobQueued]
