@@ -1,0 +1,174 @@
+"""Command line: ``python -m sdbot generate`` makes images without Discord; ``python -m sdbot doctor`` checks
+the machine and the model before an admin connects the bot.
+
+Both read the same settings as the bot (environment and ``.env``) and load the model through the same
+code. A bad argument or setting prints one line on stderr and exits with status 2; a model that fails to
+load or a failed generation exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+from typing import NoReturn
+
+from sdbot.config import Settings, load_settings
+from sdbot.errors import ConfigError, GenerationFailed, ModelLoadFailed
+from sdbot.inference.types import GenerateRequest
+from sdbot.inference.validation import check_generate
+
+DOCTOR_STEPS = 4
+DOCTOR_SIZE = 512
+VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "discord.py")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad argument in one line (no usage dump) and exits with 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"sdbot: {message}\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigError as error:
+        print(f"sdbot: {error}", file=sys.stderr)
+        return 2
+    if args.model:
+        settings = replace(settings, model=args.model)
+    logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "generate":
+        return _generate(args, settings)
+    return _doctor(settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sdbot", description="Stable Diffusion for Discord: command-line tools.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    generate = commands.add_parser("generate", help="make images from a prompt and save them as PNG")
+    generate.add_argument("prompt")
+    generate.add_argument("--negative", default="", help="negative prompt")
+    generate.add_argument("--steps", type=int, default=30)
+    generate.add_argument("--guidance", type=float, default=7.5)
+    generate.add_argument("--seed", type=int, help="default: random; image i uses seed + i")
+    generate.add_argument("--size", type=_size, default=(512, 512), metavar="WxH", help="default 512x512")
+    generate.add_argument("--count", type=int, default=1, help="images, 1-4")
+    generate.add_argument(
+        "--out", type=Path, default=Path("outputs"), help="a folder, or a .png file name (default: outputs/)"
+    )
+    generate.add_argument("--model", help="overrides SDBOT_MODEL")
+    doctor = commands.add_parser("doctor", help="check versions, device, model and speed")
+    doctor.add_argument("--model", help="overrides SDBOT_MODEL")
+    return parser
+
+
+def _size(text: str) -> tuple[int, int]:
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise argparse.ArgumentTypeError(f"size must look like 512x768, got {text!r}")
+    return int(width), int(height)
+
+
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    from sdbot.inference.engine import load_engine  # torch and diffusers: imported only when needed
+
+    request = GenerateRequest(
+        prompt=args.prompt,
+        negative_prompt=args.negative,
+        steps=args.steps,
+        guidance=args.guidance,
+        width=args.size[0],
+        height=args.size[1],
+        seed=args.seed,
+        count=args.count,
+    )
+    try:  # the engine's own rules, checked before the slow model load
+        check_generate([request])
+    except ValueError as error:
+        print(f"sdbot: {error}", file=sys.stderr)
+        return 2
+    try:
+        engine = load_engine(settings)
+        [result] = engine.generate([request])
+    except (ModelLoadFailed, GenerationFailed) as error:
+        print(f"sdbot: {error}", file=sys.stderr)
+        return 1
+    for image, path in zip(result.images, _output_paths(args.out, result.seeds), strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(image.png)
+        flag = {True: "  (flagged NSFW)", False: "", None: "  (not checked: no safety checker)"}[image.nsfw]
+        print(f"{path}  seed={image.seed}{flag}")
+    return 0
+
+
+def _output_paths(out: Path, seeds: list[int]) -> list[Path]:
+    """``out.png`` for one image (``out-<seed>.png`` for several); in a folder, ``sdbot-<seed>.png``."""
+    if out.suffix.lower() == ".png":
+        if len(seeds) == 1:
+            return [out]
+        return [out.with_name(f"{out.stem}-{seed}.png") for seed in seeds]
+    return [out / f"sdbot-{seed}.png" for seed in seeds]
+
+
+def _doctor(settings: Settings) -> int:
+    import torch
+
+    from sdbot.inference.engine import load_engine
+
+    print(f"python        {platform.python_version()}")
+    for package in VERSIONED_PACKAGES:
+        print(f"{package:<13} {_version(package)}")
+    print(f"cuda          {torch.version.cuda or 'none (CPU build of torch)'}")
+    for index in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(index)
+        print(f"gpu {index}         {props.name}, {props.total_memory / 2**30:.1f} GiB")
+    if torch.cuda.device_count() == 0:
+        print(f"gpu           none{' (Apple MPS available)' if torch.backends.mps.is_available() else ''}")
+    print(f"model         {settings.model}")
+    started = time.perf_counter()
+    try:
+        engine = load_engine(settings)
+    except ModelLoadFailed as error:
+        print(f"model load    FAILED: {error}")
+        return 1
+    print(f"model load    ok in {time.perf_counter() - started:.1f} s")
+    print(f"device        {engine.device} ({str(engine.dtype).removeprefix('torch.')})")
+    print(f"safety check  {'yes' if engine.has_safety_checker else 'NO: flags are unknown'}")
+    request = GenerateRequest(
+        "a photo of a cat", steps=DOCTOR_STEPS, width=DOCTOR_SIZE, height=DOCTOR_SIZE, seed=0
+    )
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    try:
+        [result] = engine.generate([request])
+    except GenerationFailed as error:
+        print(f"generation    FAILED: {error}")
+        return 1
+    timings = result.timings
+    print(
+        f"generation    {DOCTOR_SIZE}x{DOCTOR_SIZE}, {DOCTOR_STEPS} steps: {timings.total:.2f} s "
+        f"(denoise {timings.denoise:.2f}, decode {timings.decode:.2f}, safety {timings.safety:.2f})"
+    )
+    if torch.cuda.is_available():
+        print(f"peak VRAM     {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    return 0
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
