@@ -25,7 +25,6 @@ from sdbot.inference.types import GenerateRequest
 from sdbot.inference.validation import check_generate
 
 DOCTOR_STEPS = 4
-DOCTOR_SIZE = 512
 VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "discord.py")
 
 
@@ -48,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "generate":
         return _generate(args, settings)
-    return _doctor(settings)
+    return _doctor(settings, args.size)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -68,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--model", help="overrides SDBOT_MODEL")
     doctor = commands.add_parser("doctor", help="check versions, device, model and speed")
     doctor.add_argument("--model", help="overrides SDBOT_MODEL")
+    doctor.add_argument("--size", type=_size, default=(512, 512), metavar="WxH", help="test image size")
     return parser
 
 
@@ -119,7 +119,8 @@ def _output_paths(out: Path, seeds: list[int]) -> list[Path]:
     return [out / f"sdbot-{seed}.png" for seed in seeds]
 
 
-def _doctor(settings: Settings) -> int:
+def _doctor(settings: Settings, size: tuple[int, int]) -> int:
+    """Print what an admin needs to know before connecting the bot; 1 when the model cannot work."""
     import torch
 
     from sdbot.inference.engine import load_engine
@@ -143,19 +144,17 @@ def _doctor(settings: Settings) -> int:
     print(f"model load    ok in {time.perf_counter() - started:.1f} s")
     print(f"device        {engine.device} ({str(engine.dtype).removeprefix('torch.')})")
     print(f"safety check  {'yes' if engine.has_safety_checker else 'NO: flags are unknown'}")
-    request = GenerateRequest(
-        "a photo of a cat", steps=DOCTOR_STEPS, width=DOCTOR_SIZE, height=DOCTOR_SIZE, seed=0
-    )
+    request = GenerateRequest("a photo of a cat", steps=DOCTOR_STEPS, width=size[0], height=size[1], seed=0)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
         [result] = engine.generate([request])
-    except GenerationFailed as error:
+    except (GenerationFailed, ValueError) as error:
         print(f"generation    FAILED: {error}")
         return 1
     timings = result.timings
     print(
-        f"generation    {DOCTOR_SIZE}x{DOCTOR_SIZE}, {DOCTOR_STEPS} steps: {timings.total:.2f} s "
+        f"generation    {size[0]}x{size[1]}, {DOCTOR_STEPS} steps: {timings.total:.2f} s "
         f"(denoise {timings.denoise:.2f}, decode {timings.decode:.2f}, safety {timings.safety:.2f})"
     )
     if torch.cuda.is_available():
