@@ -41,19 +41,23 @@ class Gateway:
 
     @contextlib.asynccontextmanager
     async def reading(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Read without a write transaction, but never in the middle of another coroutine's one."""
+        """Use the connection outside a transaction (one statement at a time), never inside another's."""
         async with self._lock:
             yield self.conn
 
     async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        async with self.reading() as conn, conn.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
+        rows = await self.fetch_all(sql, params)
+        return rows[0] if rows else None
 
     async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        async with self.reading() as conn, conn.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        async with self.reading() as conn:
+            return list(await conn.execute_fetchall(sql, tuple(params)))
 
     async def write(self, sql: str, params: Iterable[Any] = ()) -> int:
-        """Run one statement in its own transaction and return how many rows it changed."""
-        async with self.transaction() as conn, conn.execute(sql, tuple(params)) as cursor:
+        """Run one statement and return how many rows it changed.
+
+        A lone statement is its own transaction in autocommit mode, and SQLite takes the write lock when the
+        statement starts, so it needs no BEGIN/COMMIT round trips."""
+        async with self.reading() as conn:
+            cursor = await conn.execute(sql, tuple(params))
             return cursor.rowcount

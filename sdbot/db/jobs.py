@@ -119,27 +119,23 @@ class JobsRepository:
         """Store a new queued job and return it with its id."""
         if kind not in KINDS:
             raise ValueError(f"job kind {kind!r} is not one of {', '.join(KINDS)}")
-        async with self._gateway.transaction() as conn:
-            cursor = await conn.execute(
-                "INSERT INTO jobs (guild_id, channel_id, user_id, kind, parent_id, params, image_count, "
-                "reservation_id, source_png, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    guild_id,
-                    channel_id,
-                    user_id,
-                    kind,
-                    parent_id,
-                    json.dumps(params, separators=(",", ":")),
-                    image_count,
-                    reservation_id,
-                    source_png,
-                    now,
-                ),
-            )
-            job_id = cursor.lastrowid
-            await cursor.close()
-            async with conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)) as cursor:
-                row = await cursor.fetchone()
+        row = await self._gateway.fetch_one(
+            "INSERT INTO jobs (guild_id, channel_id, user_id, kind, parent_id, params, image_count, "
+            "reservation_id, source_png, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            f"RETURNING {_COLUMNS}",
+            (
+                guild_id,
+                channel_id,
+                user_id,
+                kind,
+                parent_id,
+                json.dumps(params, separators=(",", ":")),
+                image_count,
+                reservation_id,
+                source_png,
+                now,
+            ),
+        )
         assert row is not None
         return _record(row)
 

@@ -2,8 +2,8 @@
 
 The check and the insert of a reservation happen in one ``BEGIN IMMEDIATE`` transaction, so two
 connections (or two bot processes) can never both take the last image. Only rows inside the window are
-read, through a covering index, so a check costs the same however long the history is; rows that left the
-window are pruned.
+read, through a covering index, so a check costs the same however long the history is; ``prune`` deletes
+the rows that left the window, in short batches.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import aiosqlite
 
 from sdbot.db.gateway import Gateway
 
-PRUNE_BATCH = 5000
+PRUNE_BATCH = 2000  # rows per transaction: each batch holds the write lock for tens of milliseconds
 
 
 @dataclass(frozen=True)
@@ -50,20 +50,16 @@ class UsageRepository:
     ) -> ReserveOutcome:
         """Record a reservation unless used + reserved + images would pass ``limit`` (None: no limit)."""
         async with self._gateway.transaction() as conn:
-            # The member's rows that left the window count for nothing: drop them while we hold the lock.
-            await conn.execute(
-                "DELETE FROM usage WHERE guild_id = ? AND user_id = ? AND created_at <= ?",
-                (guild_id, user_id, since),
-            )
             window = await _window(conn, guild_id, user_id, since)
             if limit is not None and window.used + window.reserved + images > limit:
                 return ReserveOutcome(None, window)
-            async with conn.execute(
+            row = await conn.execute_insert(
                 "INSERT INTO usage (guild_id, user_id, images, state, created_at) "
                 "VALUES (?, ?, ?, 'reserved', ?)",
                 (guild_id, user_id, images, now),
-            ) as cursor:
-                reservation_id = cursor.lastrowid
+            )
+        assert row is not None
+        reservation_id = int(row[0])
         return ReserveOutcome(reservation_id, window)
 
     async def commit(self, reservation_id: int, images: int | None = None) -> bool:
@@ -108,13 +104,12 @@ async def delete_user_usage(conn: aiosqlite.Connection, guild_id: int, user_id: 
 
 
 async def _window(conn: aiosqlite.Connection, guild_id: int, user_id: int, since: float) -> UsageWindow:
-    async with conn.execute(
+    rows = await conn.execute_fetchall(
         "SELECT COALESCE(SUM(CASE WHEN state = 'committed' THEN images END), 0) AS used, "
         "COALESCE(SUM(CASE WHEN state = 'reserved' THEN images END), 0) AS reserved, "
         "MIN(created_at) AS oldest_at "
         "FROM usage WHERE guild_id = ? AND user_id = ? AND created_at > ? AND state != 'refunded'",
         (guild_id, user_id, since),
-    ) as cursor:
-        row = await cursor.fetchone()
-    assert row is not None
+    )
+    (row,) = rows
     return UsageWindow(used=row["used"], reserved=row["reserved"], oldest_at=row["oldest_at"])
