@@ -1,0 +1,136 @@
+"""bench/gpu.py stays runnable: its ``--tiny`` run on the CPU prints every case and a parseable last line,
+and the SD 1.5 pieces it builds only on a GPU (configs, offline tokenizer) are checked here on the CPU."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "bench" / "gpu.py"
+CASE_KEYS = [
+    "case",
+    "batch",
+    "ms_per_step",
+    "images_per_s",
+    "peak_vram_mib",
+    "vs_notebook",
+    "fraction_of_peak",
+    "load_s",
+    "reps_s",
+]
+SUMMARY_KEYS = [
+    "notebook_ips",
+    "sdbot_ips",
+    "compiled_ips",
+    "batch4_ips",
+    "batch4_compiled_ips",
+    "speedup",
+    "best_fraction_of_peak",
+]
+
+
+def _fields(line: str) -> dict[str, str]:
+    return dict(pair.split("=", 1) for pair in line.split())
+
+
+@pytest.fixture(scope="module")
+def gpu_bench() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "--tiny", "--steps", "2", "--reps", "2", "--peak-tflops", "1"],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    header = _fields(lines[0])
+    assert header["model"] == "tiny" and header["size"] == "64x64" and header["steps"] == "2"
+    assert float(header["work_per_image_tflop"]) > 0
+
+    cases = {fields["case"]: fields for fields in map(_fields, lines[1:-1])}
+    assert list(cases) == ["notebook", "sdbot", "batch4", "compiled", "batch4_compiled"]
+    for name, fields in cases.items():
+        assert list(fields) == CASE_KEYS
+        assert fields["batch"] == ("4" if name.startswith("batch4") else "1")
+        assert float(fields["ms_per_step"]) > 0 and float(fields["images_per_s"]) > 0
+        assert fields["peak_vram_mib"] == "n/a"  # a CPU has no VRAM to report
+        assert float(fields["fraction_of_peak"]) > 0
+        assert len(fields["reps_s"].split(",")) == 2
+    assert cases["notebook"]["vs_notebook"] == "n/a"
+    assert float(cases["sdbot"]["vs_notebook"]) > 0
+
+    summary = _fields(lines[-1])
+    assert list(summary) == SUMMARY_KEYS
+    values = {key: float(value) for key, value in summary.items()}
+    assert values["sdbot_ips"] == pytest.approx(float(cases["sdbot"]["images_per_s"]), rel=1e-3)
+    assert values["speedup"] == pytest.approx(values["sdbot_ips"] / values["notebook_ips"], rel=1e-2)
+    best = max(float(fields["fraction_of_peak"]) for fields in cases.values())
+    assert values["best_fraction_of_peak"] == pytest.approx(best, rel=1e-3)
+
+
+def test_cases_not_run_and_an_unknown_peak_read_not_available(gpu_bench: ModuleType) -> None:
+    assert gpu_bench.parse_args(["--only", "sdbot, batch4"]).only == ["sdbot", "batch4"]
+    plan = gpu_bench.Plan(device=torch.device("cpu"), size=64, steps=2, reps=2, peak_tflops=None, tiny=True)
+    sdbot = gpu_bench.Measurement("sdbot", 1, [0.5, 0.25], None, 1.0)
+    line = gpu_bench.case_line(sdbot, None, plan, 1e9)
+    assert _fields(line)["vs_notebook"] == _fields(line)["fraction_of_peak"] == "n/a"
+    summary = _fields(gpu_bench.summary_line([sdbot], plan, 1e9))
+    assert summary["sdbot_ips"] == "2.6667"  # one image per call, calls took a median 0.375 s
+    assert {key for key, value in summary.items() if value == "n/a"} == set(SUMMARY_KEYS) - {"sdbot_ips"}
+
+
+def test_unknown_case_is_refused_with_the_allowed_names(
+    gpu_bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        gpu_bench.parse_args(["--only", "sdbot,turbo"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert "turbo" in error and "batch4_compiled" in error
+
+
+def test_sd15_configs_cost_what_sd15_is_known_to_cost(gpu_bench: ModuleType) -> None:
+    unet_step, vae_decode = gpu_bench.work_per_image_flops(gpu_bench.CONFIGS, 512, 50)
+    assert unet_step / 1e12 == pytest.approx(1.6, rel=0.02)  # one CFG step (batch 2) at 512x512
+    assert vae_decode / 1e12 == pytest.approx(2.5, rel=0.02)
+
+
+def test_offline_tokenizer_has_clips_layout(gpu_bench: ModuleType) -> None:
+    tokenizer = gpu_bench.build_clip_tokenizer(49408)
+    assert len(tokenizer) == 49408
+    assert tokenizer.bos_token_id == 49406 and tokenizer.eos_token_id == 49407
+    ids = tokenizer("a photo of an astronaut", padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77 and ids[0] == 49406 and max(ids) < 49408
+
+
+def test_peak_is_looked_up_by_the_most_specific_gpu_name(gpu_bench: ModuleType) -> None:
+    expected = {
+        "NVIDIA H100 PCIe": 756.0,
+        "NVIDIA H100 80GB HBM3": 989.0,
+        "NVIDIA H200": 989.0,
+        "NVIDIA A100-SXM4-80GB": 312.0,
+        "NVIDIA A10G": 125.0,
+        "NVIDIA L40S": 362.0,
+        "NVIDIA L4": 121.0,
+        "NVIDIA GeForce RTX 4090": 165.0,
+        "Tesla T4": 65.0,
+        "Mystery Accelerator 9000": None,
+    }
+    assert {name: gpu_bench.peak_tflops_by_name(name) for name in expected} == expected
