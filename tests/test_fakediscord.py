@@ -1,8 +1,8 @@
 """Tests of the loopback Discord itself, driven by a small discord.py bot written for them.
 
 They pin what the end-to-end tests rely on: the real client starts against the fake and syncs its commands,
-files round-trip byte for byte, requests the spec rejects fail the test, and Discord's acknowledgement deadline,
-token lifetime and edit rate limit behave as on Discord.
+files round-trip byte for byte, requests the spec rejects fail the test, and Discord's acknowledgement
+deadline, token lifetime and edit rate limit behave as on Discord.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from PIL import Image
 from tests.fakediscord import FakeDiscord, RefusedByClient, Upload
 from tests.fakediscord.fixtures import BotLauncher, find_leftovers
 
-pytest_plugins = ["tests.fakediscord.fixtures"]
+pytest_plugins = ["pytester", "tests.fakediscord.fixtures"]
 
 
 def png_bytes() -> bytes:
@@ -69,8 +69,9 @@ async def ping(interaction: discord.Interaction) -> None:
 async def draw(interaction: discord.Interaction) -> None:
     """Think, then post a PNG as a followup."""
     await interaction.response.defer(thinking=True)
-    message = await interaction.followup.send("done", file=discord.File(io.BytesIO(png_bytes()), "art.png"),
-                                              wait=True)
+    message = await interaction.followup.send(
+        "done", file=discord.File(io.BytesIO(png_bytes()), "art.png"), wait=True
+    )
     harness_bot(interaction).outcomes.append(message)
 
 
@@ -130,8 +131,9 @@ class SdAdmin(app_commands.Group, name="sdadmin"):
     quota = app_commands.Group(name="quota", description="Daily image quotas")
 
     @quota.command(name="set")
-    async def quota_set(self, interaction: discord.Interaction, user: discord.Member,
-                        amount: app_commands.Range[int, 0, 100]) -> None:
+    async def quota_set(
+        self, interaction: discord.Interaction, user: discord.Member, amount: app_commands.Range[int, 0, 100]
+    ) -> None:
         """Set a member's daily quota."""
         await interaction.response.send_message(f"{user.name}: {amount}", ephemeral=True)
 
@@ -185,7 +187,9 @@ async def test_request_the_spec_rejects_is_recorded_as_violation(
     assert not [m for m in fake_discord.messages if m.content.startswith(("x", "y"))]
 
 
-async def test_late_acknowledgement_gets_unknown_interaction(fake_discord: FakeDiscord, bot: HarnessBot) -> None:
+async def test_late_acknowledgement_gets_unknown_interaction(
+    fake_discord: FakeDiscord, bot: HarnessBot
+) -> None:
     interaction = await fake_discord.slash("slow")
     fake_discord.clock.advance(3.5)
     bot.release.set()
@@ -194,7 +198,9 @@ async def test_late_acknowledgement_gets_unknown_interaction(fake_discord: FakeD
     assert not interaction.acknowledged
 
 
-async def test_interaction_token_expires_after_fifteen_minutes(fake_discord: FakeDiscord, bot: HarnessBot) -> None:
+async def test_interaction_token_expires_after_fifteen_minutes(
+    fake_discord: FakeDiscord, bot: HarnessBot
+) -> None:
     interaction = await fake_discord.slash("draw")
     await fake_discord.wait_for_reply(interaction)
     fake_discord.clock.advance(15 * 60 + 1)
@@ -223,7 +229,9 @@ async def test_button_click_updates_the_message(fake_discord: FakeDiscord, bot: 
     assert fake_discord.message_by_id[posted.id].content == "again by bob"
 
 
-async def test_slash_options_follow_the_synced_definitions(fake_discord: FakeDiscord, bot: HarnessBot) -> None:
+async def test_slash_options_follow_the_synced_definitions(
+    fake_discord: FakeDiscord, bot: HarnessBot
+) -> None:
     bob = fake_discord.members["bob"]
     with pytest.raises(RefusedByClient, match="hidden"):
         await fake_discord.slash("sdadmin quota set", user="alice", options={"user": bob}, amount=5)
@@ -236,8 +244,9 @@ async def test_slash_options_follow_the_synced_definitions(fake_discord: FakeDis
     assert (await fake_discord.wait_for_reply(accepted)).content == "bob: 5"
     # raw: sent as Discord's client never would. discord.py does not re-check Range on what it receives, so
     # the value reaches the command: bots must validate such input themselves.
-    forced = await fake_discord.slash("sdadmin quota set", user="alice", raw=True, options={"user": bob},
-                                      amount=100000)
+    forced = await fake_discord.slash(
+        "sdadmin quota set", user="alice", raw=True, options={"user": bob}, amount=100000
+    )
     assert (await fake_discord.wait_for_reply(forced)).content == "bob: 100000"
 
 
@@ -271,3 +280,38 @@ async def test_leftover_tasks_are_found() -> None:
     leftovers = await find_leftovers(before, set(threading.enumerate()), grace=0.05)
     stray.cancel()
     assert leftovers.tasks == [stray]
+
+
+INNER_TESTS = """
+import asyncio
+
+import discord
+import pytest
+
+pytest_plugins = ["tests.fakediscord.fixtures"]
+
+
+class LeakyClient(discord.Client):
+    async def setup_hook(self):
+        self.forgotten = asyncio.create_task(asyncio.sleep(3600))
+
+
+async def test_sends_too_long_content(fake_discord, discord_bot):
+    running = await discord_bot(lambda: discord.Client(intents=discord.Intents.default()))
+    channel = running.client.get_channel(fake_discord.channels["general"].id)
+    with pytest.raises(discord.HTTPException):
+        await channel.send("x" * 2001)
+
+
+async def test_bot_leaves_a_task_running(fake_discord, discord_bot):
+    await discord_bot(lambda: LeakyClient(intents=discord.Intents.default()))
+"""
+
+
+def test_fixtures_fail_tests_on_violations_and_leaks(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n")
+    pytester.makepyfile(test_inner=INNER_TESTS)
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=2)
+    result.stdout.fnmatch_lines(["*requests Discord would reject*", "*content: must be 2000 or fewer*"])
+    result.stdout.fnmatch_lines(["*the bot left these running after close()*", "*sleep*"])

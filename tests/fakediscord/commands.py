@@ -3,7 +3,8 @@ and checked the way Discord's client does it against the command definitions the
 
 Discord's client refuses to send what the definitions forbid (a missing required option, an integer out of
 range, a choice not offered, a command hidden by ``default_member_permissions``); such an invocation raises
-:class:`RefusedByClient`. With ``raw=True`` those checks are skipped, so a test can send what a modified client
+:class:`RefusedByClient`. With ``raw=True`` those checks are skipped, so a test can send what a modified
+client
 or a stale command cache could (``steps=100000``, an empty prompt) and exercise the bot's own validation.
 """
 
@@ -101,13 +102,15 @@ def check_visible(command: dict[str, Any], member: Member) -> None:
     if required is None or member.has(ADMINISTRATOR):
         return
     if not member.has(int(required)):
-        raise RefusedByClient(f"/{command['name']} is hidden from {member.name} (needs permissions {required})")
+        raise RefusedByClient(
+            f"/{command['name']} is hidden from {member.name} (needs permissions {required})"
+        )
 
 
 def build_options(
     definition: dict[str, Any], path: list[str], values: dict[str, Any], resolved: Resolved, *, raw: bool
 ) -> list[dict[str, Any]]:
-    """The ``options`` list for the command (or subcommand) ``definition`` with the words ``path`` below it."""
+    """The ``options`` list for the command (or subcommand) ``definition``, ``path`` naming subcommands."""
     children = definition.get("options") or []
     if path:
         word, *rest = path

@@ -2,8 +2,8 @@
 ``pytest_plugins = ["tests.fakediscord.fixtures"]`` in tests/conftest.py.
 
 - ``discord_spec`` (session): the OpenAPI validator, loaded once.
-- ``fake_discord``: a started :class:`FakeDiscord` with discord.py pointed at it; fails the test at teardown if
-  any request broke the spec or Discord's form rules.
+- ``fake_discord``: a started :class:`FakeDiscord` with discord.py pointed at it; fails the test at teardown
+  if any request broke the spec or Discord's form rules.
 - ``discord_bot``: a launcher ``await discord_bot(make_bot)`` that runs a real discord.py client in-process
   until it is ready, with ``restart()`` for restart tests; at teardown it closes the bot and fails the test if
   tasks or non-daemon threads it started are still alive.
@@ -71,8 +71,9 @@ class RunningBot:
 
         self._task = asyncio.create_task(run(), name=f"fake-discord-bot-{id(client)}")
         ready = asyncio.create_task(client.wait_until_ready())
-        done, _ = await asyncio.wait({ready, self._task}, timeout=READY_TIMEOUT,
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {ready, self._task}, timeout=READY_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
         if ready not in done:
             ready.cancel()
             if self._task in done:
@@ -132,8 +133,12 @@ class Leftovers:
         return "\n".join(lines)
 
 
-async def find_leftovers(tasks_before: set[asyncio.Task[object]], threads_before: set[threading.Thread], *,
-                         grace: float = LEAK_GRACE) -> Leftovers:
+async def find_leftovers(
+    tasks_before: set[asyncio.Task[object]],
+    threads_before: set[threading.Thread],
+    *,
+    grace: float = LEAK_GRACE,
+) -> Leftovers:
     """Tasks and non-daemon threads started since the snapshot that outlive ``grace`` seconds.
 
     Idle workers of the loop's default executor are not leaks, but work still running on them is: the
@@ -149,7 +154,7 @@ async def find_leftovers(tasks_before: set[asyncio.Task[object]], threads_before
     def live_threads() -> list[threading.Thread]:
         return [t for t in threading.enumerate() if t not in threads_before and t.is_alive() and not t.daemon]
 
-    while (live_tasks() or live_threads()) and loop.time() < deadline:
+    while (live_tasks() or live_threads()) and loop.time() < deadline:  # noqa: ASYNC110 (polls threads too)
         await asyncio.sleep(0.02)
     executor_busy = False
     try:

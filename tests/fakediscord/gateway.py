@@ -2,8 +2,9 @@
 
 discord.py asks for ``compress=zlib-stream`` but only inflates binary frames, so text frames need no
 compression. Supported: HELLO, IDENTIFY -> READY + GUILD_CREATE, HEARTBEAT -> ACK (after a short delay, as
-answering instantly trips discord.py's "Can't keep up" warning through a timing race), RESUME (replaying missed
-dispatches, then RESUMED), and RECONNECT sent on request. Sessions outlive their socket so a client can resume.
+answering instantly trips discord.py's "Can't keep up" warning through a timing race), RESUME (replaying
+missed dispatches, then RESUMED), and RECONNECT sent on request. Sessions outlive their socket so a client can
+resume.
 """
 
 from __future__ import annotations
@@ -42,8 +43,13 @@ class Session:
 class Gateway:
     """Accepts websocket connections and dispatches events to every connected session."""
 
-    def __init__(self, *, token: str, ready_payload: Callable[[Session], dict[str, Any]],
-                 guild_payloads: Callable[[], list[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        *,
+        token: str,
+        ready_payload: Callable[[Session], dict[str, Any]],
+        guild_payloads: Callable[[], list[dict[str, Any]]],
+    ) -> None:
         self._token = token
         self._ready_payload = ready_payload
         self._guild_payloads = guild_payloads
@@ -100,7 +106,7 @@ class Gateway:
             await socket.send_str(json.dumps({"op": 9, "d": False}))
             return None
         session.socket = socket
-        for event in session.events[int(data.get("seq") or 0):]:
+        for event in session.events[int(data.get("seq") or 0) :]:
             await socket.send_str(json.dumps(event))
         await self._send(session, "RESUMED", {})
         return session

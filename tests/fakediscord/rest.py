@@ -2,12 +2,13 @@
 
 Each handler interprets a request the way Discord does and answers in Discord's shapes (Content-Type exactly
 ``application/json``: discord.py decodes nothing else). Rules enforced here: acknowledgement within
-``Rules.ack_deadline`` (else 404 Unknown interaction, 10062), interaction tokens valid ``Rules.token_lifetime``
-(else 401 Invalid Webhook Token, 50027), one acknowledgement per interaction (40060), content length, action
-rows and buttons per row, custom_id length and uniqueness, empty messages (50006), the attachment size limit
-(413, 40005), editing only the bot's own messages (50005), and message edits per channel per window (429 with
-``retry_after``, ``Via`` and ``X-RateLimit-*`` headers, which discord.py needs before it retries). Rate-limit
-headers go on 429 replies only, so discord.py does not pre-empt the limit and its retry path is exercised.
+``Rules.ack_deadline`` (else 404 Unknown interaction, 10062); interaction tokens valid for
+``Rules.token_lifetime`` (else 401 Invalid Webhook Token, 50027); one acknowledgement per interaction (40060);
+content length; action rows and buttons per row; custom_id length and uniqueness; no empty messages (50006);
+the attachment size limit (413, 40005); editing only the bot's own messages (50005); and message edits per
+channel per window (429 with ``retry_after``, ``Via`` and ``X-RateLimit-*`` headers, which discord.py needs
+before it retries). Rate-limit headers go on 429 replies only, so discord.py does not pre-empt the limit and
+its retry path is exercised.
 """
 
 from __future__ import annotations
@@ -32,9 +33,17 @@ ACTION_ROW, BUTTON = 1, 2
 class DiscordError(Exception):
     """An error reply in Discord's shape. ``bot_bug`` marks replies only a malformed request gets."""
 
-    def __init__(self, status: int, code: int, message: str, *, detail: str | None = None,
-                 headers: dict[str, str] | None = None, extra: dict[str, Any] | None = None,
-                 bot_bug: bool = False) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: int,
+        message: str,
+        *,
+        detail: str | None = None,
+        headers: dict[str, str] | None = None,
+        extra: dict[str, Any] | None = None,
+        bot_bug: bool = False,
+    ) -> None:
         super().__init__(f"{status} {message} (code {code})" + (f": {detail}" if detail else ""))
         self.status, self.code, self.message, self.detail = status, code, message, detail
         self.headers = headers or {}
@@ -65,7 +74,8 @@ UNKNOWN_WEBHOOK = 10015
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     """A JSON reply whose Content-Type has no charset parameter (discord.py requires exactly this)."""
     return web.Response(
-        body=json.dumps(data).encode(), status=status,
+        body=json.dumps(data).encode(),
+        status=status,
         headers={"Content-Type": "application/json", **(headers or {})},
     )
 
@@ -152,7 +162,9 @@ class Rest:
 
     async def get_me(self, request: web.Request) -> web.Response:
         self._require_bot(request)
-        return json_response(self.fake.bot_user.to_json() | {"verified": True, "mfa_enabled": False, "flags": 0})
+        return json_response(
+            self.fake.bot_user.to_json() | {"verified": True, "mfa_enabled": False, "flags": 0}
+        )
 
     async def get_user(self, request: web.Request) -> web.Response:
         self._require_bot(request)
@@ -165,27 +177,36 @@ class Rest:
     async def get_application(self, request: web.Request) -> web.Response:
         self._require_bot(request)
         fake = self.fake
-        return json_response({
-            "id": str(fake.application_id),
-            "name": fake.bot_user.name,
-            "description": "",
-            "icon": None,
-            "bot_public": True,
-            "bot_require_code_grant": False,
-            "owner": fake.owner.user.to_json(),
-            "verify_key": "0" * 64,
-            "flags": 0,
-            "team": None,
-            "summary": "",
-            "bot": fake.bot_user.to_json(),
-        })
+        return json_response(
+            {
+                "id": str(fake.application_id),
+                "name": fake.bot_user.name,
+                "description": "",
+                "icon": None,
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": fake.owner.user.to_json(),
+                "verify_key": "0" * 64,
+                "flags": 0,
+                "team": None,
+                "summary": "",
+                "bot": fake.bot_user.to_json(),
+            }
+        )
 
     async def get_gateway(self, request: web.Request) -> web.Response:
-        return json_response({
-            "url": self.fake.gateway_url,
-            "shards": 1,
-            "session_start_limit": {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1},
-        })
+        return json_response(
+            {
+                "url": self.fake.gateway_url,
+                "shards": 1,
+                "session_start_limit": {
+                    "total": 1000,
+                    "remaining": 1000,
+                    "reset_after": 0,
+                    "max_concurrency": 1,
+                },
+            }
+        )
 
     async def get_member(self, request: web.Request) -> web.Response:
         self._require_bot(request)
@@ -262,12 +283,14 @@ class Rest:
         message: Message | None = None
         flags = int(data.get("flags") or 0) & EPHEMERAL
         if callback_type == 4:
-            message = await self.fake.create_message(interaction.channel, data, body.files, interaction=interaction,
-                                               flags=flags)
+            message = await self.fake.create_message(
+                interaction.channel, data, body.files, interaction=interaction, flags=flags
+            )
             interaction.original = message
         elif callback_type == 5:
-            message = await self.fake.create_message(interaction.channel, {}, {}, interaction=interaction,
-                                               flags=flags | LOADING)
+            message = await self.fake.create_message(
+                interaction.channel, {}, {}, interaction=interaction, flags=flags | LOADING
+            )
             interaction.original = message
         elif callback_type in (6, 7):
             interaction.original = message = interaction.source_message
@@ -324,8 +347,9 @@ class Rest:
             message = await self.fake.complete_deferred(original, body.json, body.files)
         else:
             flags = int(body.json.get("flags") or 0) & EPHEMERAL
-            message = await self.fake.create_message(interaction.channel, body.json, body.files,
-                                               interaction=interaction, flags=flags)
+            message = await self.fake.create_message(
+                interaction.channel, body.json, body.files, interaction=interaction, flags=flags
+            )
             interaction.followups.append(message)
         self.fake.notify()
         if request.query.get("wait") in ("1", "true"):
@@ -376,9 +400,7 @@ class Rest:
         limit = int(request.query.get("limit", "50"))
         before = int(request.query.get("before", str(1 << 63)))
         after = int(request.query.get("after", "0"))
-        messages = [
-            m for m in self.fake.channel_messages(channel) if after < m.id < before
-        ]
+        messages = [m for m in self.fake.channel_messages(channel) if after < m.id < before]
         newest_first = sorted(messages, key=lambda m: m.id, reverse=True)[:limit]
         return json_response([m.to_json() for m in newest_first])
 
@@ -392,8 +414,9 @@ class Rest:
             target = self.fake.message_by_id.get(int(reference["message_id"]))
             if target is None or target.deleted or target.channel_id != channel.id:
                 if reference.get("fail_if_not_exists", True):
-                    raise DiscordError(400, 50035, "Invalid Form Body",
-                                       detail="message_reference: Unknown message")
+                    raise DiscordError(
+                        400, 50035, "Invalid Form Body", detail="message_reference: Unknown message"
+                    )
             else:
                 reference_id = target.id
         message = await self.fake.create_message(channel, body.json, body.files, reference_id=reference_id)
@@ -424,8 +447,9 @@ class Rest:
         attachment = self.fake.attachments.get(int(request.match_info["attachment"]))
         if attachment is None or attachment.filename != request.match_info["filename"]:
             raise web.HTTPNotFound()
-        return web.Response(body=attachment.data,
-                            content_type=attachment.content_type or "application/octet-stream")
+        return web.Response(
+            body=attachment.data, content_type=attachment.content_type or "application/octet-stream"
+        )
 
 
 # -- message payload rules ------------------------------------------------------------------------------
@@ -468,13 +492,17 @@ def check_files(files: dict[int, UploadedFile], rules: Any) -> None:
 
 
 def attachment_list(
-    payload: dict[str, Any], files: dict[int, UploadedFile], existing: list[Attachment],
-    store: Any, channel_id: int,
+    payload: dict[str, Any],
+    files: dict[int, UploadedFile],
+    existing: list[Attachment],
+    store: Any,
+    channel_id: int,
 ) -> list[Attachment]:
     """The attachments a create or edit leaves on a message.
 
-    ``payload["attachments"]`` lists what to keep: entries whose id is an existing attachment's id, and entries
-    whose id is the index of an uploaded ``files[n]`` part (with its filename). Without that key, an edit keeps
+    ``payload["attachments"]`` lists what to keep: entries whose id is an existing attachment's id, and
+    entries whose id is the index of an uploaded ``files[n]`` part (with its filename). Without that key, an
+    edit keeps
     the existing attachments and appends the uploads.
     """
     listed = payload.get("attachments")
@@ -488,13 +516,16 @@ def attachment_list(
         if entry_id in files and entry_id not in used:
             used.add(entry_id)
             upload = files[entry_id]
-            kept.append(store(entry.get("filename") or upload.filename, upload, entry.get("description"),
-                              channel_id))
+            kept.append(
+                store(entry.get("filename") or upload.filename, upload, entry.get("description"), channel_id)
+            )
         elif entry_id in by_id:
             kept.append(by_id[entry_id])
         else:
             raise form_error(f"attachments: {entry_id} is neither an upload index nor an attachment here")
-    kept += [store(files[index].filename, files[index], None, channel_id) for index in files if index not in used]
+    kept += [
+        store(files[index].filename, files[index], None, channel_id) for index in files if index not in used
+    ]
     return kept
 
 
@@ -524,5 +555,10 @@ def rate_limit_reply(retry_after: float, bucket: str, limit: int) -> DiscordErro
         "X-RateLimit-Bucket": bucket,
         "X-RateLimit-Scope": "shared",
     }
-    return DiscordError(429, 0, "You are being rate limited.", headers=headers,
-                        extra={"retry_after": round(retry_after, 3), "global": False})
+    return DiscordError(
+        429,
+        0,
+        "You are being rate limited.",
+        headers=headers,
+        extra={"retry_after": round(retry_after, 3), "global": False},
+    )

@@ -4,8 +4,8 @@ It owns the aiohttp server (REST v10 under ``/api/v10``, the gateway at ``/gatew
 ``/attachments``), the world a bot sees (one guild, its channels, roles and members), and the helpers a test
 drives it with: :meth:`FakeDiscord.slash`, :meth:`FakeDiscord.click`, :meth:`FakeDiscord.wait_for_message`,
 :meth:`FakeDiscord.wait_for_reply`. Every REST request is validated against Discord's OpenAPI spec
-(:mod:`.spec`); a request the spec rejects, or one Discord would answer with 400 (a bot bug), is answered that way
-and recorded in :attr:`FakeDiscord.violations`, which the pytest fixture turns into a test failure.
+(:mod:`.spec`); a request the spec rejects, or one Discord would answer with 400 (a bot bug), is answered that
+way and recorded in :attr:`FakeDiscord.violations`, which the pytest fixture turns into a test failure.
 """
 
 from __future__ import annotations
@@ -105,8 +105,11 @@ class FakeDiscord:
         self._edit_times: dict[int, deque[float]] = {}
         self._changed = asyncio.Event()
         self._build_world()
-        self.gateway = Gateway(token=self.token, ready_payload=self._ready_payload,
-                               guild_payloads=lambda: [self._guild_payload()])
+        self.gateway = Gateway(
+            token=self.token,
+            ready_payload=self._ready_payload,
+            guild_payloads=lambda: [self._guild_payload()],
+        )
         self._runner: web.AppRunner | None = None
         self.url = ""
 
@@ -125,8 +128,13 @@ class FakeDiscord:
             "moderators": Role(self.snowflakes.next(), "Moderators", MEMBER_PERMISSIONS | MANAGE_MESSAGES, 3),
             "admins": Role(self.snowflakes.next(), "Admins", ADMINISTRATOR, 4),
         }
-        role_names = {"alice": [], "bob": [], "manager": ["managers"], "moderator": ["moderators"],
-                      "owner": ["admins"]}
+        role_names = {
+            "alice": [],
+            "bob": [],
+            "manager": ["managers"],
+            "moderator": ["moderators"],
+            "owner": ["admins"],
+        }
         self.members = {
             name: Member(User(self.snowflakes.next(), name), [everyone] + [self.roles[r] for r in extra], now)
             for name, extra in role_names.items()
@@ -236,8 +244,9 @@ class FakeDiscord:
     # -- request pipeline -------------------------------------------------------------------------------
 
     @web.middleware
-    async def _middleware(self, request: web.Request,
-                          handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    async def _middleware(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         if not request.path.startswith(API_PREFIX):
             return await handler(request)
         try:
@@ -254,15 +263,22 @@ class FakeDiscord:
             raise
         except Exception:
             # A crash in the fake must fail the test, not be retried by discord.py (it retries 5xx for ~25 s).
-            self.violations.append(f"{request.method} {request.path}: the fake crashed\n{traceback.format_exc()}")
+            self.violations.append(
+                f"{request.method} {request.path}: the fake crashed\n{traceback.format_exc()}"
+            )
             return self._reject(request, DiscordError(400, 0, "fake Discord crashed"))
 
     def _spec_problems(self, request: web.Request, body: Body) -> list[str]:
         if self.spec is None:
             return []
         return self.spec.validate(
-            request.method, request.path, query=request.query, headers=request.headers,
-            content_type=request.content_type, body=body.raw, payload_json=body.payload_json,
+            request.method,
+            request.path,
+            query=request.query,
+            headers=request.headers,
+            content_type=request.content_type,
+            body=body.raw,
+            payload_json=body.payload_json,
         )
 
     def _reject(self, request: web.Request, error: DiscordError) -> web.Response:
@@ -274,13 +290,17 @@ class FakeDiscord:
 
     # -- messages (used by the REST routes) -------------------------------------------------------------
 
-    def store_attachment(self, filename: str, upload: UploadedFile, description: str | None,
-                         channel_id: int) -> Attachment:
+    def store_attachment(
+        self, filename: str, upload: UploadedFile, description: str | None, channel_id: int
+    ) -> Attachment:
         attachment_id = self.snowflakes.next()
         attachment = Attachment(
-            id=attachment_id, filename=filename, data=upload.data,
+            id=attachment_id,
+            filename=filename,
+            data=upload.data,
             url=f"{self.url}/attachments/{channel_id}/{attachment_id}/{filename}",
-            content_type=upload.content_type, description=description,
+            content_type=upload.content_type,
+            description=description,
         )
         self.attachments[attachment_id] = attachment
         return attachment
@@ -293,8 +313,9 @@ class FakeDiscord:
         flags = message.flags | int(payload.get("flags") or 0) & ~(EPHEMERAL | LOADING)
         if "components" in payload:
             check_components(payload["components"] or [], flags, self.rules)
-        attachments = attachment_list(payload, files, message.attachments, self.store_attachment,
-                                      message.channel_id)
+        attachments = attachment_list(
+            payload, files, message.attachments, self.store_attachment, message.channel_id
+        )
         if "content" in payload:
             message.content = payload["content"] or ""
         if "components" in payload:
@@ -305,15 +326,36 @@ class FakeDiscord:
         message.embeds = resolve_embeds(message.embeds, message.attachments)
         message.flags = flags
 
-    async def create_message(self, channel: Channel, payload: dict[str, Any], files: dict[int, UploadedFile],
-                             *, interaction: Interaction | None = None, flags: int = 0,
-                             reference_id: int | None = None) -> Message:
-        message = Message(id=self.snowflakes.next(), channel_id=channel.id, guild_id=self.guild_id,
-                          author=self.bot_user, created_at=self.clock.now(), flags=flags,
-                          reference_id=reference_id, interaction=interaction)
+    async def create_message(
+        self,
+        channel: Channel,
+        payload: dict[str, Any],
+        files: dict[int, UploadedFile],
+        *,
+        interaction: Interaction | None = None,
+        flags: int = 0,
+        reference_id: int | None = None,
+    ) -> Message:
+        message = Message(
+            id=self.snowflakes.next(),
+            channel_id=channel.id,
+            guild_id=self.guild_id,
+            author=self.bot_user,
+            created_at=self.clock.now(),
+            flags=flags,
+            reference_id=reference_id,
+            interaction=interaction,
+        )
         self._apply(message, payload, files)
-        if not (flags & LOADING or message.content or message.embeds or message.attachments
-                or message.components or payload.get("sticker_ids") or payload.get("poll")):
+        if not (
+            flags & LOADING
+            or message.content
+            or message.embeds
+            or message.attachments
+            or message.components
+            or payload.get("sticker_ids")
+            or payload.get("poll")
+        ):
             raise DiscordError(400, 50006, "Cannot send an empty message", bot_bug=True)
         self.messages.append(message)
         self.message_by_id[message.id] = message
@@ -322,8 +364,9 @@ class FakeDiscord:
         self.notify()
         return message
 
-    async def edit_message(self, message: Message, payload: dict[str, Any], files: dict[int, UploadedFile],
-                           *, rate_limited: bool) -> Message:
+    async def edit_message(
+        self, message: Message, payload: dict[str, Any], files: dict[int, UploadedFile], *, rate_limited: bool
+    ) -> Message:
         if rate_limited:
             self._count_edit(message.channel_id)
         self._apply(message, payload, files)
@@ -334,8 +377,9 @@ class FakeDiscord:
         self.notify()
         return message
 
-    async def complete_deferred(self, message: Message, payload: dict[str, Any],
-                                files: dict[int, UploadedFile]) -> Message:
+    async def complete_deferred(
+        self, message: Message, payload: dict[str, Any], files: dict[int, UploadedFile]
+    ) -> Message:
         """Replace a "thinking" message with its real content (no edit is counted, as on Discord)."""
         self._apply(message, payload, files)
         message.flags &= ~LOADING
@@ -347,9 +391,14 @@ class FakeDiscord:
     async def delete_message(self, message: Message) -> None:
         message.deleted = True
         if not message.ephemeral:
-            await self.gateway.dispatch("MESSAGE_DELETE", {
-                "id": str(message.id), "channel_id": str(message.channel_id), "guild_id": str(self.guild_id),
-            })
+            await self.gateway.dispatch(
+                "MESSAGE_DELETE",
+                {
+                    "id": str(message.id),
+                    "channel_id": str(message.channel_id),
+                    "guild_id": str(self.guild_id),
+                },
+            )
         self.notify()
 
     def _count_edit(self, channel_id: int) -> None:
@@ -375,7 +424,7 @@ class FakeDiscord:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    async def wait_for(self, probe: Callable[[], T | None], *, timeout: float = 10.0) -> T:
+    async def wait_for(self, probe: Callable[[], T | None], *, timeout: float = 10.0) -> T:  # noqa: ASYNC109
         """Return ``probe()``'s first truthy result, re-evaluated on every change in the fake and every
         ``POLL_INTERVAL`` (so a probe may also read the bot's own state)."""
         async with asyncio.timeout(timeout):
@@ -387,23 +436,26 @@ class FakeDiscord:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(changed.wait(), POLL_INTERVAL)
 
-    async def wait_for_message(self, predicate: Callable[[Message], bool] = lambda _: True, *,
-                               timeout: float = 10.0) -> Message:
+    async def wait_for_message(
+        self, predicate: Callable[[Message], bool] = lambda _: True, *, timeout: float = 10.0  # noqa: ASYNC109
+    ) -> Message:
         """The oldest live message (ephemeral ones included) that satisfies ``predicate`` now or later;
         edits count, so ``lambda m: m.attachments`` waits for the images to land."""
         return await self.wait_for(
             lambda: next((m for m in self.messages if not m.deleted and predicate(m)), None), timeout=timeout
         )
 
-    async def wait_for_ack(self, interaction: Interaction, *, timeout: float = 10.0) -> Interaction:
+    async def wait_for_ack(self, interaction: Interaction, *, timeout: float = 10.0) -> Interaction:  # noqa: ASYNC109
         """Wait until the bot acknowledged ``interaction`` (any callback type)."""
         return await self.wait_for(lambda: interaction if interaction.acknowledged else None, timeout=timeout)
 
-    async def wait_for_reply(self, interaction: Interaction, *, timeout: float = 10.0) -> Message:
-        """The message ``@original`` refers to once it is no longer "thinking" (for type 7, the updated one)."""
+    async def wait_for_reply(self, interaction: Interaction, *, timeout: float = 10.0) -> Message:  # noqa: ASYNC109
+        """The message ``@original`` refers to once it is no longer "thinking" (type 7: the updated one)."""
+
         def ready() -> Message | None:
             original = interaction.original
             return original if original is not None and not original.loading else None
+
         return await self.wait_for(ready, timeout=timeout)
 
     def commands(self, *, guild: bool = True) -> list[dict[str, Any]]:
@@ -425,8 +477,17 @@ class FakeDiscord:
             return self.channels["general"]
         return self.channels[where] if isinstance(where, str) else where
 
-    async def slash(self, name: str, /, *, user: Member | str | None = None, channel: Channel | str | None = None,
-                    raw: bool = False, options: dict[str, Any] | None = None, **values: Any) -> Interaction:
+    async def slash(
+        self,
+        name: str,
+        /,
+        *,
+        user: Member | str | None = None,
+        channel: Channel | str | None = None,
+        raw: bool = False,
+        options: dict[str, Any] | None = None,
+        **values: Any,
+    ) -> Interaction:
         """Invoke a synced slash command as ``user`` (default alice) in ``channel`` (default general).
 
         ``name`` is the command path: ``"imagine"`` or ``"sdadmin quota set"`` (group and subcommand).
@@ -438,14 +499,19 @@ class FakeDiscord:
         member, where = self.member(user), self.channel(channel)
         values = {**values, **(options or {})}
         guild_commands = self.commands(guild=True)
-        scope = guild_commands if name.split()[0] in {c["name"] for c in guild_commands} else self.commands(
-            guild=False)
+        scope = (
+            guild_commands
+            if name.split()[0] in {c["name"] for c in guild_commands}
+            else self.commands(guild=False)
+        )
         command, path = find_command(scope, name)
         if not raw:
             check_visible(command, member)
         resolved = Resolved(store_upload=lambda upload: self._store_upload(upload, where))
         data: dict[str, Any] = {
-            "id": command["id"], "name": command["name"], "type": 1,
+            "id": command["id"],
+            "name": command["name"],
+            "type": 1,
             "options": build_options(command, path, values, resolved, raw=raw),
         }
         if "guild_id" in command:
@@ -454,8 +520,9 @@ class FakeDiscord:
             data["resolved"] = resolved.data
         return await self._dispatch_interaction(2, member, where, data)
 
-    async def click(self, message: Message, label_or_custom_id: str, /, *,
-                    user: Member | str | None = None) -> Interaction:
+    async def click(
+        self, message: Message, label_or_custom_id: str, /, *, user: Member | str | None = None
+    ) -> Interaction:
         """Press a button on ``message`` (found by custom_id or label) as ``user`` (default alice)."""
         member = self.member(user)
         if message.deleted:
@@ -472,14 +539,23 @@ class FakeDiscord:
         return await self._dispatch_interaction(3, member, where, data, source=message)
 
     def _store_upload(self, upload: Upload, channel: Channel) -> Attachment:
-        return self.store_attachment(upload.filename, UploadedFile(upload.filename, upload.content_type,
-                                                                   upload.data), None, channel.id)
+        return self.store_attachment(
+            upload.filename, UploadedFile(upload.filename, upload.content_type, upload.data), None, channel.id
+        )
 
-    async def _dispatch_interaction(self, kind: int, member: Member, channel: Channel, data: dict[str, Any],
-                                    source: Message | None = None) -> Interaction:
-        interaction = Interaction(id=self.snowflakes.next(), token=new_token(), type=kind, user=member,
-                                  channel=channel, data=data, created_at=self.clock.now(),
-                                  source_message=source)
+    async def _dispatch_interaction(
+        self, kind: int, member: Member, channel: Channel, data: dict[str, Any], source: Message | None = None
+    ) -> Interaction:
+        interaction = Interaction(
+            id=self.snowflakes.next(),
+            token=new_token(),
+            type=kind,
+            user=member,
+            channel=channel,
+            data=data,
+            created_at=self.clock.now(),
+            source_message=source,
+        )
         self.interactions[interaction.id] = interaction
         self.interactions_by_token[interaction.token] = interaction
         payload: dict[str, Any] = {

@@ -15,8 +15,6 @@ Every known gap between the spec and what discord.py (and Discord itself) accept
 3. Multipart bodies (file uploads) carry the JSON document in a ``payload_json`` part, which the spec's
    multipart schema cannot express; the fake decodes that part and validates it as the operation's
    ``application/json`` body. The file parts are checked by the fake itself (size limit, attachment indexes).
-4. discord.py sends query booleans as ``0``/``1`` (``?wait=1``, ``?with_response=1``); Discord accepts them, the
-   spec's ``boolean`` does not, so they are rewritten to ``false``/``true`` before validation.
 """
 
 from __future__ import annotations
@@ -100,15 +98,12 @@ class SpecValidator:
         """
         if payload_json is not None:
             content_type, body = "application/json", payload_json.encode()
-        query_params = MultiDict(
-            (key, {"0": "false", "1": "true"}.get(value, value)) for key, value in query.items()
-        )
         request = _Request(
             method=method.lower(),
             path=path,
             body=body or None,
             content_type=content_type if body else "",
-            parameters=RequestParameters(query=query_params, header=headers),
+            parameters=RequestParameters(query=MultiDict(query), header=headers),
         )
         result = self._openapi.unmarshal_request(request)
         return [_describe(error) for error in result.errors]

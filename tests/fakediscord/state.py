@@ -26,7 +26,12 @@ READ_MESSAGE_HISTORY = 1 << 16
 USE_APPLICATION_COMMANDS = 1 << 31
 ALL_PERMISSIONS = (1 << 51) - 1
 MEMBER_PERMISSIONS = (
-    VIEW_CHANNEL | SEND_MESSAGES | EMBED_LINKS | ATTACH_FILES | READ_MESSAGE_HISTORY | USE_APPLICATION_COMMANDS
+    VIEW_CHANNEL
+    | SEND_MESSAGES
+    | EMBED_LINKS
+    | ATTACH_FILES
+    | READ_MESSAGE_HISTORY
+    | USE_APPLICATION_COMMANDS
 )
 
 # Message flags.
@@ -312,9 +317,9 @@ class Message:
 class Interaction:
     """An interaction a test sent and what the bot answered.
 
-    ``response_type`` is the callback type (4 message, 5 deferred message, 6 deferred update, 7 update, 9 modal),
-    ``original`` the message ``@original`` refers to (the response message, or for a component interaction
-    answered with 6/7 the message whose component was used), ``followups`` the followup messages.
+    ``response_type`` is the callback type (4 message, 5 deferred message, 6 deferred update, 7 update,
+    9 modal), ``original`` the message ``@original`` refers to (the response message, or for a component
+    interaction answered with 6/7 the message whose component was used), ``followups`` the followup messages.
     """
 
     id: int
