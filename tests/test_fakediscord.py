@@ -210,6 +210,14 @@ async def test_interaction_token_expires_after_fifteen_minutes(
     assert (raised.value.status, raised.value.code) == (401, 50027)
 
 
+async def test_files_over_the_size_limit_are_refused(fake_discord: FakeDiscord, bot: HarnessBot) -> None:
+    fake_discord.rules.attachment_size_limit = 64  # the PNG is larger; Discord's default is 10 MiB
+    interaction = await fake_discord.slash("draw")
+    rejection = await fake_discord.wait_for(lambda: fake_discord.rejections)
+    assert [(r.status, r.code) for r in rejection] == [(413, 40005)]
+    assert interaction.original is not None and interaction.original.loading
+
+
 async def test_edit_rate_limit_is_retried_by_discord_py(fake_discord: FakeDiscord, bot: HarnessBot) -> None:
     fake_discord.rules.edit_window = 0.5  # Discord's is 5 s; a shorter window keeps the retry wait short
     await fake_discord.slash("countdown")
