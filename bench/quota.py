@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+# Swap the script's own folder (where bench/queue.py would shadow the standard library) for the repo root.
+sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sdbot.db import Database

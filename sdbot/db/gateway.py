@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import aiosqlite
+
+Parameters = Sequence[Any] | Mapping[str, Any]
 
 
 class Gateway:
@@ -45,19 +47,19 @@ class Gateway:
         async with self._lock:
             yield self.conn
 
-    async def fetch_one(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def fetch_one(self, sql: str, params: Parameters = ()) -> sqlite3.Row | None:
         rows = await self.fetch_all(sql, params)
         return rows[0] if rows else None
 
-    async def fetch_all(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    async def fetch_all(self, sql: str, params: Parameters = ()) -> list[sqlite3.Row]:
         async with self.reading() as conn:
-            return list(await conn.execute_fetchall(sql, tuple(params)))
+            return list(await conn.execute_fetchall(sql, params))
 
-    async def write(self, sql: str, params: Iterable[Any] = ()) -> int:
+    async def write(self, sql: str, params: Parameters = ()) -> int:
         """Run one statement and return how many rows it changed.
 
         A lone statement is its own transaction in autocommit mode, and SQLite takes the write lock when the
         statement starts, so it needs no BEGIN/COMMIT round trips."""
         async with self.reading() as conn:
-            cursor = await conn.execute(sql, tuple(params))
+            cursor = await conn.execute(sql, params)
             return cursor.rowcount

@@ -28,10 +28,24 @@ class UsageWindow:
 
 @dataclass(frozen=True)
 class ReserveOutcome:
-    """The reservation made (None if it would pass the limit) and the window as it was before it."""
+    """The reservation made, or (when it would pass the limit) None and the window that refused it."""
 
     reservation_id: int | None
-    window: UsageWindow
+    refused_by: UsageWindow | None = None
+
+
+# Inserts the reservation only if the member's counted images plus this request stay within the limit
+# (NULL: no limit). One statement is one transaction, and SQLite takes the write lock as the statement
+# starts, so no other connection can slip a reservation in between the check and the insert.
+_RESERVE_WITHIN_LIMIT = """
+INSERT INTO usage (guild_id, user_id, images, state, created_at)
+SELECT :guild_id, :user_id, :images, 'reserved', :now
+WHERE :limit IS NULL OR :images + (
+    SELECT COALESCE(SUM(images), 0) FROM usage
+    WHERE guild_id = :guild_id AND user_id = :user_id AND created_at > :since AND state != 'refunded'
+) <= :limit
+RETURNING id
+"""
 
 
 class UsageRepository:
@@ -49,18 +63,24 @@ class UsageRepository:
         self, guild_id: int, user_id: int, images: int, *, limit: int | None, since: float, now: float
     ) -> ReserveOutcome:
         """Record a reservation unless used + reserved + images would pass ``limit`` (None: no limit)."""
+        params = {
+            "guild_id": guild_id,
+            "user_id": user_id,
+            "images": images,
+            "limit": limit,
+            "since": since,
+            "now": now,
+        }
+        row = await self._gateway.fetch_one(_RESERVE_WITHIN_LIMIT, params)
+        if row is not None:
+            return ReserveOutcome(row["id"])
+        # Refused: check again and read the window in one write transaction, so that the figures the
+        # member is shown are the ones that refused them (or the reservation fits by now and is made).
         async with self._gateway.transaction() as conn:
-            window = await _window(conn, guild_id, user_id, since)
-            if limit is not None and window.used + window.reserved + images > limit:
-                return ReserveOutcome(None, window)
-            row = await conn.execute_insert(
-                "INSERT INTO usage (guild_id, user_id, images, state, created_at) "
-                "VALUES (?, ?, ?, 'reserved', ?)",
-                (guild_id, user_id, images, now),
-            )
-        assert row is not None
-        reservation_id = int(row[0])
-        return ReserveOutcome(reservation_id, window)
+            rows = await conn.execute_fetchall(_RESERVE_WITHIN_LIMIT, params)
+            if rows:
+                return ReserveOutcome(rows[0]["id"])
+            return ReserveOutcome(None, await _window(conn, guild_id, user_id, since))
 
     async def commit(self, reservation_id: int, images: int | None = None) -> bool:
         """Count a reservation as used; ``images`` below the reserved number gives the rest back."""

@@ -72,8 +72,8 @@ class QuotaService:
             guild_id, user_id, images, limit=limit, since=now - self.window, now=now
         )
         if outcome.reservation_id is None:
-            assert limit is not None
-            window = outcome.window
+            assert limit is not None and outcome.refused_by is not None
+            window = outcome.refused_by
             raise QuotaExceeded(
                 requested=images,
                 left=max(0, limit - window.used - window.reserved),
