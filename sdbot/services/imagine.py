@@ -1,0 +1,378 @@
+"""Turning a member's request (``/imagine`` or a result button) into a queued job, under the server's rules.
+
+Checks run cheapest first and before anything is charged: the model has loaded, the member is not blocked,
+the channel is allowed, the prompt has no banned word, steps, guidance, seed, size and count are within the
+engine's range and the server's limits. Only then is quota reserved, and the reservation goes to
+``JobQueue.submit``, which refunds it if the job is not queued. A refused request therefore never costs
+anything. Every refusal is a domain error whose text the command tree shows to the member.
+
+Buttons act on a finished job whose parameters are read back from the database (so they work after a
+restart); the clicker becomes the new job's owner, with their own quota and place in the queue.
+
+Nothing here knows about Discord: the cogs pass plain ids and bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+from PIL import Image
+
+from sdbot.db import Database, JobRecord
+from sdbot.errors import (
+    InvalidRequest,
+    JobNotFound,
+    ModelLoading,
+    NotAllowedHere,
+    NotPermitted,
+    PromptRejected,
+)
+from sdbot.inference.types import (
+    MAX_COUNT,
+    MAX_GUIDANCE,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    MIN_COUNT,
+    MIN_GUIDANCE,
+    MIN_SIDE,
+    MIN_STEPS,
+    UPSCALE_FACTOR,
+    UPSCALE_STRENGTH,
+    VARIATION_STRENGTH,
+)
+from sdbot.services.jobs import JobQueue, JobRequest, Observer
+from sdbot.services.quotas import QuotaService, QuotaStatus
+from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in
+
+MAX_PROMPT_LENGTH = 1000
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_SIZE = "512x512"
+# What /imagine offers; all fit the default pixel budget (768 x 768). Sent raw, any multiple of 8 within the
+# server's budget is accepted.
+SIZE_CHOICES = ("512x512", "640x640", "768x768", "768x512", "512x768", "1024x576", "576x1024")
+_SIZE = re.compile(r"\s*([0-9]{1,5})\s*[x×]\s*([0-9]{1,5})\s*", re.IGNORECASE)
+MAX_SOURCE_BYTES = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Requester:
+    """Who asks, and where. ``is_manager``: Manage Server (quota exemption, cancelling others' jobs)."""
+
+    guild_id: int
+    channel_id: int
+    user_id: int
+    is_manager: bool = False
+
+
+@dataclass(frozen=True)
+class ImagineOptions:
+    """``/imagine``'s options as typed; None means "the server's default"."""
+
+    prompt: str
+    negative: str | None = None
+    steps: int | None = None
+    guidance: float | None = None
+    seed: int | None = None
+    size: str | None = None
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class QueueOverview:
+    waiting: int
+    running: int
+    mine: list[tuple[JobRecord, int | None]]  # the member's jobs here, with their position (None: running)
+
+
+class Disposition(enum.Enum):
+    """How one image is posted under the server's NSFW policy."""
+
+    PLAIN = "plain"
+    SPOILER = "spoiler"
+    WITHHELD = "withheld"
+
+
+def disposition(
+    nsfw: bool | None, *, policy: str, unchecked_policy: str, age_restricted: bool
+) -> Disposition:
+    """``block``: a flagged image is not posted. ``spoiler``: it is posted as a spoiler. ``allow``: posted
+    plainly in an age-restricted channel, as a spoiler elsewhere. An image nobody checked (the model has no
+    safety checker) follows the installation's ``unchecked_policy`` instead, where ``allow`` posts it plainly:
+    the operator chose to trust that model."""
+    if nsfw is False:
+        return Disposition.PLAIN
+    if nsfw is None:
+        return {
+            "block": Disposition.WITHHELD,
+            "spoiler": Disposition.SPOILER,
+            "allow": Disposition.PLAIN,
+        }[unchecked_policy]
+    if policy == "block":
+        return Disposition.WITHHELD
+    if policy == "allow" and age_restricted:
+        return Disposition.PLAIN
+    return Disposition.SPOILER
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """``"768x512"`` -> (768, 512); raises ``InvalidRequest`` for anything else."""
+    match = _SIZE.fullmatch(size)
+    if match is None:
+        raise InvalidRequest(f"Size {size!r} is not WIDTHxHEIGHT; try one of {', '.join(SIZE_CHOICES)}.")
+    return int(match[1]), int(match[2])
+
+
+def _check_side(label: str, value: int) -> None:
+    if not MIN_SIDE <= value <= MAX_SIDE or value % 8:
+        raise InvalidRequest(
+            f"{label.capitalize()} must be a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}, not {value}."
+        )
+
+
+def _check_range(label: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise InvalidRequest(f"{label} must be from {low:g} to {high:g} on this server (got {value:g}).")
+
+
+def _check_prompt(prompt: str, label: str, *, required: bool) -> str:
+    text = prompt.strip()
+    if required and not text:
+        raise PromptRejected(f"the {label} is empty")
+    if len(text) > MAX_PROMPT_LENGTH:
+        raise PromptRejected(f"the {label} has {len(text):,} characters; the most is {MAX_PROMPT_LENGTH:,}")
+    return text
+
+
+class ImagineService:
+    """Validates requests against server settings, reserves quota and submits jobs to the queue."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: SettingsService,
+        quotas: QuotaService,
+        queue: JobQueue,
+    ) -> None:
+        self._db = db
+        self._settings = settings
+        self._quotas = quotas
+        self._queue = queue
+        self._ready = False
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    def mark_ready(self) -> None:
+        """The model has loaded and the worker runs: requests are accepted from now on."""
+        self._ready = True
+
+    # ----- new jobs
+
+    async def imagine(
+        self, who: Requester, options: ImagineOptions, *, observer: Observer | None = None
+    ) -> JobRecord:
+        settings = await self._admit(who)
+        params = self._txt2img_params(options, settings)
+        return await self._submit(who, "txt2img", params, params["count"], observer=observer)
+
+    async def reroll(self, who: Requester, job_id: int, *, observer: Observer | None = None) -> JobRecord:
+        """The same request again with a new seed."""
+        settings = await self._admit(who)
+        parent = await self.parent(who, job_id)
+        params = parent.params
+        options = ImagineOptions(
+            prompt=params["prompt"],
+            negative=params.get("negative_prompt"),
+            steps=params["steps"],
+            guidance=params["guidance"],
+            size=f"{params['width']}x{params['height']}",
+            count=parent.image_count,
+        )
+        new = self._txt2img_params(options, settings)
+        return await self._submit(who, "reroll", new, new["count"], parent=parent, observer=observer)
+
+    async def variation(
+        self, who: Requester, job_id: int, index: int, source_png: bytes, *, observer: Observer | None = None
+    ) -> JobRecord:
+        """A new image close to image ``index`` of the job (``source_png``: that image as posted)."""
+        return await self._image_to_image(who, "variation", job_id, index, source_png, observer)
+
+    async def upscale(
+        self, who: Requester, job_id: int, index: int, source_png: bytes, *, observer: Observer | None = None
+    ) -> JobRecord:
+        """Image ``index`` of the job at twice its size."""
+        return await self._image_to_image(who, "upscale", job_id, index, source_png, observer)
+
+    async def parent(self, who: Requester, job_id: int, index: int | None = None) -> JobRecord:
+        """A job of this server a button may act on; with ``index``, one of its images must exist."""
+        job = await self._db.jobs.get(job_id)
+        if job is None or job.guild_id != who.guild_id:
+            raise JobNotFound("That job no longer exists (its data may have been deleted).")
+        if index is not None and (job.state != "done" or not 0 <= index < job.image_count):
+            raise JobNotFound("That image no longer exists.")
+        return job
+
+    # ----- the member's view of the queue
+
+    async def cancel(self, who: Requester, job_id: int | None = None) -> JobRecord:
+        """Cancel ``job_id``, or the member's newest queued or running job. A manager may cancel anyone's
+        job in their server; others only their own."""
+        if job_id is None:
+            mine = [job for job, _ in self.overview(who).mine]
+            if not mine:
+                raise JobNotFound("You have no job queued or running here.")
+            job_id = max(job.id for job in mine)
+        job = await self._db.jobs.get(job_id)
+        if job is None or job.guild_id != who.guild_id:
+            raise JobNotFound(f"There is no job {job_id} in this server.")
+        if job.finished:
+            raise JobNotFound(f"Job {job_id} is already {job.state}.")
+        if job.user_id != who.user_id and not who.is_manager:
+            raise NotPermitted("That job is not yours.")
+        return await self._queue.cancel(job_id, by_user=None if who.is_manager else who.user_id)
+
+    def overview(self, who: Requester) -> QueueOverview:
+        queued = self._queue.queued()
+        running = self._queue.running()
+        mine: list[tuple[JobRecord, int | None]] = [
+            (job, None) for job in running if job.user_id == who.user_id and job.guild_id == who.guild_id
+        ]
+        mine += [
+            (job, position)
+            for position, job in enumerate(queued)
+            if job.user_id == who.user_id and job.guild_id == who.guild_id
+        ]
+        return QueueOverview(waiting=len(queued), running=len(running), mine=mine)
+
+    async def quota(self, who: Requester) -> QuotaStatus:
+        return await self._quotas.status(who.guild_id, who.user_id, is_manager=who.is_manager)
+
+    async def may_delete(self, who: Requester, job_id: int, *, moderator: bool) -> JobRecord:
+        """The job whose result message the member wants gone: theirs, or anyone's with Manage Messages."""
+        job = await self.parent(who, job_id)
+        if job.user_id != who.user_id and not moderator:
+            raise NotPermitted("That is not yours to delete.")
+        return job
+
+    # ----- internals
+
+    async def _admit(self, who: Requester) -> GuildSettings:
+        """The checks that depend on who asks and where, not on what they asked for."""
+        if not self._ready:
+            raise ModelLoading("the model is still loading")
+        if (await self._settings.member(who.guild_id, who.user_id)).blocked:
+            raise NotAllowedHere("You are blocked from generating images on this server.")
+        settings = await self._settings.get(who.guild_id)
+        if not settings.channel_allowed(who.channel_id):
+            channels = ", ".join(f"<#{channel}>" for channel in sorted(settings.channels))
+            raise NotAllowedHere(f"Images can't be generated in this channel. Try {channels}.")
+        return settings
+
+    def _txt2img_params(self, options: ImagineOptions, settings: GuildSettings) -> dict[str, Any]:
+        prompt = _check_prompt(options.prompt, "prompt", required=True)
+        negative = _check_prompt(options.negative or "", "negative prompt", required=False)
+        word = banned_word_in(prompt, settings)
+        if word is not None:
+            raise PromptRejected(f'"{word}" is banned on this server')
+        steps = settings.default_steps if options.steps is None else options.steps
+        _check_range("Steps", steps, MIN_STEPS, min(MAX_STEPS, settings.max_steps))
+        guidance = DEFAULT_GUIDANCE if options.guidance is None else float(options.guidance)
+        _check_range("Guidance", guidance, MIN_GUIDANCE, MAX_GUIDANCE)
+        if options.seed is not None:
+            _check_range("The seed", options.seed, 0, MAX_SEED)
+        _check_range("The image count", options.count, MIN_COUNT, min(MAX_COUNT, settings.max_count))
+        width, height = parse_size(options.size or DEFAULT_SIZE)
+        _check_side("width", width)
+        _check_side("height", height)
+        if width * height > settings.max_pixels:
+            raise InvalidRequest(
+                f"{width}x{height} is larger than this server allows ({settings.max_pixels:,} pixels; "
+                f"{width * height:,} asked)."
+            )
+        return {
+            "prompt": prompt,
+            "negative_prompt": negative,
+            "steps": steps,
+            "guidance": guidance,
+            "width": width,
+            "height": height,
+            "seed": options.seed,
+            "count": options.count,
+        }
+
+    async def _image_to_image(
+        self, who: Requester, kind: str, job_id: int, index: int, source_png: bytes, observer: Observer | None
+    ) -> JobRecord:
+        settings = await self._admit(who)
+        if kind == "upscale" and not settings.upscale_allowed:
+            raise NotAllowedHere("Upscaling is switched off on this server.")
+        parent = await self.parent(who, job_id, index)
+        width, height = _source_size(source_png)
+        scale = UPSCALE_FACTOR if kind == "upscale" else 1
+        if width * scale > MAX_SIDE or height * scale > MAX_SIDE:
+            raise InvalidRequest(f"This image is too large to upscale (the limit is {MAX_SIDE} px a side).")
+        _check_side("image width", width)
+        _check_side("image height", height)
+        strength = UPSCALE_STRENGTH if kind == "upscale" else VARIATION_STRENGTH
+        params = parent.params
+        # An image-to-image run denoises steps x strength times: keep at least one step.
+        steps = max(params["steps"], math.ceil(1 / strength))
+        seeds: Sequence[int] = parent.seeds
+        new = {
+            "prompt": params["prompt"],
+            "negative_prompt": params.get("negative_prompt") or "",
+            "steps": steps,
+            "guidance": params["guidance"],
+            "width": width * scale,
+            "height": height * scale,
+            # An upscale keeps the image's own seed; a variation draws a new one.
+            "seed": seeds[index] if kind == "upscale" and index < len(seeds) else None,
+            "count": 1,
+            "strength": strength,
+        }
+        return await self._submit(who, kind, new, 1, parent=parent, source_png=source_png, observer=observer)
+
+    async def _submit(
+        self,
+        who: Requester,
+        kind: str,
+        params: dict[str, Any],
+        images: int,
+        *,
+        parent: JobRecord | None = None,
+        source_png: bytes | None = None,
+        observer: Observer | None,
+    ) -> JobRecord:
+        request = JobRequest(
+            guild_id=who.guild_id,
+            channel_id=who.channel_id,
+            user_id=who.user_id,
+            kind=kind,
+            params=params,
+            image_count=images,
+            parent_id=None if parent is None else parent.id,
+            source_png=source_png,
+        )
+        reservation = await self._quotas.reserve(who.guild_id, who.user_id, images, is_manager=who.is_manager)
+        # From here the queue owns the reservation: it refunds it if the job is not queued.
+        return await self._queue.submit(replace(request, reservation_id=reservation), observer=observer)
+
+
+def _source_size(png: bytes) -> tuple[int, int]:
+    """The size of the clicked image, checking that it is one."""
+    if len(png) > MAX_SOURCE_BYTES:
+        raise InvalidRequest("That image is too large to work on.")
+    try:
+        with Image.open(io.BytesIO(png)) as image:
+            image.verify()
+            return image.size
+    except (OSError, ValueError, Image.DecompressionBombError):
+        raise InvalidRequest("That image could not be read; it may have been replaced or damaged.") from None
