@@ -1,0 +1,322 @@
+"""The diffusers engine on a real (tiny, random-weight) SD pipeline loaded through the users' loading code."""
+
+from __future__ import annotations
+
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderTiny
+from PIL import Image
+
+from sdbot.errors import GenerationCancelled, GenerationFailed, ModelLoadFailed
+from sdbot.inference.engine import DiffusersEngine, load_engine
+from sdbot.inference.loading import resolve_placement
+from sdbot.inference.pngmeta import ImageParameters, format_parameters, parse_parameters, read_parameters
+from sdbot.inference.types import MAX_SEED, GenerateRequest, ImageToImageRequest, Progress
+from tests.conftest import tiny_settings
+from tests.tiny_model import save_single_file
+
+SIZE = 64
+STEPS = 2
+
+
+def request(prompt: str = "a red cat", **fields: object) -> GenerateRequest:
+    return GenerateRequest(prompt, **{"steps": STEPS, "width": SIZE, "height": SIZE, "seed": 1, **fields})
+
+
+def pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def assert_close(a: Image.Image, b: Image.Image) -> None:
+    """Equal up to float rounding of a different batch shape: at most 2 levels of 255 per channel."""
+    assert a.size == b.size
+    assert np.abs(pixels(a) - pixels(b)).max() <= 2
+
+
+def test_same_seed_gives_identical_pixels(tiny_engine: DiffusersEngine) -> None:
+    [first] = tiny_engine.generate([request(seed=42)])
+    [second] = tiny_engine.generate([request(seed=42)])
+    [other] = tiny_engine.generate([request(seed=43)])
+    assert np.array_equal(pixels(first.images[0].image), pixels(second.images[0].image))
+    assert not np.array_equal(pixels(first.images[0].image), pixels(other.images[0].image))
+    assert first.images[0].image.size == (SIZE, SIZE)
+
+
+def test_count_four_uses_consecutive_seeds_each_reproducible_alone(tiny_engine: DiffusersEngine) -> None:
+    [batch] = tiny_engine.generate([request(seed=100, count=4)])
+    assert batch.seeds == [100, 101, 102, 103]
+    for image in batch.images[1:4:2]:
+        [alone] = tiny_engine.generate([request(seed=image.seed)])
+        assert_close(alone.images[0].image, image.image)
+
+
+def test_request_images_do_not_depend_on_what_else_is_in_the_batch(tiny_engine: DiffusersEngine) -> None:
+    mine = request("a red cat", seed=7, count=2)
+    other = request("a blue dog", negative_prompt="blurry", seed=900)
+    results = tiny_engine.generate([other, mine])
+    [alone] = tiny_engine.generate([mine])
+    assert [r.seeds for r in results] == [[900], [7, 8]]
+    for batched, single in zip(results[1].images, alone.images, strict=True):
+        assert_close(batched.image, single.image)
+
+
+def test_missing_seed_is_drawn_in_range(tiny_engine: DiffusersEngine) -> None:
+    results = tiny_engine.generate([request(seed=None), request(seed=None)])
+    seeds = [r.seeds[0] for r in results]
+    assert all(0 <= seed <= MAX_SEED for seed in seeds)
+    assert seeds[0] != seeds[1]
+
+
+def test_clean_images_are_not_flagged(tiny_engine: DiffusersEngine) -> None:
+    [result] = tiny_engine.generate([request(count=2)])
+    assert tiny_engine.has_safety_checker
+    assert result.nsfw == [False, False]
+
+
+def test_flagged_images_keep_their_pixels_and_carry_the_flag(
+    tiny_engine: DiffusersEngine, tiny_nsfw_model_dir: Path
+) -> None:
+    engine = load_engine(tiny_settings(tiny_nsfw_model_dir))
+    [flagged] = engine.generate([request(seed=5, count=2)])
+    [clean] = tiny_engine.generate([request(seed=5, count=2)])
+    assert flagged.nsfw == [True, True]
+    for kept, original in zip(flagged.images, clean.images, strict=True):
+        assert np.array_equal(pixels(kept.image), pixels(original.image))  # same weights: same pixels
+        assert pixels(kept.image).max() > 0  # not blacked out
+
+
+def test_model_without_safety_checker_reports_unknown_flags_and_warns(
+    tiny_unchecked_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="sdbot.inference.engine"):
+        engine = load_engine(tiny_settings(tiny_unchecked_model_dir))
+    assert "no safety checker" in caplog.text
+    assert not engine.has_safety_checker
+    [result] = engine.generate([request(count=2)])
+    assert result.nsfw == [None, None]
+
+
+def test_progress_reports_every_step_with_previews_for_each_request(tiny_engine: DiffusersEngine) -> None:
+    reports: list[Progress] = []
+    tiny_engine.generate(
+        [request(steps=6), request("a blue dog", steps=6, count=2)], on_progress=reports.append
+    )
+    total = reports[0].total
+    assert [p.step for p in reports] == list(range(1, total + 1))
+    assert all(p.total == total for p in reports)
+    with_previews = [p for p in reports if p.previews is not None]
+    assert with_previews, "previews arrive every few steps"
+    for report in with_previews:
+        assert len(report.previews) == 2  # the first image of each request
+        assert all(preview.size == (SIZE // 2, SIZE // 2) for preview in report.previews)
+
+
+def test_preview_decoder_makes_the_previews(tiny_model_dir: Path, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    AutoencoderTiny(
+        encoder_block_out_channels=(8, 8, 8, 8),
+        decoder_block_out_channels=(8, 8, 8, 8),
+        num_encoder_blocks=(1, 1, 1, 1),
+        num_decoder_blocks=(1, 1, 1, 1),
+    ).save_pretrained(tmp_path / "taesd")
+    engine = load_engine(tiny_settings(tiny_model_dir, preview_decoder=str(tmp_path / "taesd")))
+    reports: list[Progress] = []
+    engine.generate([request(steps=4)], on_progress=reports.append)
+    previews = [p.previews for p in reports if p.previews]
+    assert previews
+    assert previews[0][0].size == (SIZE, SIZE)  # the tiny autoencoder decodes to full size
+
+
+def test_cancel_stops_within_one_step(tiny_engine: DiffusersEngine) -> None:
+    reports: list[Progress] = []
+    with pytest.raises(GenerationCancelled, match="after step 2"):
+        tiny_engine.generate(
+            [request(steps=20)], on_progress=reports.append, should_cancel=lambda: len(reports) >= 2
+        )
+    assert [p.step for p in reports] == [1, 2]
+
+
+def test_cancel_before_start_runs_nothing(tiny_engine: DiffusersEngine) -> None:
+    reports: list[Progress] = []
+    with pytest.raises(GenerationCancelled):
+        tiny_engine.generate([request()], on_progress=reports.append, should_cancel=lambda: True)
+    assert reports == []
+
+
+def test_out_of_memory_is_a_generation_failure_and_the_engine_stays_usable(
+    tiny_engine: DiffusersEngine,
+) -> None:
+    def run_out_of_memory(progress: Progress) -> None:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    with pytest.raises(GenerationFailed, match="out of GPU memory"):
+        tiny_engine.generate([request()], on_progress=run_out_of_memory)
+    [result] = tiny_engine.generate([request()])
+    assert len(result.images) == 1
+
+
+def test_png_carries_parameters_that_read_back(tiny_engine: DiffusersEngine) -> None:
+    [result] = tiny_engine.generate([request("a red cat", negative_prompt="blurry", seed=77, guidance=6.5)])
+    params = read_parameters(result.images[0].png)
+    assert params == ImageParameters(
+        prompt="a red cat",
+        negative_prompt="blurry",
+        steps=STEPS,
+        sampler="PLMS",
+        guidance=6.5,
+        seed=77,
+        width=SIZE,
+        height=SIZE,
+        model=tiny_engine.model_name,
+    )
+    with Image.open(io.BytesIO(result.images[0].png)) as decoded:
+        assert decoded.size == (SIZE, SIZE)
+
+
+def test_parameters_text_is_automatic1111s_format_and_round_trips() -> None:
+    params = ImageParameters(
+        prompt="a cat,\nwearing a hat",
+        negative_prompt="blurry, low quality",
+        steps=30,
+        sampler="Euler a",
+        guidance=7.5,
+        seed=4294967295,
+        width=512,
+        height=768,
+        model="my: model, v2",
+        strength=0.6,
+    )
+    text = format_parameters(params)
+    assert text == (
+        "a cat,\nwearing a hat\nNegative prompt: blurry, low quality\n"
+        "Steps: 30, Sampler: Euler a, CFG scale: 7.5, Seed: 4294967295, Size: 512x768, "
+        'Model: "my: model, v2", Denoising strength: 0.6'
+    )
+    assert parse_parameters(text) == params
+
+
+def test_parameters_written_by_the_web_ui_parse() -> None:
+    text = (
+        "masterpiece, cat\nSteps: 20, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7, Seed: 123, "
+        "Size: 512x512, Model hash: 6ce0161689, Model: v1-5-pruned-emaonly, Version: v1.10.1"
+    )
+    params = parse_parameters(text)
+    assert (params.prompt, params.negative_prompt, params.steps, params.seed) == (
+        "masterpiece, cat",
+        "",
+        20,
+        123,
+    )
+    assert params.extra == {"Schedule type": "Karras", "Model hash": "6ce0161689", "Version": "v1.10.1"}
+    with pytest.raises(ValueError, match="missing"):
+        parse_parameters("just a caption")
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ({"steps": 0}, "steps must be from 1 to 150"),
+        ({"steps": 151}, "steps must be from 1 to 150"),
+        ({"guidance": 30.5}, "guidance must be from 0 to 30"),
+        ({"guidance": -1.0}, "guidance must be from 0 to 30"),
+        ({"width": 100}, "width must be a multiple of 8 from 64 to 2048"),
+        ({"height": 4096}, "height must be a multiple of 8 from 64 to 2048"),
+        ({"count": 0}, "count must be from 1 to 4"),
+        ({"count": 5}, "count must be from 1 to 4"),
+        ({"seed": -1}, "seed must be from 0 to 4294967295"),
+        ({"prompt": "  "}, "prompt must not be empty"),
+    ],
+)
+def test_bad_parameters_are_rejected_naming_the_allowed_range(
+    tiny_engine: DiffusersEngine, bad: dict[str, object], message: str
+) -> None:
+    fields = {"prompt": "a red cat", "steps": STEPS, "width": SIZE, "height": SIZE, **bad}
+    with pytest.raises(ValueError, match=message):
+        tiny_engine.generate([GenerateRequest(**fields)])
+
+
+def test_batch_must_share_its_key(tiny_engine: DiffusersEngine) -> None:
+    with pytest.raises(ValueError, match="share steps, guidance, size"):
+        tiny_engine.generate([request(), request(width=SIZE + 8)])
+    with pytest.raises(ValueError, match="at least one request"):
+        tiny_engine.generate([])
+
+
+def test_variation_makes_a_new_image_of_the_same_size(tiny_engine: DiffusersEngine) -> None:
+    [source] = tiny_engine.generate([request(seed=3)])
+    variation = ImageToImageRequest(source.images[0].image, "a red cat", steps=4, seed=11)
+    [first] = tiny_engine.variation([variation])
+    [again] = tiny_engine.variation([variation])
+    image = first.images[0]
+    assert image.image.size == (SIZE, SIZE)
+    assert first.seeds == [11] and first.nsfw == [False]
+    assert not np.array_equal(pixels(image.image), pixels(source.images[0].image))
+    assert np.array_equal(pixels(image.image), pixels(again.images[0].image))
+    assert read_parameters(image.png).strength == pytest.approx(0.6)
+
+
+def test_upscale_doubles_the_size(tiny_engine: DiffusersEngine) -> None:
+    [source] = tiny_engine.generate([request(seed=3)])
+    [upscaled] = tiny_engine.upscale(
+        [ImageToImageRequest(source.images[0].image, "a red cat", steps=4, seed=3, strength=0.3)]
+    )
+    assert upscaled.images[0].image.size == (2 * SIZE, 2 * SIZE)
+    assert read_parameters(upscaled.images[0].png).width == 2 * SIZE
+
+
+def test_image_to_image_rejects_bad_strength_and_sizes(tiny_engine: DiffusersEngine) -> None:
+    source = Image.new("RGB", (SIZE, SIZE))
+    with pytest.raises(ValueError, match="strength must be above 0 and at most 1"):
+        tiny_engine.variation([ImageToImageRequest(source, "x", steps=4, strength=1.5)])
+    with pytest.raises(ValueError, match="use at least 4 steps"):
+        tiny_engine.upscale([ImageToImageRequest(source, "x", steps=2, strength=0.3)])
+    with pytest.raises(ValueError, match="output width must be a multiple of 8 from 64 to 2048"):
+        tiny_engine.upscale([ImageToImageRequest(Image.new("RGB", (1600, 64)), "x", steps=4, strength=0.3)])
+
+
+def test_image_to_image_shares_the_text_to_image_weights(tiny_engine: DiffusersEngine) -> None:
+    txt2img, img2img = tiny_engine.pipelines
+    assert img2img.unet is txt2img.unet
+    assert img2img.vae is txt2img.vae
+    assert img2img.text_encoder is txt2img.text_encoder
+
+
+def test_single_checkpoint_file_loads_offline_with_a_local_config(
+    tiny_engine: DiffusersEngine, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    checkpoint = save_single_file(tiny_model_dir, tmp_path / "tiny-sd.safetensors")
+    engine = load_engine(tiny_settings(checkpoint, model_config=str(tiny_model_dir)))
+    assert engine.model_name == "tiny-sd"
+    assert engine.has_safety_checker  # from the config folder: single files carry none
+    [from_file] = engine.generate([request(seed=21)])
+    [from_folder] = tiny_engine.generate([request(seed=21)])
+    assert np.array_equal(pixels(from_file.images[0].image), pixels(from_folder.images[0].image))
+
+
+def test_unloadable_models_raise_model_load_failed(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadFailed, match="no such file"):
+        load_engine(tiny_settings(tmp_path / "missing.safetensors"))
+    with pytest.raises(ModelLoadFailed, match="could not load model"):
+        load_engine(tiny_settings(tmp_path))  # a folder without a pipeline in it
+
+
+def test_device_auto_prefers_cuda_then_mps_then_cpu_with_half_precision_on_a_gpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    placement = resolve_placement("auto", "auto")
+    assert (placement.device.type, placement.dtype) == ("cpu", torch.float32)
+    assert resolve_placement("cpu", "bfloat16").dtype == torch.bfloat16
+    with pytest.raises(ModelLoadFailed, match="no CUDA GPU"):
+        resolve_placement("cuda", "auto")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_placement("auto", "auto") == resolve_placement("mps", "float16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    placement = resolve_placement("auto", "auto")
+    assert (placement.device.type, placement.dtype) == ("cuda", torch.float16)
