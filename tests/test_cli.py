@@ -1,0 +1,122 @@
+"""The command line: ``generate`` writes PNGs from the tiny model, ``doctor`` reports on it, and bad input
+gets one line on stderr."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from sdbot.__main__ import main
+from sdbot.inference.pngmeta import read_parameters
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No SDBOT_* settings from the developer's shell, and no ``.env`` in the working folder."""
+    for name in list(os.environ):
+        if name.startswith("SDBOT_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def test_generate_writes_png_files_and_prints_paths_and_seeds(tiny_model_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cat.png"
+    env = {
+        **os.environ,
+        "SDBOT_MODEL": str(tiny_model_dir),
+        "SDBOT_DEVICE": "cpu",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",  # tiny tensors: a second thread only adds hand-off cost
+    }
+    options = ["--size", "64x64", "--steps", "2", "--seed", "5", "--count", "2", "--negative", "blurry"]
+    done = subprocess.run(
+        [sys.executable, "-m", "sdbot", "generate", "a red cat", *options, "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    paths = [tmp_path / "cat-5.png", tmp_path / "cat-6.png"]
+    assert done.stdout.splitlines() == [f"{paths[0]}  seed=5", f"{paths[1]}  seed=6"]
+    for path, seed in zip(paths, (5, 6), strict=True):
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert (image.format, image.size) == ("PNG", (64, 64))
+        params = read_parameters(path.read_bytes())
+        assert (params.prompt, params.negative_prompt, params.seed, params.steps) == (
+            "a red cat",
+            "blurry",
+            seed,
+            2,
+        )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--steps", "0"], "sdbot: steps must be from 1 to 150, got 0"),
+        (["--count", "9"], "sdbot: count must be from 1 to 4, got 9"),
+        (["--size", "500x512"], "sdbot: width must be a multiple of 8 from 64 to 2048, got 500"),
+        (["--size", "big"], "sdbot: argument --size: size must look like 512x768, got 'big'"),
+        (["--steps", "many"], "sdbot: argument --steps: invalid int value: 'many'"),
+    ],
+)
+def test_bad_generate_arguments_print_one_line_and_exit_2(
+    clean_env: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        raise SystemExit(main(["generate", "a red cat", *args]))
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == message + "\n"
+
+
+def test_bad_setting_prints_one_line_and_exits_2(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SDBOT_DTYPE", "fp8")
+    assert main(["doctor"]) == 2
+    assert capsys.readouterr().err == (
+        "sdbot: SDBOT_DTYPE='fp8' is not allowed: use one of auto, float16, bfloat16, float32\n"
+    )
+
+
+def test_missing_model_file_fails_with_one_line(clean_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "a red cat", "--model", str(clean_env / "nope.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file" in err
+
+
+def test_doctor_reports_versions_device_model_and_a_timed_generation(
+    clean_env: Path, tiny_model_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SDBOT_DEVICE", "cpu")
+    assert main(["doctor", "--model", str(tiny_model_dir), "--size", "64x64"]) == 0
+    report = " ".join(capsys.readouterr().out.split())  # the columns' spacing does not matter here
+    assert f"python {platform.python_version()}" in report
+    for package in ("torch", "diffusers", "transformers", "discord.py"):
+        assert f"{package} {metadata.version(package)}" in report
+    assert f"model {tiny_model_dir} model load ok in" in report
+    assert "device cpu (float32) safety check yes" in report
+    assert re.search(r"generation 64x64, 4 steps: \d+\.\d\d s \(denoise", report)
+
+
+def test_doctor_says_when_the_model_does_not_load(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SDBOT_DEVICE", "cpu")
+    assert main(["doctor", "--model", str(clean_env)]) == 1
+    assert "model load FAILED: could not load model" in " ".join(capsys.readouterr().out.split())
