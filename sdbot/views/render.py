@@ -1,0 +1,126 @@
+"""What a job's messages say and carry: waiting and progress text, and the result (files, summary, buttons).
+
+Pure functions of the job record and its result, so every way a result reaches Discord (the interaction's
+followup, a reply to the clicked message, a late channel message) looks the same. The server's NSFW policy
+decides per image whether it is posted plainly, as a spoiler (``SPOILER_`` file name) or withheld.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import discord
+
+from sdbot.db import JobRecord
+from sdbot.inference.types import GenerationResult
+from sdbot.services.imagine import Disposition, disposition
+from sdbot.views.buttons import result_view
+
+MAX_PROMPT_SHOWN = 600
+_KIND_TITLES = {"reroll": "Reroll", "variation": "Variation", "upscale": "Upscale"}
+
+
+def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
+    """A user's text made safe to show: markdown escaped, cut to ``limit`` characters."""
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    return discord.utils.escape_markdown(text)
+
+
+def image_filename(job_id: int, index: int) -> str:
+    return f"sdbot-{job_id}-{index + 1}.png"
+
+
+def find_image(
+    attachments: Sequence[discord.Attachment], job_id: int, index: int
+) -> discord.Attachment | None:
+    """The attachment of image ``index`` of the job on a result message (spoilered or not)."""
+    wanted = image_filename(job_id, index)
+    return next((a for a in attachments if a.filename.removeprefix("SPOILER_") == wanted), None)
+
+
+def _title(job: JobRecord) -> str:
+    title = f"**{short(job.params.get('prompt', ''))}**"
+    kind = _KIND_TITLES.get(job.kind)
+    if kind is not None and job.parent_id is not None:
+        title = f"{kind} of job {job.parent_id}: {title}"
+    elif kind is not None:
+        title = f"{kind}: {title}"
+    return title
+
+
+def waiting_text(job: JobRecord, position: int) -> str:
+    where = "next up" if position == 0 else f"position {position + 1} in the queue ({position} ahead)"
+    return f"{_title(job)}\nQueued as job {job.id}: {where}."
+
+
+def progress_text(job: JobRecord, step: int, total: int) -> str:
+    percent = 0 if total <= 0 else round(100 * step / total)
+    return f"{_title(job)}\nGenerating job {job.id}: step {step}/{total} ({percent}%)."
+
+
+def summary(job: JobRecord, *, mention: bool, withheld: int) -> str:
+    """Prompt, seeds, steps, guidance, size and time of a finished job."""
+    params = job.params
+    lines = [_title(job) + (f" (<@{job.user_id}>)" if mention else "")]
+    if params.get("negative_prompt"):
+        lines.append(f"Negative: {short(params['negative_prompt'], 300)}")
+    seeds = ", ".join(str(seed) for seed in job.seeds)
+    facts = [
+        f"{'Seeds' if len(job.seeds) > 1 else 'Seed'} {seeds}",
+        f"{params['steps']} steps",
+        f"guidance {params['guidance']:g}",
+        f"{params['width']}x{params['height']}",
+    ]
+    if job.started_at is not None and job.finished_at is not None:
+        facts.append(f"{job.finished_at - job.started_at:.1f} s")
+    lines.append(" · ".join(facts))
+    if withheld:
+        images = "image was" if withheld == 1 else "images were"
+        lines.append(f"{withheld} {images} withheld by this server's NSFW policy.")
+    return "\n".join(lines)
+
+
+@dataclass
+class ResultMessage:
+    content: str
+    files: list[discord.File]
+    view: discord.ui.View
+    allowed_mentions: discord.AllowedMentions
+
+
+def result_message(
+    job: JobRecord,
+    result: GenerationResult,
+    *,
+    policy: str,
+    unchecked_policy: str,
+    age_restricted: bool,
+    upscale_allowed: bool,
+    mention: bool,
+) -> ResultMessage:
+    """The final message of a done job. ``mention``: name the requester (a channel message that is not the
+    interaction's own reply)."""
+    files: list[discord.File] = []
+    shown: list[int] = []
+    for index, image in enumerate(result.images):
+        how = disposition(
+            image.nsfw, policy=policy, unchecked_policy=unchecked_policy, age_restricted=age_restricted
+        )
+        if how is Disposition.WITHHELD:
+            continue
+        shown.append(index)
+        name = image_filename(job.id, index)
+        files.append(discord.File(io.BytesIO(image.png), filename=name, spoiler=how is Disposition.SPOILER))
+    withheld = len(result.images) - len(shown)
+    return ResultMessage(
+        content=summary(job, mention=mention, withheld=withheld),
+        files=files,
+        view=result_view(job.id, len(result.images), shown, upscale=upscale_allowed),
+        allowed_mentions=discord.AllowedMentions(
+            everyone=False, roles=False, users=[discord.Object(job.user_id)] if mention else False
+        ),
+    )
