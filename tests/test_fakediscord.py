@@ -225,7 +225,8 @@ async def test_edit_rate_limit_is_retried_by_discord_py(fake_discord: FakeDiscor
     assert final.content == "0"
     message = fake_discord.message_by_id[final.id]
     assert (message.content, message.edits) == ("0", 7)
-    assert [r.status for r in fake_discord.rejections] == [429]
+    statuses = [r.status for r in fake_discord.rejections]
+    assert statuses and set(statuses) == {429}  # 6th edit, maybe 7th too, depending on timing
 
 
 async def test_button_click_updates_the_message(fake_discord: FakeDiscord, bot: HarnessBot) -> None:
