@@ -320,3 +320,15 @@ def test_device_auto_prefers_cuda_then_mps_then_cpu_with_half_precision_on_a_gpu
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     placement = resolve_placement("auto", "auto")
     assert (placement.device.type, placement.dtype) == ("cuda", torch.float16)
+
+
+def test_low_memory_options_keep_the_pixels(
+    tiny_engine: DiffusersEngine, tiny_model_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger="sdbot.inference.loading"):
+        engine = load_engine(tiny_settings(tiny_model_dir, attention_slicing=True, offload="model"))
+    assert "no effect on the CPU" in caplog.text
+    [sliced] = engine.generate([request(seed=8, count=2)])
+    [plain] = tiny_engine.generate([request(seed=8, count=2)])
+    for a, b in zip(sliced.images, plain.images, strict=True):
+        assert_close(a.image, b.image)

@@ -23,9 +23,9 @@ from sdbot.errors import ModelLoadFailed
 log = logging.getLogger(__name__)
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-# Where single-file checkpoints (which carry no safety checker) get one when their config folder has none.
+# Where single-file checkpoints (which carry no safety checker) get one when their config folder has none:
+# the checker SD 1.x ships with; the repo also holds its image preprocessor config.
 HUB_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
-HUB_FEATURE_EXTRACTOR = "openai/clip-vit-base-patch32"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
@@ -101,16 +101,16 @@ def _single_file_safety_checker(
 ) -> tuple[StableDiffusionSafetyChecker | None, CLIPImageProcessor | None]:
     config = settings.model_config
     local = config is not None and Path(config, "safety_checker").is_dir()
-    checker_source = (config, "safety_checker") if local else (HUB_SAFETY_CHECKER, None)
-    extractor_source = (config, "feature_extractor") if local else (HUB_FEATURE_EXTRACTOR, None)
+    repo, checker_folder, extractor_folder = (
+        (config, "safety_checker", "feature_extractor") if local else (HUB_SAFETY_CHECKER, None, None)
+    )
     try:
         checker = StableDiffusionSafetyChecker.from_pretrained(
-            checker_source[0],
-            subfolder=checker_source[1],
-            torch_dtype=placement.dtype,
-            token=settings.hf_token,
+            repo, subfolder=checker_folder, torch_dtype=placement.dtype, token=settings.hf_token
         )
-        extractor = CLIPImageProcessor.from_pretrained(extractor_source[0], subfolder=extractor_source[1])
+        extractor = CLIPImageProcessor.from_pretrained(
+            repo, subfolder=extractor_folder, token=settings.hf_token
+        )
     except Exception as error:  # offline without a cached checker: run unchecked, and say so at start-up
         log.warning("no safety checker for %s (%s)", settings.model, error)
         return None, None
