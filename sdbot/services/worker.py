@@ -121,6 +121,8 @@ class Worker:
         """Resume the jobs a previous run left unfinished, then start consuming."""
         if self._task is not None:
             raise RuntimeError("the worker is already running")
+        self._stopping = False
+        self._shutdown.clear()
         await self._queue.restore()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-engine")
         self._task = asyncio.create_task(self._consume(), name="sdbot-worker")
