@@ -25,16 +25,12 @@ from sdbot.errors import (
     QueueFull,
     QuotaExceeded,
 )
+from sdbot.views.render import relative_time
 
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again later."
 NOT_PERMITTED = "You are not permitted to do that."
-
-
-def relative_time(timestamp: float) -> str:
-    """Discord renders ``<t:...:R>`` in each reader's own words and time zone ("in 3 hours")."""
-    return f"<t:{int(timestamp)}:R>"
 
 
 def _quota_text(error: QuotaExceeded) -> str:

@@ -14,17 +14,19 @@ Nothing here knows about Discord: the cogs pass plain ids and bytes.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import io
 import math
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from PIL import Image
 
-from sdbot.db import Database, JobRecord
+from sdbot.db import Database, ForgottenRows, JobRecord, JobStats
 from sdbot.errors import (
     InvalidRequest,
     JobNotFound,
@@ -48,6 +50,7 @@ from sdbot.inference.types import (
     VARIATION_STRENGTH,
 )
 from sdbot.services.jobs import JobQueue, JobRequest, Observer
+from sdbot.services.privacy import forget_user
 from sdbot.services.quotas import QuotaService, QuotaStatus
 from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in
 
@@ -89,6 +92,13 @@ class QueueOverview:
     waiting: int
     running: int
     mine: list[tuple[JobRecord, int | None]]  # the member's jobs here, with their position (None: running)
+
+
+@dataclass(frozen=True)
+class ServerStats:
+    done: JobStats  # the server's finished jobs in the period
+    waiting: int  # jobs waiting now, all servers together (they share the GPU)
+    running: int
 
 
 class Disposition(enum.Enum):
@@ -159,7 +169,9 @@ class ImagineService:
         settings: SettingsService,
         quotas: QuotaService,
         queue: JobQueue,
+        clock: Callable[[], float] = time.time,
     ) -> None:
+        self._clock = clock
         self._db = db
         self._settings = settings
         self._quotas = quotas
@@ -261,6 +273,21 @@ class ImagineService:
         if job.user_id != who.user_id and not moderator:
             raise NotPermitted("That is not yours to delete.")
         return job
+
+    # ----- for admins
+
+    async def stats(self, guild_id: int, *, period: float = 24 * 60 * 60) -> ServerStats:
+        """What the server's members generated in the last ``period`` seconds, and the queue now."""
+        done = await self._db.jobs.stats(guild_id, self._clock() - period)
+        return ServerStats(done=done, waiting=len(self._queue.queued()), running=len(self._queue.running()))
+
+    async def forget(self, guild_id: int, user_id: int) -> ForgottenRows:
+        """Delete what the bot holds about a member of a server, stopping their unfinished jobs first."""
+        for job in [*self._queue.running(), *self._queue.queued()]:
+            if job.guild_id == guild_id and job.user_id == user_id:
+                with contextlib.suppress(JobNotFound):
+                    await self._queue.cancel(job.id)
+        return await forget_user(self._db, guild_id, user_id)
 
     # ----- internals
 

@@ -30,6 +30,11 @@ def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
     return discord.utils.escape_markdown(text)
 
 
+def relative_time(timestamp: float) -> str:
+    """Discord renders ``<t:...:R>`` in each reader's own words and time zone ("in 3 hours")."""
+    return f"<t:{int(timestamp)}:R>"
+
+
 def image_filename(job_id: int, index: int) -> str:
     return f"sdbot-{job_id}-{index + 1}.png"
 

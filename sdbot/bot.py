@@ -1,0 +1,184 @@
+"""``SDBot``: the Discord client that owns the bot's resources, their start-up order and their shutdown order.
+
+Start-up (``setup_hook``, before the gateway connects): open the database (migrations run), build the
+services, start loading the model in a thread (logging progress; until it is loaded, requests are answered
+"the model is still loading"), load the cogs (one that fails is logged and skipped), register the persistent
+result buttons, and sync the slash commands: to ``SDBOT_DEV_GUILD`` when set, else globally, and only when the
+command set differs from the one last synced (its hash is kept in the database). When the model is loaded the
+worker starts, resuming the jobs a previous run left unfinished.
+
+Shutdown (``close``): the worker stops (the running batch gets ``SDBOT_SHUTDOWN_GRACE`` seconds, else it stays
+queued for the next start), deliveries in flight finish, the gateway closes, then the database.
+
+No privileged intents: slash commands and buttons arrive as interactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+
+import discord
+from discord.ext import commands
+
+from sdbot.config import Settings
+from sdbot.db import Database
+from sdbot.errors import JobNotFound
+from sdbot.inference.types import Engine
+from sdbot.services.imagine import ImagineService
+from sdbot.services.jobs import JobQueue
+from sdbot.services.quotas import QuotaService
+from sdbot.services.settings import SettingsService, defaults_from
+from sdbot.services.worker import Worker
+from sdbot.tree import SDTree, report_error
+from sdbot.views.buttons import ButtonHandler, JobButton, is_job_button
+from sdbot.views.delivery import Delivery
+
+log = logging.getLogger(__name__)
+
+COGS = ("sdbot.cogs.imagine", "sdbot.cogs.queue", "sdbot.cogs.admin")
+LOAD_LOG_INTERVAL = 15.0  # seconds between "still loading" log lines
+COMMANDS_HASH_KEY = "commands_hash"
+
+EngineFactory = Callable[[], Engine]
+
+
+class SDBot(commands.Bot):
+    """The bot. Give it the settings and a way to get the engine (``engine_factory`` is called in a thread:
+    ``lambda: load_engine(settings)`` in production, an already loaded engine in tests)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine_factory: EngineFactory,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        intents = discord.Intents.none()
+        intents.guilds = True  # channels (is it age-restricted?) and permissions; not privileged
+        super().__init__(
+            command_prefix=commands.when_mentioned,
+            help_command=None,
+            intents=intents,
+            tree_cls=SDTree,
+            allowed_mentions=discord.AllowedMentions.none(),
+        )
+        self.settings = settings
+        self.clock = clock
+        self._engine_factory = engine_factory
+        self.fatal_error: BaseException | None = None  # why the bot stopped itself (the model did not load)
+        self._model_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self.worker: Worker | None = None
+        self.job_buttons: ButtonHandler | None = None  # set by the imagine cog while it is loaded
+        self.db: Database
+        self.settings_service: SettingsService
+        self.quotas: QuotaService
+        self.queue: JobQueue
+        self.imagine: ImagineService
+        self.delivery: Delivery
+
+    async def setup_hook(self) -> None:
+        self.db = await Database.open(self.settings.db_path)
+        log.info("database %s ready (schema version %d)", self.db.path, self.db.schema_version)
+        self.settings_service = SettingsService(self.db, defaults_from(self.settings))
+        self.quotas = QuotaService(self.db, self.settings_service, self.clock)
+        await self.quotas.prune()
+        self.queue = JobQueue(self.db, self.quotas, self.settings, self.settings_service, self.clock)
+        self.imagine = ImagineService(self.db, self.settings_service, self.quotas, self.queue, self.clock)
+        self.delivery = Delivery(self, self.db, self.settings_service, self.settings, self.clock)
+        self.queue.add_listener(self.delivery.on_unwatched)
+        self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
+        for name in COGS:
+            try:
+                await self.load_extension(name)
+            except commands.ExtensionError:
+                log.exception("could not load %s; the bot runs without it", name)
+        self.add_dynamic_items(JobButton)
+        await self._sync_commands()
+
+    async def _load_model(self) -> None:
+        """Load the engine off the event loop, then start the worker and accept requests."""
+        log.info("loading the model %s ...", self.settings.model)
+        started = time.monotonic()
+        loading = asyncio.ensure_future(asyncio.to_thread(self._engine_factory))
+        try:
+            while True:
+                done, _ = await asyncio.wait({loading}, timeout=LOAD_LOG_INTERVAL)
+                if done:
+                    break
+                log.info("still loading the model (%.0f s so far) ...", time.monotonic() - started)
+            engine = loading.result()
+        except Exception as error:
+            log.error("could not load the model %s: %s", self.settings.model, error)
+            self.fatal_error = error
+            await self.close()
+            return
+        log.info("model %s loaded in %.1f s", engine.model_name, time.monotonic() - started)
+        self.worker = Worker(self.queue, engine, self.settings)
+        await self.worker.start()
+        self.imagine.mark_ready()
+        log.info("accepting requests")
+
+    async def _sync_commands(self) -> None:
+        """Sync only when the command set changed since the last sync to the same place."""
+        guild = None if self.settings.dev_guild is None else discord.Object(self.settings.dev_guild)
+        if guild is not None:
+            self.tree.copy_global_to(guild=guild)
+        definitions = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
+        digest = hashlib.sha256(json.dumps(definitions, sort_keys=True).encode()).hexdigest()
+        place = f"guild {guild.id}" if guild is not None else "global"
+        key = f"{COMMANDS_HASH_KEY}:{self.application_id}:{place}"
+        if await self.db.meta.get(key) == digest:
+            log.info("slash commands unchanged (%s); not syncing", place)
+            return
+        synced = await self.tree.sync(guild=guild)
+        await self.db.meta.set(key, digest)
+        log.info("synced %d slash command(s) (%s)", len(synced), place)
+
+    async def on_ready(self) -> None:
+        log.info("connected as %s to %d server(s)", self.user, len(self.guilds))
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        """A button press discord.py will not route to a ``JobButton`` (a custom_id that is forged, from an
+        older version, or not on the message) still gets an answer."""
+        if interaction.type is not discord.InteractionType.component or interaction.data is None:
+            return
+        custom_id = str(interaction.data.get("custom_id", ""))
+        if is_job_button(custom_id) and _message_has(interaction.message, custom_id):
+            return
+        await report_error(interaction, JobNotFound("This button is no longer valid."))
+
+    async def close(self) -> None:
+        """Stop in order: the model loader, the worker (with grace), deliveries, the gateway, the database.
+        Safe to call more than once (``async with bot`` calls it again after ``start`` returns)."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close_in_order())
+        await asyncio.shield(self._closing)
+
+    async def _close_in_order(self) -> None:
+        if self._model_task is not None:
+            self._model_task.cancel()  # also when it is the one closing us: it awaits this task, shielded
+            await asyncio.gather(self._model_task, return_exceptions=True)
+        if self.worker is not None:
+            await self.worker.stop()
+        if hasattr(self, "delivery"):
+            await self.delivery.close()
+        await super().close()
+        if hasattr(self, "db"):
+            await self.db.close()
+        log.info("shut down")
+
+
+def _message_has(message: discord.Message | None, custom_id: str) -> bool:
+    if message is None:
+        return False
+    return any(
+        getattr(child, "custom_id", None) == custom_id
+        for row in message.components
+        for child in getattr(row, "children", ())
+    )
