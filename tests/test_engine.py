@@ -266,6 +266,7 @@ def test_upscale_doubles_the_size(tiny_engine: DiffusersEngine) -> None:
         [ImageToImageRequest(source.images[0].image, "a red cat", steps=4, seed=3, strength=0.3)]
     )
     assert upscaled.images[0].image.size == (2 * SIZE, 2 * SIZE)
+    assert not tiny_engine.pipelines[1].vae.use_tiling  # tiled for the upscale only
     assert read_parameters(upscaled.images[0].png).width == 2 * SIZE
 
 

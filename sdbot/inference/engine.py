@@ -70,6 +70,7 @@ class _Batch:
     size: tuple[int, int]
     strength: float | None  # img2img only
     pipe_kwargs: dict[str, object]
+    tile_vae: bool = False  # encode and decode in tiles (upscales: the VAE's memory grows with the area)
 
 
 class DiffusersEngine:
@@ -98,8 +99,8 @@ class DiffusersEngine:
                 "model %s has no safety checker: NSFW flags are unknown and SDBOT_UNCHECKED_POLICY applies",
                 model_name,
             )
-        for progress_bar_owner in (self._txt2img, self._img2img):
-            progress_bar_owner.set_progress_bar_config(disable=True)
+        for pipeline in (self._txt2img, self._img2img):
+            pipeline.set_progress_bar_config(disable=True)
 
     @property
     def model_name(self) -> str:
@@ -155,14 +156,7 @@ class DiffusersEngine:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]:
-        tiled = self._tile_upscales
-        if tiled:
-            self._img2img.vae.enable_tiling()
-        try:
-            return self._image_to_image(requests, UPSCALE_FACTOR, on_progress, should_cancel)
-        finally:
-            if tiled:
-                self._img2img.vae.disable_tiling()
+        return self._image_to_image(requests, UPSCALE_FACTOR, on_progress, should_cancel)
 
     def warm_up(self, width: int = 512, height: int = 512) -> float:
         """One short generation, so that compilation and allocator growth happen before the first user
@@ -189,6 +183,7 @@ class DiffusersEngine:
             size=sources[0].size,
             strength=first.strength,
             pipe_kwargs={"image": sources, "strength": first.strength},
+            tile_vae=self._tile_upscales and scale > 1,
         )
         return self._run(self._img2img, batch, on_progress, should_cancel)
 
@@ -202,6 +197,8 @@ class DiffusersEngine:
         with self._lock:
             if should_cancel is not None and should_cancel():
                 raise GenerationCancelled("cancelled before it started")
+            if batch.tile_vae:
+                pipe.vae.enable_tiling()
             try:
                 return self._run_locked(pipe, batch, on_progress, should_cancel)
             except RuntimeError as error:
@@ -212,6 +209,9 @@ class DiffusersEngine:
                     "out of GPU memory: try fewer images or a smaller size "
                     "(admins: SDBOT_OFFLOAD and SDBOT_ATTENTION_SLICING lower memory use)"
                 ) from error
+            finally:
+                if batch.tile_vae:
+                    pipe.vae.disable_tiling()
 
     @torch.no_grad()
     def _run_locked(
