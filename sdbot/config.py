@@ -56,7 +56,9 @@ class Settings:
     log_level: str = "INFO"
 
 
-def load_settings(environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env") -> Settings:
+def load_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: str | Path | None = ".env"
+) -> Settings:
     """Read the settings from ``environ`` (default: ``os.environ``) over the values in ``dotenv_path``."""
     values: dict[str, str] = {}
     if dotenv_path is not None and Path(dotenv_path).is_file():
