@@ -1,5 +1,6 @@
 """Command line: ``python -m sdbot generate`` makes images without Discord; ``python -m sdbot doctor`` checks
-the machine and the model before an admin connects the bot.
+the machine and the model before an admin connects the bot; ``python -m sdbot health`` tells whether the
+running bot is alive (Docker's HEALTHCHECK), exiting 0 or 1.
 
 Both read the same settings as the bot (environment and ``.env``) and load the model through the same
 code. A bad argument or setting prints one line on stderr and exits with status 2; a model that fails to
@@ -21,6 +22,7 @@ from typing import NoReturn
 
 from sdbot.config import Settings, load_settings
 from sdbot.errors import ConfigError, GenerationFailed, ModelLoadFailed
+from sdbot.health import check_heartbeat, heartbeat_path
 from sdbot.inference.types import GenerateRequest
 from sdbot.inference.validation import check_generate
 
@@ -42,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as error:
         print(f"sdbot: {error}", file=sys.stderr)
         return 2
+    if args.command == "health":
+        return _health(settings)
     if args.model:
         settings = replace(settings, model=args.model)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
@@ -68,7 +72,14 @@ def _parser() -> argparse.ArgumentParser:
     doctor = commands.add_parser("doctor", help="check versions, device, model and speed")
     doctor.add_argument("--model", help="overrides SDBOT_MODEL")
     doctor.add_argument("--size", type=_size, default=(512, 512), metavar="WxH", help="test image size")
+    commands.add_parser("health", help="exit 0 when the running bot's heartbeat is fresh and it is connected")
     return parser
+
+
+def _health(settings: Settings) -> int:
+    healthy, reason = check_heartbeat(heartbeat_path(settings.db_path), now=time.time())
+    print(f"sdbot: {reason}", file=sys.stdout if healthy else sys.stderr)
+    return 0 if healthy else 1
 
 
 def _size(text: str) -> tuple[int, int]:
