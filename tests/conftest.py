@@ -57,3 +57,22 @@ def tiny_engine(tiny_model_dir: Path):
     from sdbot.inference.engine import load_engine
 
     return load_engine(tiny_settings(tiny_model_dir))
+
+
+@pytest.fixture
+def start_sdbot(discord_bot, fake_discord, tiny_model_dir: Path, tiny_engine, tmp_path: Path):
+    """``await start_sdbot(engine=None, **settings)``: the real SDBot on the loopback Discord (test modules
+    load ``tests.fakediscord.fixtures``), on a temporary database, with the tiny engine (or ``engine``) and
+    the fake's clock; returns the fixture's ``RunningBot`` once the model is in and requests are accepted."""
+    from sdbot.bot import SDBot
+
+    async def start(engine=None, **overrides: object):
+        settings = tiny_settings(
+            tiny_model_dir, db_path=tmp_path / "sdbot.sqlite3", shutdown_grace=2.0, **overrides
+        )
+        chosen = tiny_engine if engine is None else engine
+        running = await discord_bot(lambda: SDBot(settings, lambda: chosen, clock=fake_discord.clock.now))
+        await fake_discord.wait_for(lambda: running.client is not None and running.client.imagine.ready)
+        return running
+
+    return start

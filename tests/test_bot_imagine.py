@@ -1,0 +1,293 @@
+"""End to end through the loopback Discord: /imagine from acknowledgement to the posted PNGs, refusals that
+charge nothing, cancelling, fairness between members, late results and start-up while the model loads.
+
+Images are 64x64 with 2 steps so each job takes a fraction of a second on the tiny model; Discord's client
+only offers the listed sizes, so these invocations go out ``raw`` (the bot's own validation still runs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from sdbot.bot import SDBot
+from sdbot.inference.types import Engine, GenerateRequest, GenerationResult, ImageToImageRequest
+from tests.conftest import tiny_settings
+from tests.fakediscord import FakeDiscord, Interaction, Message
+
+pytest_plugins = ["tests.fakediscord.fixtures"]
+
+SMALL = {"size": "64x64", "steps": 2}
+RESULT_TIMEOUT = 30.0
+
+
+class GatedEngine:
+    """The real tiny engine, except that each run waits after its first step until the test opens ``gate``
+    (or the run is cancelled), so a test can look at a running job."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self.gate = threading.Event()
+        self.paused = threading.Event()
+
+    @property
+    def model_name(self) -> str:
+        return self._engine.model_name
+
+    @property
+    def has_safety_checker(self) -> bool:
+        return self._engine.has_safety_checker
+
+    def _gated(
+        self,
+        run: Callable[..., list[GenerationResult]],
+        requests: Sequence[Any],
+        on_progress: Any,
+        should_cancel: Any,
+    ) -> list[GenerationResult]:
+        def progress(report: Any) -> None:
+            if on_progress is not None:
+                on_progress(report)
+            self.paused.set()
+            while not self.gate.wait(0.02):
+                if should_cancel is not None and should_cancel():
+                    return
+
+        return run(requests, progress, should_cancel)
+
+    def generate(self, requests: Sequence[GenerateRequest], on_progress=None, should_cancel=None):
+        return self._gated(self._engine.generate, requests, on_progress, should_cancel)
+
+    def variation(self, requests: Sequence[ImageToImageRequest], on_progress=None, should_cancel=None):
+        return self._gated(self._engine.variation, requests, on_progress, should_cancel)
+
+    def upscale(self, requests: Sequence[ImageToImageRequest], on_progress=None, should_cancel=None):
+        return self._gated(self._engine.upscale, requests, on_progress, should_cancel)
+
+
+async def result_of(fake: FakeDiscord, interaction: Interaction) -> Message:
+    """The public message carrying the result of the job that ``interaction`` asked for."""
+    return await fake.wait_for_message(
+        lambda m: m.interaction is interaction and not m.ephemeral and bool(m.components),
+        timeout=RESULT_TIMEOUT,
+    )
+
+
+async def ephemeral_answer(fake: FakeDiscord, interaction: Interaction) -> str:
+    reply = await fake.wait_for_reply(interaction)
+    assert reply.ephemeral
+    return reply.content
+
+
+def labels(message: Message) -> list[str]:
+    return [button["label"] for button in message.buttons]
+
+
+async def test_imagine_acknowledges_shows_position_and_progress_then_posts_pngs(
+    start_sdbot, fake_discord, tiny_engine
+):
+    gated = GatedEngine(tiny_engine)
+    await start_sdbot(gated)
+    interaction = await fake_discord.slash(
+        "imagine", raw=True, prompt="a red fox in snow", size="64x64", steps=3
+    )
+    await fake_discord.wait_for_ack(interaction)
+    assert interaction.response_type == 5 and interaction.ephemeral  # "thinking", privately, within 3 s
+
+    status = await fake_discord.wait_for_reply(interaction)
+    await fake_discord.wait_for(lambda: gated.paused.is_set())
+    await fake_discord.wait_for(lambda: "step 1/" in status.content and status.attachments, timeout=15)
+    assert status.attachments[0].filename == "preview.png"
+    assert labels(status) == ["Cancel"]
+    gated.gate.set()
+
+    result = await result_of(fake_discord, interaction)
+    assert labels(result) == ["Reroll", "Vary", "Upscale", "Delete"]
+    (attachment,) = result.attachments
+    image = Image.open(io.BytesIO(attachment.data))
+    assert image.size == (64, 64)
+    assert "a red fox in snow" in image.info["parameters"]
+    assert "a red fox in snow" in result.content and "3 steps" in result.content and "64x64" in result.content
+    await fake_discord.wait_for(lambda: "is done" in status.content and not status.buttons)
+
+
+async def test_queue_position_is_shown_while_waiting(start_sdbot, fake_discord, tiny_engine):
+    gated = GatedEngine(tiny_engine)
+    await start_sdbot(gated)
+    first = await fake_discord.slash("imagine", raw=True, prompt="first", **SMALL)
+    await fake_discord.wait_for(lambda: gated.paused.is_set())
+    second = await fake_discord.slash("imagine", raw=True, prompt="second", user="bob", **SMALL)
+    status = await fake_discord.wait_for_reply(second)
+    await fake_discord.wait_for(lambda: "next up" in status.content)
+    gated.gate.set()
+    await result_of(fake_discord, first)
+    await result_of(fake_discord, second)
+
+
+async def test_count_four_gives_four_pngs_and_u_v_buttons(start_sdbot, fake_discord):
+    await start_sdbot()
+    interaction = await fake_discord.slash("imagine", raw=True, prompt="four cats", count=4, **SMALL)
+    result = await result_of(fake_discord, interaction)
+    assert len(result.attachments) == 4
+    assert labels(result) == ["U1", "U2", "U3", "U4", "V1", "V2", "V3", "V4", "Reroll", "Delete"]
+    assert [len(row["components"]) for row in result.components] == [4, 4, 2]
+    seeds = [
+        Image.open(io.BytesIO(a.data)).info["parameters"].split("Seed: ")[1].split(",")[0]
+        for a in result.attachments
+    ]
+    assert len(set(seeds)) == 4
+
+
+async def test_exhausted_quota_is_refused_privately_and_charges_nothing(start_sdbot, fake_discord):
+    running = await start_sdbot(daily_quota=2)
+    bot: SDBot = running.client
+    done = await fake_discord.slash("imagine", raw=True, prompt="two dogs", count=2, **SMALL)
+    await result_of(fake_discord, done)
+
+    refused = await fake_discord.slash("imagine", raw=True, prompt="one more", **SMALL)
+    text = await ephemeral_answer(fake_discord, refused)
+    assert "quota" in text.lower() and "<t:" in text and ":R>" in text
+    assert not [m for m in fake_discord.messages if m.interaction is refused and not m.ephemeral]
+    guild = fake_discord.guild_id
+    status = await bot.quotas.status(guild, fake_discord.members["alice"].id, is_manager=False)
+    assert (status.used, status.reserved, status.left) == (2, 0, 0)
+    assert bot.queue.queued() == [] and bot.queue.running() == []
+
+    quota = await fake_discord.slash("quota")
+    assert "0** of 2" in await ephemeral_answer(fake_discord, quota)
+
+
+async def test_banned_word_is_refused_without_charge(start_sdbot, fake_discord):
+    running = await start_sdbot()
+    admin = await fake_discord.slash("sdadmin banned add", user="manager", word="Dragon")
+    assert "1 banned" in await ephemeral_answer(fake_discord, admin)
+    refused = await fake_discord.slash("imagine", raw=True, prompt="a red DRAGON flying", **SMALL)
+    assert '"dragon" is banned' in await ephemeral_answer(fake_discord, refused)
+    status = await running.client.quotas.status(
+        fake_discord.guild_id, fake_discord.members["alice"].id, is_manager=False
+    )
+    assert status.used == status.reserved == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({"prompt": ""}, "prompt is empty"),
+        ({"prompt": "x" * 5000}, "5,000 characters"),
+        ({"prompt": "a cat", "steps": 100000}, "Steps must be from 1 to 50"),
+        ({"prompt": "a cat", "count": 0}, "image count must be from 1 to 4"),
+        ({"prompt": "a cat", "size": "100x100"}, "multiple of 8"),
+        ({"prompt": "a cat", "size": "2048x2048"}, "larger than this server allows"),
+    ],
+)
+async def test_bad_inputs_sent_raw_are_answered_clearly(start_sdbot, fake_discord, options, expected):
+    await start_sdbot()
+    interaction = await fake_discord.slash("imagine", raw=True, options=options)
+    assert expected in await ephemeral_answer(fake_discord, interaction)
+
+
+async def test_cancel_queued_and_running_jobs_refunds_them(start_sdbot, fake_discord, tiny_engine):
+    gated = GatedEngine(tiny_engine)
+    running = await start_sdbot(gated)
+    bot: SDBot = running.client
+    first = await fake_discord.slash("imagine", raw=True, prompt="running one", **SMALL)
+    await fake_discord.wait_for(lambda: gated.paused.is_set())
+    second = await fake_discord.slash("imagine", raw=True, prompt="queued one", **SMALL)
+    await fake_discord.wait_for(lambda: len(bot.queue.queued()) == 1)
+
+    cancel = await fake_discord.slash("cancel")  # the newest: the queued one
+    assert "Cancelled job" in await ephemeral_answer(fake_discord, cancel)
+    status = await fake_discord.wait_for_reply(second)
+    await fake_discord.wait_for(lambda: "cancelled" in status.content)
+
+    first_status = await fake_discord.wait_for_reply(first)
+    click = await fake_discord.click(first_status, "Cancel")
+    await fake_discord.wait_for_ack(click)
+    await fake_discord.wait_for(lambda: "cancelled" in first_status.content and not first_status.buttons)
+    await fake_discord.wait_for(lambda: not bot.queue.running())
+    quota = await bot.quotas.status(fake_discord.guild_id, fake_discord.members["alice"].id, is_manager=False)
+    assert quota.used == quota.reserved == 0
+    assert not [m for m in fake_discord.messages if m.interaction in (first, second) and not m.ephemeral]
+
+
+async def test_someone_elses_job_cannot_be_cancelled(start_sdbot, fake_discord, tiny_engine):
+    gated = GatedEngine(tiny_engine)
+    await start_sdbot(gated)
+    mine = await fake_discord.slash("imagine", raw=True, prompt="mine", **SMALL)
+    await fake_discord.wait_for(lambda: gated.paused.is_set())
+    job_id = int((await fake_discord.wait_for_reply(mine)).content.split("job ")[1].split(":")[0])
+    attempt = await fake_discord.slash("cancel", user="bob", job=job_id)
+    assert "not yours" in await ephemeral_answer(fake_discord, attempt)
+    gated.gate.set()
+    await result_of(fake_discord, mine)
+
+
+async def test_two_members_take_turns(start_sdbot, fake_discord, tiny_engine):
+    gated = GatedEngine(tiny_engine)
+    await start_sdbot(gated)
+    alice = [await fake_discord.slash("imagine", raw=True, prompt=f"alice {i}", **SMALL) for i in range(3)]
+    await fake_discord.wait_for(lambda: gated.paused.is_set())
+    bob = await fake_discord.slash("imagine", raw=True, prompt="bob 0", user="bob", **SMALL)
+    bob_status = await fake_discord.wait_for_reply(bob)
+    await fake_discord.wait_for(lambda: "next up" in bob_status.content)
+    gated.gate.set()
+    results = [await result_of(fake_discord, i) for i in (*alice, bob)]
+    order = sorted(results, key=lambda m: m.id)
+    assert [m.content.split("**")[1] for m in order] == ["alice 0", "bob 0", "alice 1", "alice 2"]
+
+
+async def test_late_result_after_token_expiry_goes_to_the_channel(start_sdbot, fake_discord, tiny_engine):
+    gated = GatedEngine(tiny_engine)
+    await start_sdbot(gated)
+    interaction = await fake_discord.slash("imagine", raw=True, prompt="a slow painting", **SMALL)
+    await fake_discord.wait_for(lambda: gated.paused.is_set())
+    fake_discord.clock.advance(16 * 60)
+    gated.gate.set()
+    alice = fake_discord.members["alice"]
+    late = await fake_discord.wait_for_message(
+        lambda m: m.interaction is None and bool(m.attachments), timeout=30
+    )
+    assert f"<@{alice.id}>" in late.content and "a slow painting" in late.content
+    assert labels(late) == ["Reroll", "Vary", "Upscale", "Delete"]
+    assert late.channel_id == fake_discord.channels["general"].id
+    assert not [m for m in fake_discord.messages if m.interaction is interaction and not m.ephemeral]
+
+
+async def test_requests_while_the_model_loads_are_told_to_wait(
+    discord_bot, fake_discord, tiny_model_dir, tiny_engine, tmp_path
+):
+    loaded = threading.Event()
+
+    def slow_engine() -> Engine:
+        loaded.wait(10)
+        return tiny_engine
+
+    settings = tiny_settings(tiny_model_dir, db_path=tmp_path / "bot.sqlite3", shutdown_grace=2.0)
+    running = await discord_bot(lambda: SDBot(settings, slow_engine, clock=fake_discord.clock.now))
+    early = await fake_discord.slash("imagine", raw=True, prompt="too early", **SMALL)
+    assert "still loading" in await ephemeral_answer(fake_discord, early)
+    loaded.set()
+    await fake_discord.wait_for(lambda: running.client.imagine.ready)
+    later = await fake_discord.slash("imagine", raw=True, prompt="on time", **SMALL)
+    await result_of(fake_discord, later)
+
+
+async def test_queue_command_lists_my_jobs(start_sdbot, fake_discord, tiny_engine):
+    gated = GatedEngine(tiny_engine)
+    await start_sdbot(gated)
+    first = await fake_discord.slash("imagine", raw=True, prompt="one", **SMALL)
+    await fake_discord.wait_for(lambda: gated.paused.is_set())
+    second = await fake_discord.slash("imagine", raw=True, prompt="two", **SMALL)
+    await fake_discord.wait_for_reply(second)
+    overview = await fake_discord.slash("queue")
+    text = await ephemeral_answer(fake_discord, overview)
+    assert "1 job(s) waiting, 1 running" in text
+    assert "**one**, running now" in text and "**two**, position 1" in text
+    gated.gate.set()
+    await asyncio.gather(result_of(fake_discord, first), result_of(fake_discord, second))
