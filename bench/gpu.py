@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+# ``python bench/gpu.py`` puts bench/ first on the path, where a sibling script named like a standard module
+# (bench/queue.py) would shadow it: search the repository root instead.
+sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
 
 import torch  # noqa: E402
 from diffusers import (  # noqa: E402
@@ -49,9 +50,11 @@ from diffusers import (  # noqa: E402
     UNet2DConditionModel,
 )
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker  # noqa: E402
+from diffusers.utils import logging as diffusers_logging  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTextModel, CLIPTokenizer  # noqa: E402
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from sdbot.config import Settings  # noqa: E402
 from sdbot.inference.engine import DiffusersEngine, load_engine  # noqa: E402
@@ -377,7 +380,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    diffusers_logging.disable_progress_bar()  # loading and saving bars would bury the figures
+    transformers_logging.disable_progress_bar()
     device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
+    if args.tiny:
+        # Tiny tensors gain nothing from a second thread, and on a busy CI box its barrier waits made calls
+        # 5-20x slower and erratic.
+        torch.set_num_threads(1)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA GPU here; use --tiny (or --device cpu)", file=sys.stderr)
         return 2

@@ -52,7 +52,7 @@ def gpu_bench() -> ModuleType:
 
 def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--steps", "2", "--reps", "2", "--peak-tflops", "1"],
+        [sys.executable, str(SCRIPT), "--tiny", "--peak-tflops", "1"],
         capture_output=True,
         text=True,
         timeout=240,
@@ -61,7 +61,7 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.strip().splitlines()
     header = _fields(lines[0])
-    assert header["model"] == "tiny" and header["size"] == "64x64" and header["steps"] == "2"
+    assert header["model"] == "tiny" and header["size"] == "64x64" and header["steps"] == "4"
     assert float(header["work_per_image_tflop"]) > 0
 
     cases = {fields["case"]: fields for fields in map(_fields, lines[1:-1])}
