@@ -18,8 +18,10 @@ notebook and the fraction of the hardware limit: images/s times the work per ima
 one VAE decode, counted with torch's FLOP counter on the real architecture: about 1.6 TFLOP a step and 2.5
 TFLOP a decode at 512x512) over the GPU's dense fp16/bf16 peak. The last line is machine-readable.
 
-``--tiny`` runs the same cases on the tests' tiny model on a CPU in seconds (CI runs it so the script never
-rots). On a GPU: ``python bench/gpu.py`` (all cases, about 5 minutes) or ``--only notebook,sdbot``.
+``load_s`` is the seconds to load (for the compiled engine, including its compile warm-up; the batch-4 shape
+compiles in the case's own warm-up call). ``--tiny`` runs the same cases on the tests' tiny model on a CPU in
+seconds (CI runs it so the script never rots). On a GPU: ``python bench/gpu.py``; in a short session, the
+cases without compile first (``--only notebook,sdbot,batch4``), then ``--only compiled,batch4_compiled``.
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ class Measurement:
 
 
 def build_sd15(folder: Path, device: torch.device) -> Path:
-    """Save SD 1.5 with random weights (fp16, like the notebook's ``revision="fp16"``) into ``folder``.
+    """Save SD 1.5 with random weights into ``folder``: fp16 on a GPU (the notebook's ``revision="fp16"``).
 
     The weights are initialised on ``device`` (seconds on a GPU, where a CPU takes a minute for 1.3 B
     parameters) and freed again before anything is measured.
@@ -178,7 +180,7 @@ def build_tiny(folder: Path) -> Path:
     return build_tiny_model(folder, nsfw=False)
 
 
-def work_per_image_flops(folder: Path, size: int, steps: int) -> tuple[float, float]:
+def step_and_decode_flops(folder: Path, size: int) -> tuple[float, float]:
     """FLOPs of one CFG step of the UNet (batch 2) and of one VAE decode for the model saved in ``folder``.
 
     Counted by torch's FLOP counter on meta tensors: exact for the architecture and size, and free.
@@ -402,7 +404,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sdbot-bench-") as tmp:
         started = time.perf_counter()
         folder = (build_tiny if plan.tiny else lambda f: build_sd15(f, device))(Path(tmp, "model"))
-        unet_step, vae_decode = work_per_image_flops(folder, plan.size, plan.steps)
+        unet_step, vae_decode = step_and_decode_flops(folder, plan.size)
         flops_per_image = plan.steps * unet_step + vae_decode
         print(
             f"device={device_name.replace(' ', '_')} model={'tiny' if plan.tiny else 'sd15'} "

@@ -107,7 +107,7 @@ def test_unknown_case_is_refused_with_the_allowed_names(
 
 
 def test_sd15_configs_cost_what_sd15_is_known_to_cost(gpu_bench: ModuleType) -> None:
-    unet_step, vae_decode = gpu_bench.work_per_image_flops(gpu_bench.CONFIGS, 512, 50)
+    unet_step, vae_decode = gpu_bench.step_and_decode_flops(gpu_bench.CONFIGS, 512)
     assert unet_step / 1e12 == pytest.approx(1.6, rel=0.02)  # one CFG step (batch 2) at 512x512
     assert vae_decode / 1e12 == pytest.approx(2.5, rel=0.02)
 
