@@ -34,7 +34,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+import traceback
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -415,18 +416,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         measurements: list[Measurement] = []
-        if "notebook" in args.only:
-            measurements.append(measure_notebook(folder, plan))
-            print(case_line(measurements[-1], None, plan, flops_per_image), flush=True)
-            _free_memory(device)
-        notebook = measurements[0] if measurements else None
-        for compiled in (False, True):
-            for m in measure_engine(folder, plan, compiled=compiled, cases=args.only):
-                measurements.append(m)
-                print(case_line(m, notebook, plan, flops_per_image), flush=True)
-            _free_memory(device)  # the engine went with its generator's frame
+        failed = False
+        groups: list[tuple[str, Callable[[], Iterable[Measurement]]]] = [
+            ("notebook", lambda: [measure_notebook(folder, plan)] if "notebook" in args.only else []),
+            ("sdbot", lambda: measure_engine(folder, plan, compiled=False, cases=args.only)),
+            ("compiled", lambda: measure_engine(folder, plan, compiled=True, cases=args.only)),
+        ]
+        for name, group in groups:
+            try:
+                for m in group():
+                    measurements.append(m)
+                    notebook = measurements[0] if measurements[0].case == "notebook" else None
+                    print(case_line(m, notebook, plan, flops_per_image), flush=True)
+            except Exception as error:  # a broken case must not cost a short GPU session the other figures
+                failed = True
+                print(f"group={name} error={type(error).__name__} (traceback on stderr)", flush=True)
+                traceback.print_exc()
+            _free_memory(device)  # the pipeline or engine went with the group's frame
     print(summary_line(measurements, plan, flops_per_image), flush=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -6,11 +6,14 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import torch
+
+from sdbot.errors import ModelLoadFailed
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu.py"
@@ -50,6 +53,14 @@ def gpu_bench() -> ModuleType:
     return module
 
 
+@pytest.fixture(autouse=True)
+def _restore_torch_threads() -> Iterator[None]:
+    """``main(["--tiny", ...])`` sets one torch thread for its process: give the test session its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
     done = subprocess.run(
         [sys.executable, str(SCRIPT), "--tiny", "--peak-tflops", "1"],
@@ -73,7 +84,7 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
         assert fields["peak_vram_mib"] == "n/a"  # a CPU has no VRAM to report
         assert float(fields["fraction_of_peak"]) > 0
         assert len(fields["reps_s"].split(",")) == 2
-    assert cases["notebook"]["vs_notebook"] == "n/a"
+    assert cases["notebook"]["vs_notebook"] == "1.000"
     assert float(cases["sdbot"]["vs_notebook"]) > 0
 
     summary = _fields(lines[-1])
@@ -94,6 +105,21 @@ def test_cases_not_run_and_an_unknown_peak_read_not_available(gpu_bench: ModuleT
     summary = _fields(gpu_bench.summary_line([sdbot], plan, 1e9))
     assert summary["sdbot_ips"] == "2.6667"  # one image per call, calls took a median 0.375 s
     assert {key for key, value in summary.items() if value == "n/a"} == set(SUMMARY_KEYS) - {"sdbot_ips"}
+
+
+def test_a_failing_case_is_reported_and_the_others_still_measured(
+    gpu_bench: ModuleType, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_engine(settings: object) -> None:
+        raise ModelLoadFailed("no such model")
+
+    monkeypatch.setattr(gpu_bench, "load_engine", broken_engine)
+    assert gpu_bench.main(["--tiny", "--only", "notebook,sdbot", "--steps", "1", "--reps", "1"]) == 1
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert _fields(lines[1])["case"] == "notebook"
+    assert lines[2] == "group=sdbot error=ModelLoadFailed (traceback on stderr)"
+    summary = _fields(lines[-1])
+    assert float(summary["notebook_ips"]) > 0 and summary["sdbot_ips"] == "n/a"
 
 
 def test_unknown_case_is_refused_with_the_allowed_names(
