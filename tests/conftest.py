@@ -68,7 +68,7 @@ def start_sdbot(discord_bot, fake_discord, tiny_model_dir: Path, tiny_engine, tm
 
     async def start(engine=None, **overrides: object):
         settings = tiny_settings(
-            tiny_model_dir, db_path=tmp_path / "sdbot.sqlite3", shutdown_grace=2.0, **overrides
+            tiny_model_dir, **({"db_path": tmp_path / "sdbot.sqlite3", "shutdown_grace": 2.0} | overrides)
         )
         chosen = tiny_engine if engine is None else engine
         running = await discord_bot(lambda: SDBot(settings, lambda: chosen, clock=fake_discord.clock.now))

@@ -204,6 +204,7 @@ class JobTracker:
         self._status_alive = True  # the ephemeral status message can still be edited
         self._status_shown = False  # it shows something (no longer "thinking")
         self._last_edit = -EDIT_INTERVAL
+        self._stopped = False  # shutdown: no more progress edits
         self._ending = False  # the job's last event has arrived: its delivery must not be cut short
 
     def __call__(self, event: JobEvent) -> None:
@@ -221,6 +222,7 @@ class JobTracker:
         left to finish its delivery (``Delivery.close`` waits for it)."""
         if self._task is None or self._task.done() or self._ending:
             return
+        self._stopped = True
         self._task.cancel()
         self._delivery.spawn(
             self._edit(content=RESTARTING, view=None, attachments=[]), "sdbot-restarting-note"
@@ -232,9 +234,9 @@ class JobTracker:
             while True:
                 wait = None if pending is None else self._last_edit + EDIT_INTERVAL - time.monotonic()
                 try:
-                    event = await asyncio.wait_for(
-                        self._events.get(), None if wait is None else max(0.0, wait)
-                    )
+                    # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancel (shutdown).
+                    async with asyncio.timeout(None if wait is None else max(0.0, wait)):
+                        event = await self._events.get()
                 except TimeoutError:
                     assert pending is not None
                     await self._show(pending)
@@ -252,7 +254,7 @@ class JobTracker:
 
     async def _show(self, event: JobEvent) -> None:
         """Show a queued or running job's state on the status message."""
-        if not self._status_alive or not self._delivery.token_fresh(self._interaction):
+        if self._stopped or not self._status_alive or not self._delivery.token_fresh(self._interaction):
             return
         job = event.job
         match event:
