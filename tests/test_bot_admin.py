@@ -1,0 +1,95 @@
+"""End to end through the loopback Discord: ``/sdadmin`` is refused to members without Manage Server (hidden
+by Discord and checked again by the bot), and each setting answers with its new value and takes effect."""
+
+from __future__ import annotations
+
+import pytest
+
+from sdbot.bot import SDBot
+from tests.fakediscord import FakeDiscord, RefusedByClient
+from tests.test_bot_imagine import SMALL, ephemeral_answer, result_of
+
+pytest_plugins = ["tests.fakediscord.fixtures"]
+
+
+async def admin(fake: FakeDiscord, command: str, **options: object) -> str:
+    return await ephemeral_answer(fake, await fake.slash(f"sdadmin {command}", user="manager", **options))
+
+
+async def test_members_without_manage_server_are_refused(start_sdbot, fake_discord):
+    await start_sdbot()
+    with pytest.raises(RefusedByClient):
+        await fake_discord.slash("sdadmin show", user="alice")
+    # A client that shows the command anyway (a server override, a stale cache) meets the bot's own check.
+    forced = await fake_discord.slash("sdadmin quota", user="alice", raw=True, images=1000)
+    assert "not permitted" in await ephemeral_answer(fake_discord, forced)
+    assert "Daily quota: **50**" in await admin(fake_discord, "show")
+
+
+async def test_settings_answer_with_their_new_value(start_sdbot, fake_discord):
+    await start_sdbot()
+    assert "Daily quota is now **7**" in await admin(fake_discord, "quota", images=7)
+    assert "default **20**, max **40**" in await admin(fake_discord, "steps", default=20, maximum=40)
+    assert "default **45**, max **60**" in await admin(fake_discord, "steps", default=45, maximum=60)
+    assert "at most **2** images" in await admin(fake_discord, "count", images=2)
+    assert "**1** job(s) waiting" in await admin(fake_discord, "queue-limit", jobs=1)
+    assert "Upscaling is now **off**" in await admin(fake_discord, "upscale", allowed=False)
+    shown = await admin(fake_discord, "show")
+    for expected in (
+        "Daily quota: **7**",
+        "default **45**, max **60**",
+        "at most **2**",
+        "Upscaling: **off**",
+    ):
+        assert expected in shown
+    too_many = await fake_discord.slash("imagine", raw=True, prompt="three", count=3, **SMALL)
+    assert "count must be from 1 to 2" in await ephemeral_answer(fake_discord, too_many)
+    refused = await admin(fake_discord, "steps", default=100)
+    assert "cannot exceed max steps (60)" in refused
+
+
+async def test_allowed_channels_limit_where_imagine_works(start_sdbot, fake_discord):
+    await start_sdbot()
+    art = fake_discord.channels["art"]
+    assert f"Allowed channels: <#{art.id}>" in await admin(
+        fake_discord, "channels add", options={"channel": art}
+    )
+    elsewhere = await fake_discord.slash("imagine", raw=True, prompt="here?", **SMALL)
+    assert f"Try <#{art.id}>" in await ephemeral_answer(fake_discord, elsewhere)
+    there = await fake_discord.slash("imagine", raw=True, channel="art", prompt="here!", **SMALL)
+    await result_of(fake_discord, there)
+    assert "every channel" in await admin(fake_discord, "channels remove", options={"channel": art})
+
+
+async def test_banned_words_add_list_remove(start_sdbot, fake_discord):
+    await start_sdbot()
+    await admin(fake_discord, "banned add", word="red panda")
+    await admin(fake_discord, "banned add", word="gore")
+    assert "2 banned: `gore`, `red panda`" in await admin(fake_discord, "banned list")
+    assert "1 banned word(s) now" in await admin(fake_discord, "banned remove", word="GORE")
+    missing = await admin(fake_discord, "banned remove", word="gore")
+    assert "not a banned word" in missing
+
+
+async def test_member_quota_block_and_forget(start_sdbot, fake_discord):
+    running = await start_sdbot()
+    bot: SDBot = running.client
+    bob = fake_discord.members["bob"]
+    assert "quota **1** images a day" in await admin(fake_discord, "user quota", member=bob, images=1)
+    first = await fake_discord.slash("imagine", raw=True, user="bob", prompt="only one", **SMALL)
+    await result_of(fake_discord, first)
+    second = await fake_discord.slash("imagine", raw=True, user="bob", prompt="one more", **SMALL)
+    assert "0 of 1 images left" in await ephemeral_answer(fake_discord, second)
+
+    assert "**blocked**" in await admin(fake_discord, "user block", member=bob)
+    blocked = await fake_discord.slash("imagine", raw=True, user="bob", prompt="blocked", **SMALL)
+    assert "blocked" in await ephemeral_answer(fake_discord, blocked)
+    assert "not blocked" in await admin(fake_discord, "user unblock", member=bob)
+
+    stats = await admin(fake_discord, "stats")
+    assert "**1** images in 1 job(s)" in stats and f"<@{bob.id}> (1)" in stats
+
+    forgotten = await admin(fake_discord, "user forget", member=bob)
+    assert "1 job(s), 1 quota record(s), 1 rule(s) deleted" in forgotten
+    status = await bot.quotas.status(fake_discord.guild_id, bob.id, is_manager=False)
+    assert status.used == 0 and status.limit == 50
