@@ -1,0 +1,71 @@
+"""``python bot.py``: a missing token or a bad setting is one line and exit status 2; a model that cannot load
+stops the bot with exit status 1; SIGTERM (``docker stop``) shuts the bot down in order."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import bot as entry
+from tests.conftest import tiny_settings
+from tests.fakediscord import FakeDiscord
+
+pytest_plugins = ["tests.fakediscord.fixtures"]
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_bot_py(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k != "DISCORD_TOKEN" and not k.startswith("SDBOT_")}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "bot.py")],
+        cwd=tmp_path,  # no .env here
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_missing_token_says_what_to_do(tmp_path):
+    done = run_bot_py(tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (
+        "sdbot: DISCORD_TOKEN is not set: copy .env.example to .env and put your bot token in it\n"
+    )
+
+
+def test_a_bad_setting_is_one_line(tmp_path):
+    done = run_bot_py(tmp_path, DISCORD_TOKEN="x", SDBOT_MAX_BATCH="lots")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "SDBOT_MAX_BATCH='lots'" in done.stderr
+
+
+async def test_a_model_that_cannot_load_stops_the_bot(fake_discord: FakeDiscord, tmp_path, capsys):
+    settings = tiny_settings(tmp_path / "no-such-model", db_path=tmp_path / "bot.sqlite3")
+    assert await asyncio.wait_for(entry.run(settings, fake_discord.token), 60) == 1
+    assert "no-such-model" in capsys.readouterr().err
+
+
+async def test_sigterm_shuts_the_bot_down(fake_discord: FakeDiscord, tiny_model_dir, tmp_path):
+    settings = tiny_settings(tiny_model_dir, db_path=tmp_path / "bot.sqlite3", shutdown_grace=1.0)
+    running = asyncio.create_task(entry.run(settings, fake_discord.token))
+    await fake_discord.wait_for(lambda: fake_discord.gateway.connected, timeout=30)
+    while True:  # the model loads while the bot is already connected
+        interaction = await fake_discord.slash(
+            "imagine", raw=True, prompt="before the stop", size="64x64", steps=2
+        )
+        reply = await fake_discord.wait_for_reply(interaction)
+        if "still loading" not in reply.content:
+            break
+        await asyncio.sleep(0.1)
+    await fake_discord.wait_for_message(
+        lambda m: m.interaction is interaction and not m.ephemeral and bool(m.attachments), timeout=30
+    )
+    os.kill(os.getpid(), signal.SIGTERM)
+    assert await asyncio.wait_for(running, 30) == 0
