@@ -107,6 +107,25 @@ def make_jobs(users: int, per_user: int, size: int, steps: int, first_seed: int)
     ]
 
 
+class TimedEngine:
+    """The engine the bot gets: the same one, timing its ``generate`` calls, so that a slower bot run shows
+    whether the engine ran slower (contention) or sat idle between jobs (the bot's own overhead)."""
+
+    def __init__(self, engine: DiffusersEngine) -> None:
+        self._engine = engine
+        self.busy = 0.0  # seconds inside generate, all calls together
+
+    def generate(self, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return self._engine.generate(*args, **kwargs)
+        finally:
+            self.busy += time.perf_counter() - started
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
 class FakeDiscordThread:
     """A ``FakeDiscord`` serving from its own event loop in a daemon thread; ``call`` runs a coroutine
     function there and awaits its result from the caller's loop."""
@@ -231,6 +250,34 @@ async def tick(lags: list[float]) -> None:
         lags.append(time.perf_counter() - before - TICK)
 
 
+def seconds(runs: list[float]) -> str:
+    return ", ".join(f"{run:.2f} s" for run in runs)
+
+
+class ThreadCpu:
+    """CPU seconds each thread of this process used since this object was made, grouped by role."""
+
+    def __init__(self) -> None:
+        self._before = self._sample()
+
+    @staticmethod
+    def _sample() -> dict[int, float]:
+        return {thread.id: thread.user_time + thread.system_time for thread in psutil.Process().threads()}
+
+    def since(self) -> str:
+        roles = {threading.main_thread().native_id: "bot loop"}
+        for thread in threading.enumerate():
+            if thread.name == "fake-discord":
+                roles[thread.native_id] = "fake Discord"
+            elif thread.name.startswith("sdbot-engine"):
+                roles[thread.native_id] = "engine"
+        used: dict[str, float] = {}
+        for thread_id, total in self._sample().items():
+            role = roles.get(thread_id, "other threads")
+            used[role] = used.get(role, 0.0) + total - self._before.get(thread_id, 0.0)
+        return ", ".join(f"{role} {cpu:.2f}" for role, cpu in sorted(used.items()))
+
+
 def percentile(values: list[float], share: float) -> float:
     if not values:
         return math.nan
@@ -270,12 +317,15 @@ class Bench:
     ) -> None:
         self.args = args
         self.engine = engine
+        self.timed_engine = TimedEngine(engine)
         self.discord = discord_
         self.figures = Figures()
 
     async def run(self, settings: Settings) -> Figures:
         fake = self.discord.fake
-        running = RunningBot(fake, lambda: SDBot(settings, lambda: self.engine, clock=fake.clock.now), 0.05)
+        running = RunningBot(
+            fake, lambda: SDBot(settings, lambda: self.timed_engine, clock=fake.clock.now), 0.05
+        )
         client = await running.start()
         try:
             assert isinstance(client, SDBot)
@@ -299,34 +349,45 @@ class Bench:
         return await self.discord.call(lambda fake: drive(fake, jobs, window))
 
     async def throughput(self) -> None:
-        """Phases 1-3: plain loop, the bot (acknowledgements and loop lag meanwhile), plain loop again."""
+        """Phases 1-3: rounds of the plain loop then the bot (acknowledgements and loop lag meanwhile)."""
         args = self.args
         jobs = make_jobs(args.users, args.jobs, args.size, args.steps, first_seed=1000)
         warm_up = make_jobs(args.users, 1, args.size, args.steps, first_seed=1)
         await asyncio.to_thread(run_plain, self.engine, warm_up)
         await self.bot_runs(warm_up, len(warm_up))
 
-        plain = [await asyncio.to_thread(run_plain, self.engine, jobs)]
+        plain: list[float] = []
+        through_bot: list[float] = []
+        acks: list[float] = []
         lags: list[float] = []
-        ticker = asyncio.create_task(tick(lags))
-        started = time.perf_counter()
-        acks = await self.bot_runs(jobs, len(jobs))
-        through_bot = time.perf_counter() - started
-        ticker.cancel()
-        plain.append(await asyncio.to_thread(run_plain, self.engine, jobs))
+        for round_number in range(1, args.rounds + 1):
+            plain.append(await asyncio.to_thread(run_plain, self.engine, jobs))
+            ticker = asyncio.create_task(tick(lags))
+            cpu, busy = ThreadCpu(), self.timed_engine.busy
+            started = time.perf_counter()
+            acks += await self.bot_runs(jobs, len(jobs))
+            through_bot.append(time.perf_counter() - started)
+            ticker.cancel()
+            engine_share = (self.timed_engine.busy - busy) / through_bot[-1]
+            print(
+                f"round {round_number}: plain {plain[-1]:.2f} s, bot {through_bot[-1]:.2f} s (engine busy "
+                f"{engine_share:.0%}; CPU seconds by thread: {cpu.since()})",
+                flush=True,
+            )
 
-        plain_rate, bot_rate = len(jobs) / min(plain), len(jobs) / through_bot
+        plain_rate, bot_rate = len(jobs) / min(plain), len(jobs) / min(through_bot)
         self.figures.ratio = bot_rate / plain_rate
         self.figures.ack_p99_ms = percentile(acks, 0.99) * 1000
         self.figures.lag_p99_ms = percentile(lags, 0.99) * 1000
-        runs = ", ".join(f"{seconds:.2f} s" for seconds in plain)
         size = f"{args.size}x{args.size}"
-        print(f"{len(jobs)} jobs ({args.users} users x {args.jobs}), {size}, {args.steps} steps")
-        print(f"plain engine loop: {plain_rate:.2f} images/s (runs: {runs})")
-        print(f"through the bot:   {bot_rate:.2f} images/s ({through_bot:.2f} s)")
+        print(
+            f"{len(jobs)} jobs ({args.users} users x {args.jobs}), {size}, {args.steps} steps, best of rounds"
+        )
+        print(f"plain engine loop: {plain_rate:.2f} images/s (runs: {seconds(plain)})")
+        print(f"through the bot:   {bot_rate:.2f} images/s (runs: {seconds(through_bot)})")
         print(f"ratio bot / plain: {self.figures.ratio:.3f}")
         print(
-            f"acknowledgement latency ({len(acks)} /imagine sent at once): "
+            f"acknowledgement latency ({len(acks)} /imagine, sent {len(jobs)} at once): "
             f"p50 {percentile(acks, 0.5) * 1000:.1f} ms, p99 {self.figures.ack_p99_ms:.1f} ms, "
             f"max {max(acks) * 1000:.1f} ms"
         )
@@ -369,6 +430,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20, help="jobs per user")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (multiple of 8, >= 64)")
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=2, help="plain loop / bot rounds; best of each counts")
     parser.add_argument("--max-batch", type=int, default=1, help="SDBOT_MAX_BATCH for the bot")
     parser.add_argument("--rss-jobs", type=int, default=500, help="jobs for the memory figure; 0 skips it")
     parser.add_argument("--rss-window", type=int, default=25, help="unfinished jobs at a time in that phase")
