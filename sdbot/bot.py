@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import discord
 from discord.ext import commands
@@ -105,7 +106,9 @@ class SDBot(commands.Bot):
         """Load the engine off the event loop, then start the worker and accept requests."""
         log.info("loading the model %s ...", self.settings.model)
         started = time.monotonic()
-        loading = asyncio.ensure_future(asyncio.to_thread(self._engine_factory))
+        # A thread of its own, ended once the model is in (the loop's default executor would keep one idle).
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-load-model")
+        loading = asyncio.get_running_loop().run_in_executor(executor, self._engine_factory)
         try:
             while True:
                 done, _ = await asyncio.wait({loading}, timeout=LOAD_LOG_INTERVAL)
@@ -118,6 +121,8 @@ class SDBot(commands.Bot):
             self.fatal_error = error
             await self.close()
             return
+        finally:
+            executor.shutdown(wait=False)
         log.info("model %s loaded in %.1f s", engine.model_name, time.monotonic() - started)
         self.worker = Worker(self.queue, engine, self.settings)
         await self.worker.start()

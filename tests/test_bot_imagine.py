@@ -103,7 +103,7 @@ async def test_imagine_acknowledges_shows_position_and_progress_then_posts_pngs(
     status = await fake_discord.wait_for_reply(interaction)
     await fake_discord.wait_for(lambda: gated.paused.is_set())
     await fake_discord.wait_for(lambda: "step 1/" in status.content and status.attachments, timeout=15)
-    assert status.attachments[0].filename == "preview.png"
+    assert status.attachments[0].filename == "preview.jpg"
     assert labels(status) == ["Cancel"]
     gated.gate.set()
 

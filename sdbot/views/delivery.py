@@ -23,6 +23,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import discord
+from PIL import Image
 
 from sdbot.config import Settings
 from sdbot.db import Database, JobRecord
@@ -269,8 +270,7 @@ class JobTracker:
                     "view": cancel_view(job.id),
                 }
                 if preview is not None:
-                    data = await asyncio.to_thread(_encode_preview, preview)
-                    fields["attachments"] = [discord.File(io.BytesIO(data), filename="preview.png")]
+                    fields["attachments"] = [discord.File(_encode_preview(preview), filename="preview.jpg")]
                 await self._edit(**fields)
 
     async def _finish(self, event: JobEvent) -> None:
@@ -306,7 +306,9 @@ class JobTracker:
         return True
 
 
-def _encode_preview(image: Any) -> bytes:
+def _encode_preview(image: Image.Image) -> io.BytesIO:
+    """JPEG: a few milliseconds even at full size, so it is done on the loop between edits."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    image.convert("RGB").save(buffer, format="JPEG", quality=85)
+    buffer.seek(0)
+    return buffer
