@@ -7,7 +7,7 @@ import pytest
 
 from sdbot.bot import SDBot
 from tests.fakediscord import FakeDiscord, RefusedByClient
-from tests.test_bot_imagine import SMALL, ephemeral_answer, result_of
+from tests.test_bot_imagine import SMALL, ephemeral_answer, labels, result_of
 
 pytest_plugins = ["tests.fakediscord.fixtures"]
 
@@ -44,6 +44,10 @@ async def test_settings_answer_with_their_new_value(start_sdbot, fake_discord):
         assert expected in shown
     too_many = await fake_discord.slash("imagine", raw=True, prompt="three", count=3, **SMALL)
     assert "count must be from 1 to 2" in await ephemeral_answer(fake_discord, too_many)
+    no_upscale = await result_of(
+        fake_discord, await fake_discord.slash("imagine", raw=True, prompt="x", **SMALL)
+    )
+    assert labels(no_upscale) == ["Reroll", "Vary", "Delete"]
     refused = await admin(fake_discord, "steps", default=100)
     assert "cannot exceed max steps (60)" in refused
 

@@ -17,6 +17,7 @@ import pytest
 from PIL import Image
 
 from sdbot.bot import SDBot
+from sdbot.errors import GenerationFailed
 from sdbot.inference.types import Engine, GenerateRequest, GenerationResult, ImageToImageRequest
 from tests.conftest import tiny_settings
 from tests.fakediscord import FakeDiscord, Interaction, Message
@@ -291,3 +292,62 @@ async def test_queue_command_lists_my_jobs(start_sdbot, fake_discord, tiny_engin
     assert "**one**, running now" in text and "**two**, position 1" in text
     gated.gate.set()
     await asyncio.gather(result_of(fake_discord, first), result_of(fake_discord, second))
+
+
+class FailingEngine(GatedEngine):
+    """The tiny engine, broken: every generation fails the way a broken model does."""
+
+    def generate(self, requests: Sequence[GenerateRequest], on_progress=None, should_cancel=None):
+        raise GenerationFailed("the model produced no image")
+
+
+async def test_a_failed_generation_is_reported_and_refunded(start_sdbot, fake_discord, tiny_engine):
+    running = await start_sdbot(FailingEngine(tiny_engine))
+    interaction = await fake_discord.slash("imagine", raw=True, prompt="doomed", **SMALL)
+    status = await fake_discord.wait_for_reply(interaction)
+    await fake_discord.wait_for(lambda: "failed: the model produced no image" in status.content)
+    assert "Nothing was charged" in status.content and not status.buttons
+    quota = await running.client.quotas.status(
+        fake_discord.guild_id, fake_discord.members["alice"].id, is_manager=False
+    )
+    assert quota.used == quota.reserved == 0
+
+
+async def test_a_full_member_queue_is_refused_without_charge(start_sdbot, fake_discord, tiny_engine):
+    gated = GatedEngine(tiny_engine)
+    running = await start_sdbot(gated)
+    assert "**1** job(s)" in await ephemeral_answer(
+        fake_discord, await fake_discord.slash("sdadmin queue-limit", user="manager", jobs=1)
+    )
+    first = await fake_discord.slash("imagine", raw=True, prompt="running", **SMALL)
+    await fake_discord.wait_for(lambda: gated.paused.is_set())
+    second = await fake_discord.slash("imagine", raw=True, prompt="waiting", **SMALL)
+    await fake_discord.wait_for_reply(second)
+    third = await fake_discord.slash("imagine", raw=True, prompt="one too many", **SMALL)
+    assert "You already have 1 job(s) waiting" in await ephemeral_answer(fake_discord, third)
+    quota = await running.client.quotas.status(
+        fake_discord.guild_id, fake_discord.members["alice"].id, is_manager=False
+    )
+    assert quota.reserved == 2 and quota.used == 0
+    gated.gate.set()
+    await asyncio.gather(result_of(fake_discord, first), result_of(fake_discord, second))
+
+
+async def test_status_edits_survive_rate_limits(start_sdbot, fake_discord, tiny_engine):
+    gated = GatedEngine(tiny_engine)
+    await start_sdbot(gated)
+    fake_discord.rules.edits_per_window, fake_discord.rules.edit_window = 1, 2.5
+    interaction = await fake_discord.slash("imagine", raw=True, prompt="patience", size="64x64", steps=3)
+    status = await fake_discord.wait_for_reply(interaction)
+    await fake_discord.wait_for(lambda: "step 1/" in status.content, timeout=15)  # the window's one edit
+    gated.gate.set()  # the final edit comes at once: 429, retried by discord.py
+    await result_of(fake_discord, interaction)
+    await fake_discord.wait_for(lambda: "is done" in status.content, timeout=15)
+    assert any(rejection.status == 429 for rejection in fake_discord.rejections)
+
+
+async def test_commands_sync_to_the_dev_guild_when_set(start_sdbot, fake_discord):
+    await start_sdbot(dev_guild=fake_discord.guild_id)
+    names = sorted(command["name"] for command in fake_discord.commands(guild=True))
+    assert names == ["cancel", "imagine", "queue", "quota", "sdadmin"]
+    assert fake_discord.commands(guild=False) == []

@@ -104,7 +104,7 @@ class Delivery:
         *,
         interaction: discord.Interaction | None = None,
         reply_to: discord.Message | None = None,
-    ) -> discord.Message | None:
+    ) -> discord.Message:
         """Post a done job's images. Through ``interaction``'s followup when given and its token still
         works; else as a channel message (a reply to ``reply_to`` when given) that mentions the requester."""
         channel = await self._channel(job.channel_id)
@@ -277,14 +277,21 @@ class JobTracker:
         job = event.job
         match event:
             case JobDone(result=result):
-                if self._status_shown:
+                # Without a shown status, a followup would replace the private "thinking" message.
+                interaction = self._interaction if self._status_shown else None
+                try:
                     message = await self._delivery.publish(
-                        job, result, interaction=self._interaction, reply_to=self._reply_to
+                        job, result, interaction=interaction, reply_to=self._reply_to
                     )
-                else:  # the followup would replace the private "thinking" message: post to the channel
-                    message = await self._delivery.publish(job, result, reply_to=self._reply_to)
-                link = "" if message is None else f" {message.jump_url}"
-                await self._edit(content=f"Job {job.id} is done:{link}", view=None, attachments=[])
+                except discord.HTTPException as failure:
+                    log.warning("job %s: could not post its images: %s", job.id, failure)
+                    reason = failure.text or failure
+                    text = f"Job {job.id} is done, but I could not post its images here ({reason})."
+                    await self._edit(content=text, view=None, attachments=[])
+                    return
+                await self._edit(
+                    content=f"Job {job.id} is done: {message.jump_url}", view=None, attachments=[]
+                )
             case JobFailed(error=error):
                 if not await self._edit(content=_failed_text(job, error), view=None, attachments=[]):
                     await self._delivery.notice(job, _failed_text(job, error))
