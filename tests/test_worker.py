@@ -120,10 +120,13 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """``await start(engine, **settings)``: a database, queue and started worker; stopped at the end."""
     opened: list[Running] = []
 
-    async def build(engine: Engine, *, paused: bool = False, **overrides: Any) -> Running:
+    async def build(
+        engine: Engine, *, paused: bool = False, progress_interval: float = 0.0, **overrides: Any
+    ) -> Running:
         settings = replace(Settings(daily_quota=100, max_queue=50, shutdown_grace=5.0), **overrides)
         stack = await open_stack(tmp_path / "sdbot.sqlite3", settings)
-        running = Running(stack, Worker(stack.queue, engine, settings), engine)
+        worker = Worker(stack.queue, engine, settings, progress_interval=progress_interval)
+        running = Running(stack, worker, engine)
         opened.append(running)
         if not paused:
             await running.worker.start()
@@ -158,6 +161,16 @@ async def test_a_job_runs_in_the_engine_thread_and_reports_each_step(start) -> N
     assert stored is not None
     assert (stored.state, stored.seeds, stored.nsfw) == ("done", [1234, 1235], [False, False])
     assert await run.stack.reserved_and_used(ALICE) == (0, 2)  # committed
+
+
+async def test_progress_is_throttled_but_the_last_step_always_comes(start) -> None:
+    run = await start(StepEngine(step_seconds=0.01), progress_interval=0.05)
+    events: list[JobEvent] = []
+    await run.stack.submit(ALICE, steps=20, observer=events.append)
+    await run.finish()
+    steps = [event.step for event in events if isinstance(event, JobProgress)]
+    assert steps[0] == 1 and steps[-1] == 20
+    assert 2 <= len(steps) <= 10  # 20 steps of 10 ms, one report per 50 ms at most
 
 
 async def test_jobs_with_the_same_batch_key_next_in_fair_order_share_a_call(start) -> None:

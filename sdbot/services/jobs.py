@@ -304,6 +304,7 @@ class JobQueue:
         self._observers: dict[int, list[Observer]] = {}
         self._listeners: list[Observer] = []
         self._observer_tasks: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Task[None]] = set()
         self._submit_lock = asyncio.Lock()
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
@@ -460,18 +461,21 @@ class JobQueue:
         """The image a variation or upscale job starts from (stored with the job, so it survives restarts)."""
         return await self._db.jobs.source_png(job.id)
 
-    async def start(self, job: ActiveJob) -> bool:
-        """Record that ``job`` runs now; False if it was cancelled meanwhile."""
+    def start(self, job: ActiveJob) -> bool:
+        """Record that ``job`` runs now; False if it was cancelled meanwhile. The row is written in the
+        background (in order with the job's later writes), so the engine does not wait for the disk."""
         if job.finished:
             return False
         now = self._clock()
-        if not await self._db.jobs.mark_running(job.id, now):
-            log.warning("job %s was not queued in the database when started", job.id)
-        if job.finished:  # cancelled while the row was written
-            return False
         job.record = replace(job.record, state="running", started_at=now)
+        self._write_later(self._mark_running(job.id, now))
         self._emit(job, JobStarted)
         return True
+
+    async def flush(self) -> None:
+        """Wait for the background writes started so far."""
+        while self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     def progress(self, job: ActiveJob, step: int, total: int, preview: Image.Image | None) -> None:
         if not job.finished:
@@ -570,6 +574,22 @@ class JobQueue:
                 self._order.forget_turns()
                 self._idle.set()
             self._emit(job, make)
+
+    async def _mark_running(self, job_id: int, now: float) -> None:
+        if not await self._db.jobs.mark_running(job_id, now):
+            log.warning("job %s was no longer queued in the database when it started", job_id)
+
+    def _write_later(self, write: Awaitable[None]) -> None:
+        """Run a database write as a task. aiosqlite runs a connection's statements in the order they were
+        issued, and the task issues its statement on the next loop turn, before any later write."""
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._write_done)
+
+    def _write_done(self, task: asyncio.Task[None]) -> None:
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a background job write failed", exc_info=task.exception())
 
     def _publish_positions(self) -> None:
         for position, job in enumerate(self._order.order()):

@@ -105,10 +105,15 @@ class Worker:
 
     Settings used: ``max_batch`` (images per engine call), ``job_timeout`` (seconds one engine call may run),
     ``shutdown_grace`` (seconds ``stop`` waits for the running batch before interrupting it).
+    ``progress_interval``: least seconds between two progress events of a run (the last step always comes;
+    Discord cannot show updates faster anyway).
     """
 
-    def __init__(self, queue: JobQueue, engine: Engine, settings: Settings) -> None:
+    def __init__(
+        self, queue: JobQueue, engine: Engine, settings: Settings, *, progress_interval: float = 0.2
+    ) -> None:
         self._queue = queue
+        self._progress_interval = progress_interval
         self._engine = engine
         self._settings = settings
         self._executor: ThreadPoolExecutor | None = None
@@ -116,6 +121,7 @@ class Worker:
         self._stopping = False
         self._shutdown = threading.Event()
         self._current: list[ActiveJob] = []
+        self._completing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Resume the jobs a previous run left unfinished, then start consuming."""
@@ -147,6 +153,8 @@ class Worker:
             for job in abandoned:
                 await self._queue.requeue(job)
         executor.shutdown(wait=False)
+        await asyncio.gather(*self._completing, return_exceptions=True)
+        await self._queue.flush()
         self._task = self._executor = None
 
     async def _consume(self) -> None:
@@ -166,7 +174,7 @@ class Worker:
                 self._current = []
 
     async def _run_batch(self, batch: list[ActiveJob]) -> None:
-        started = [job for job in batch if await self._queue.start(job)]
+        started = [job for job in batch if self._queue.start(job)]
         slices = [_Slice(job, 0, job.image_count) for job in started]
         for chunk in _split(slices, self._settings.max_batch):
             await self._run_slices(chunk, retry_alone=len(started) > 1)
@@ -189,7 +197,18 @@ class Worker:
             return
         for part, result in zip(run.slices, results, strict=True):
             if part.job.add_images(part.first, result.images, result.timings):
-                await self._queue.complete(part.job)
+                self._complete_later(part.job)
+
+    def _complete_later(self, job: ActiveJob) -> None:
+        """Record a done job while the engine already runs the next batch."""
+        task = asyncio.create_task(self._queue.complete(job))
+        self._completing.add(task)
+        task.add_done_callback(self._completed)
+
+    def _completed(self, task: asyncio.Task[None]) -> None:
+        self._completing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("recording a done job failed", exc_info=task.exception())
 
     async def _engine_failed(self, run: _Run, error: Exception, *, retry_alone: bool) -> None:
         images = sum(part.count for part in run.slices)
@@ -238,8 +257,16 @@ class Worker:
         }
         loop = asyncio.get_running_loop()
         owners: list[ActiveJob] = []  # the job of each engine request, filled in the engine thread
+        last_report = -math.inf
 
         def report(progress: Progress) -> None:
+            """Hand a step to the loop, at most every ``progress_interval`` seconds but always the last one:
+            each hand-over wakes the loop and costs the engine thread the GIL for a moment."""
+            nonlocal last_report
+            now = time.monotonic()
+            if progress.step < progress.total and now - last_report < self._progress_interval:
+                return
+            last_report = now
             with contextlib.suppress(RuntimeError):  # the loop closed under a run being abandoned
                 loop.call_soon_threadsafe(self._report_progress, run, owners, progress)
 
