@@ -207,7 +207,7 @@ async def test_cancel_a_queued_job_removes_refunds_and_records_it(stack: Stack) 
 
     cancelled = await stack.queue.cancel(alice.id, by_user=ALICE)
 
-    assert cancelled.state == "cancelled"
+    assert cancelled.state == "cancelled" and cancelled.finished_at is not None
     assert isinstance(events[-1], JobCancelled) and events[-1].by_user == ALICE
     stored = await stack.db.jobs.get(alice.id)
     assert stored is not None and stored.state == "cancelled" and stored.finished_at is not None

@@ -376,11 +376,12 @@ class JobQueue:
             raise NotPermitted(f"job {job_id} belongs to someone else")
         if job.id not in self._running:
             self._order.remove(job)
+        now = self._clock()
         await self._finish(
             job,
-            self._db.jobs.mark_cancelled(job.id, self._clock()),
+            self._db.jobs.mark_cancelled(job.id, now),
             commit=False,
-            changes={"state": "cancelled"},
+            changes={"state": "cancelled", "finished_at": now},
             make=lambda record: JobCancelled(record, by_user=by_user),
         )
         return job.record
