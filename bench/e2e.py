@@ -54,6 +54,7 @@ import math
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -341,6 +342,12 @@ class Bench:
         finally:
             await running.stop()
         problems = await self.discord.call(lambda f: _copy(f.violations))
+        rejected = await self.discord.call(lambda f: _copy(f.rejections))
+        counts = Counter(f"{r.status} {r.method} {r.path.split('/')[3]}" for r in rejected)
+        print(
+            "requests the fake Discord refused (429: its edit rate limit, 5 per channel per 5 s): "
+            + (", ".join(f"{what} x{count}" for what, count in sorted(counts.items())) or "none")
+        )
         if problems:
             raise RuntimeError("requests Discord would reject:\n" + "\n".join(problems))
         return self.figures
@@ -420,7 +427,8 @@ class Bench:
         )
 
 
-async def _copy(values: list[str]) -> list[str]:
+async def _copy(values: list[T]) -> list[T]:
+    """A snapshot of one of the fake's lists, taken on its own loop."""
     return list(values)
 
 
