@@ -10,11 +10,13 @@ In one run, with ``--users`` members (at most 5: alice, bob, moderator, manager,
 each, ``--size`` pixels square and ``--steps`` steps (sent ``raw``: Discord's client only offers 512 px and
 up, the bot's own validation still runs):
 
-1. throughput: the same jobs (prompt, seed, size, steps) through a plain loop calling ``engine.generate``
-   one job at a time, then through the bot (every member sends all their ``/imagine`` at once; done when
-   every result is posted), then the plain loop again; the faster plain run is the reference, so the ratio
-   bot / plain is not flattered by a slow first run. ``--max-batch`` is 1 by default: one job per engine
-   call, like the plain loop.
+1. throughput: ``--rounds`` rounds, each the same jobs (prompt, seed, size, steps) through a plain loop
+   calling ``engine.generate`` one job at a time, then through the bot (every member sends all their
+   ``/imagine`` at once; done when every result is posted). The best run of each counts, so machine noise
+   does not decide the ratio. ``--max-batch`` is 1 by default: one job per engine call, like the plain
+   loop. Each round also prints how busy the engine was during the bot's run and the CPU seconds of each
+   thread (engine, bot loop, fake Discord): a slower bot run shows whether the engine sat idle (the bot's
+   overhead) or ran slower (contention).
 2. interaction acknowledgement latency: from the fake sending INTERACTION_CREATE to it receiving the
    callback, for every ``/imagine`` of that burst (the later ones meet a queue that holds nearly all jobs).
 3. event-loop lag: a 10 ms ticker on the bot's loop during the burst; how late each tick wakes up.
