@@ -119,6 +119,7 @@ class SDBot(commands.Bot):
         except Exception as error:
             log.error("could not load the model %s: %s", self.settings.model, error)
             self.fatal_error = error
+            await self.wait_until_ready()  # closing while start() still connects breaks its requests
             await self.close()
             return
         finally:
