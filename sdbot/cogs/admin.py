@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from sdbot.config import NSFW_POLICIES
+from sdbot.services.imagine import parse_size
 from sdbot.services.settings import (
     COUNT_RANGE,
     QUEUE_LIMIT_RANGE,
@@ -29,6 +30,7 @@ from sdbot.views.render import short
 if TYPE_CHECKING:
     from sdbot.bot import SDBot
 
+MAX_SIZE_CHOICES = ("512x512", "640x640", "768x768", "896x896", "1024x1024")
 POLICY_HELP = {
     "block": "flagged images are withheld",
     "spoiler": "flagged images are posted as spoilers",
@@ -159,6 +161,20 @@ class Admin(
     ) -> None:
         settings = await self._settings.set_user_queue_limit(_guild(interaction), jobs)
         await _reply(interaction, f"Members may now have **{settings.user_queue_limit}** job(s) waiting.")
+
+    @app_commands.command(name="max-size", description="The largest image members may ask for.")
+    @app_commands.describe(size="Width x height; sizes with more pixels than this are refused")
+    @app_commands.choices(size=[app_commands.Choice(name=size, value=size) for size in MAX_SIZE_CHOICES])
+    async def max_size(self, interaction: discord.Interaction, size: str) -> None:
+        width, height = parse_size(size)
+        settings = await self._settings.set_max_pixels(_guild(interaction), width * height)
+        await _reply(interaction, f"The largest image is now **{settings.max_pixels:,}** pixels ({size}).")
+
+    @app_commands.command(name="managers-exempt", description="Whether Manage Server members skip the quota.")
+    async def managers_exempt(self, interaction: discord.Interaction, exempt: bool) -> None:
+        settings = await self._settings.set_managers_exempt(_guild(interaction), exempt)
+        state = "have no daily quota" if settings.managers_exempt else "have the same quota as everyone"
+        await _reply(interaction, f"Members with Manage Server now {state}.")
 
     @app_commands.command(name="upscale", description="Allow or forbid the Upscale buttons.")
     async def upscale(self, interaction: discord.Interaction, allowed: bool) -> None:
