@@ -346,8 +346,10 @@ async def test_status_edits_survive_rate_limits(start_sdbot, fake_discord, tiny_
     assert any(rejection.status == 429 for rejection in fake_discord.rejections)
 
 
-async def test_commands_sync_to_the_dev_guild_when_set(start_sdbot, fake_discord):
-    await start_sdbot(dev_guild=fake_discord.guild_id)
+async def test_startup_syncs_to_the_dev_guild_and_asks_for_no_privileged_intent(start_sdbot, fake_discord):
+    running = await start_sdbot(dev_guild=fake_discord.guild_id)
+    intents = running.client.intents
+    assert not (intents.members or intents.presences or intents.message_content)
     names = sorted(command["name"] for command in fake_discord.commands(guild=True))
     assert names == ["cancel", "imagine", "queue", "quota", "sdadmin"]
     assert fake_discord.commands(guild=False) == []
