@@ -69,3 +69,17 @@ async def test_sigterm_shuts_the_bot_down(fake_discord: FakeDiscord, tiny_model_
     )
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(running, 30) == 0
+
+
+async def test_a_cog_that_fails_to_load_is_logged_and_the_rest_works(
+    start_sdbot, fake_discord, monkeypatch, caplog
+):
+    import sdbot.bot
+
+    monkeypatch.setattr(sdbot.bot, "COGS", ("sdbot.cogs.no_such_cog", *sdbot.bot.COGS))
+    await start_sdbot()
+    assert "could not load sdbot.cogs.no_such_cog" in caplog.text
+    interaction = await fake_discord.slash("imagine", raw=True, prompt="still here", size="64x64", steps=2)
+    await fake_discord.wait_for_message(
+        lambda m: m.interaction is interaction and not m.ephemeral and bool(m.attachments), timeout=30
+    )
