@@ -1,5 +1,6 @@
 """``python bot.py``: a missing token or a bad setting is one line and exit status 2; a model that cannot load
-stops the bot with exit status 1; SIGTERM (``docker stop``) shuts the bot down in order."""
+stops the bot with exit status 1; SIGTERM (``docker stop``) shuts the bot down in order; a cog that fails to
+load is skipped."""
 
 from __future__ import annotations
 
