@@ -105,7 +105,10 @@ class Imagine(commands.Cog):
             attachment = find_image(attachments, job_id, index)
             if attachment is None:
                 raise JobNotFound("That image is no longer on this message.")
-            source = await attachment.read()
+            try:
+                source = await attachment.read()
+            except discord.HTTPException:
+                raise JobNotFound("That image could not be fetched from Discord; please try again.") from None
             submit = service.upscale if action is Action.UPSCALE else service.variation
             job = await submit(who, job_id, index, source, observer=tracker)
         tracker.begin(job)
