@@ -5,7 +5,8 @@ services, start loading the model in a thread (logging progress; until it is loa
 "the model is still loading"), load the cogs (one that fails is logged and skipped), register the persistent
 result buttons, and sync the slash commands: to ``SDBOT_DEV_GUILD`` when set, else globally, and only when the
 command set differs from the one last synced (its hash is kept in the database). When the model is loaded the
-worker starts, resuming the jobs a previous run left unfinished.
+worker starts, resuming the jobs a previous run left unfinished. A heartbeat file beside the database tells
+``python -m sdbot health`` (Docker's HEALTHCHECK) whether the bot is alive and connected.
 
 Shutdown (``close``): the worker stops (the running batch gets ``SDBOT_SHUTDOWN_GRACE`` seconds, else it stays
 queued for the next start), deliveries in flight finish, the gateway closes, then the database.
@@ -29,6 +30,7 @@ from discord.ext import commands
 from sdbot.config import Settings
 from sdbot.db import Database
 from sdbot.errors import JobNotFound
+from sdbot.health import Heartbeat, heartbeat_path, write_heartbeat
 from sdbot.inference.types import Engine
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 
 COGS = ("sdbot.cogs.imagine", "sdbot.cogs.queue", "sdbot.cogs.admin")
 LOAD_LOG_INTERVAL = 15.0  # seconds between "still loading" log lines
+HEARTBEAT_INTERVAL = 20.0  # seconds between heartbeats (the health check allows 120)
 COMMANDS_HASH_KEY = "commands_hash"
 
 EngineFactory = Callable[[], Engine]
@@ -73,6 +76,7 @@ class SDBot(commands.Bot):
         self._engine_factory = engine_factory
         self.fatal_error: BaseException | None = None  # why the bot stopped itself (the model did not load)
         self._model_task: asyncio.Task[None] | None = None
+        self._heartbeat_task: asyncio.Task[None] | None = None
         self._closing: asyncio.Future[None] | None = None
         self.worker: Worker | None = None
         self.job_buttons: ButtonHandler | None = None  # set by the imagine cog while it is loaded
@@ -94,6 +98,7 @@ class SDBot(commands.Bot):
         self.delivery = Delivery(self, self.db, self.settings_service, self.settings, self.clock)
         self.queue.add_listener(self.delivery.on_unwatched)
         self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
+        self._heartbeat_task = asyncio.create_task(self._beat(), name="sdbot-heartbeat")
         for name in COGS:
             try:
                 await self.load_extension(name)
@@ -146,8 +151,30 @@ class SDBot(commands.Bot):
         await self.db.meta.set(key, digest)
         log.info("synced %d slash command(s) (%s)", len(synced), place)
 
+    async def _beat(self) -> None:
+        """Keep the heartbeat fresh; remove it when the bot stops, so the health check says so at once."""
+        try:
+            while True:
+                self._write_heartbeat()
+                await asyncio.sleep(HEARTBEAT_INTERVAL)
+        finally:
+            heartbeat_path(self.settings.db_path).unlink(missing_ok=True)
+
+    def _write_heartbeat(self) -> None:
+        heartbeat = Heartbeat(
+            at=time.time(),  # wall time: the checker is another process reading the clock
+            connected=self.is_ready() and self.ws is not None and self.ws.open,
+            model_ready=self.imagine.ready,
+            queued=len(self.queue.queued()),
+        )
+        try:
+            write_heartbeat(heartbeat_path(self.settings.db_path), heartbeat)
+        except OSError as error:
+            log.warning("could not write the heartbeat: %s", error)
+
     async def on_ready(self) -> None:
         log.info("connected as %s to %d server(s)", self.user, len(self.guilds))
+        self._write_heartbeat()
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """A button press discord.py will not route to a ``JobButton`` (a custom_id that is forged, from an
@@ -170,6 +197,9 @@ class SDBot(commands.Bot):
         if self._model_task is not None:
             self._model_task.cancel()  # also when it is the one closing us: it awaits this task, shielded
             await asyncio.gather(self._model_task, return_exceptions=True)
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
         if self.worker is not None:
             await self.worker.stop()
         if hasattr(self, "delivery"):

@@ -1,6 +1,6 @@
 """``python bot.py``: a missing token or a bad setting is one line and exit status 2; a model that cannot load
 stops the bot with exit status 1; SIGTERM (``docker stop``) shuts the bot down in order; a cog that fails to
-load is skipped."""
+load is skipped; the health check reads the running bot's heartbeat."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import bot as entry
@@ -83,4 +84,18 @@ async def test_a_cog_that_fails_to_load_is_logged_and_the_rest_works(
     interaction = await fake_discord.slash("imagine", raw=True, prompt="still here", size="64x64", steps=2)
     await fake_discord.wait_for_message(
         lambda m: m.interaction is interaction and not m.ephemeral and bool(m.attachments), timeout=30
+    )
+
+
+async def test_the_health_check_sees_a_running_bot_and_then_a_stopped_one(start_sdbot, tmp_path):
+    from sdbot.health import check_heartbeat, heartbeat_path
+
+    running = await start_sdbot()
+    path = heartbeat_path(tmp_path / "sdbot.sqlite3")
+    healthy, reason = check_heartbeat(path, now=time.time())
+    assert healthy and reason.startswith("ok: connected")
+    await running.stop()
+    assert check_heartbeat(path, now=time.time()) == (
+        False,
+        f"no heartbeat at {path}: the bot is not running (or still starting)",
     )
