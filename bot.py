@@ -25,9 +25,8 @@ def setup_logging(level: str) -> None:
     if level != "DEBUG":
         for noisy in ("discord", "diffusers", "transformers", "httpx", "urllib3", "aiosqlite"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-        logging.getLogger("discord.client").setLevel(
-            logging.ERROR
-        )  # "PyNaCl is not installed": no voice here
+        # discord.client warns "PyNaCl is not installed": the bot has no voice features.
+        logging.getLogger("discord.client").setLevel(logging.ERROR)
 
 
 async def run(settings: Settings, token: str) -> int:
