@@ -1,0 +1,107 @@
+"""End to end through the loopback Discord: status edits under Discord's limit of 5 message edits per 5 s
+in a channel. Many jobs queued in one channel share that budget without a 429, and a result never waits
+behind a status edit that Discord holds up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from sdbot.inference.types import Engine, GenerationResult
+from sdbot.views import delivery
+from tests.fakediscord import FakeDiscord, Interaction, Message
+from tests.test_bot_imagine import SMALL, GatedEngine, result_of
+
+pytest_plugins = ["tests.fakediscord.fixtures"]
+
+MEMBERS = ("alice", "bob", "moderator", "manager", "owner")
+JOBS_EACH = 3  # the default queue limit per member
+
+
+def posted_results(fake: FakeDiscord) -> list[Message]:
+    """Public messages carrying images: one per finished job, through a followup or the channel."""
+    return [m for m in fake.messages if not m.ephemeral and m.attachments and not m.deleted]
+
+
+def rate_limited(fake: FakeDiscord) -> list[str]:
+    return [f"{r.method} {r.path}" for r in fake.rejections if r.status == 429]
+
+
+async def test_many_jobs_in_one_channel_share_its_edit_budget_without_a_429(
+    start_sdbot, fake_discord, monkeypatch: pytest.MonkeyPatch
+):
+    # Discord's window scaled from 5 s to 1 s on both sides, so every status reaches its end quickly.
+    fake_discord.rules.edit_window = 1.0
+    monkeypatch.setattr(delivery, "EDIT_WINDOW", 1.0)
+    await start_sdbot()
+    prompts = [f"{member} {n}" for n in range(JOBS_EACH) for member in MEMBERS]
+    interactions: list[Interaction] = [
+        await fake_discord.slash("imagine", raw=True, user=prompt.split()[0], prompt=prompt, **SMALL)
+        for prompt in prompts
+    ]
+    await fake_discord.wait_for(lambda: len(posted_results(fake_discord)) >= len(prompts), timeout=30)
+
+    def statuses_done() -> bool:
+        return all(i.original is not None and "is done" in i.original.content for i in interactions)
+
+    await fake_discord.wait_for(statuses_done, timeout=30)
+    assert rate_limited(fake_discord) == []
+    results = {m.id: m for m in posted_results(fake_discord)}
+    for prompt, interaction in zip(prompts, interactions, strict=True):
+        assert interaction.original is not None
+        linked = int(interaction.original.content.rsplit("/", 1)[1])
+        assert f"**{prompt}**" in results[linked].content  # each status links its own result
+
+
+class SteppedEngine(GatedEngine):
+    """The tiny engine, pausing after each step until the test allows the next one (``steps``)."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(engine)
+        self.steps = threading.Semaphore(0)
+
+    def _gated(
+        self,
+        run: Callable[..., list[GenerationResult]],
+        requests: Sequence[Any],
+        on_progress: Any,
+        should_cancel: Any,
+    ) -> list[GenerationResult]:
+        def progress(report: Any) -> None:
+            if on_progress is not None:
+                on_progress(report)
+            while not self.steps.acquire(timeout=0.02):
+                if should_cancel is not None and should_cancel():
+                    return
+
+        return run(requests, progress, should_cancel)
+
+
+async def test_a_result_is_posted_while_a_status_edit_waits_out_a_429(start_sdbot, fake_discord, tiny_engine):
+    engine = SteppedEngine(tiny_engine)
+    await start_sdbot(engine)
+    # Stricter than Discord (another bot editing in this channel, say): one edit per 10 s, so the second
+    # progress edit is held up in discord.py's 429 path.
+    fake_discord.rules.edits_per_window, fake_discord.rules.edit_window = 1, 10.0
+    steps = 30
+    interaction = await fake_discord.slash("imagine", raw=True, prompt="no wait", size="64x64", steps=steps)
+    status = await fake_discord.wait_for_reply(interaction)  # completing "thinking" is not an edit
+    for _ in range(steps):  # a step every half second (the worker hands over one per 0.2 s at most)
+        if rate_limited(fake_discord):
+            break
+        engine.steps.release()
+        await asyncio.sleep(0.5)
+    assert rate_limited(fake_discord)
+    shown = status.content
+    engine.steps.release(2 * steps)
+
+    result = await result_of(fake_discord, interaction)
+    assert status.content == shown  # the result did not wait for the status edit before it
+    fake_discord.rules.edits_per_window = 5
+    await fake_discord.wait_for(lambda: "is done: " in status.content, timeout=15)
+    assert status.content.endswith(f"/{result.id}")
