@@ -255,3 +255,21 @@ async def test_events_of_a_job_nobody_watches_go_to_the_listeners(stack: Stack) 
     assert {event.job.id for event in heard} == {unwatched.id, watched.id}
     assert isinstance(heard[-1], JobCancelled) and heard[-1].job.id == watched.id
     assert [type(event) for event in watched_events] == [JobQueued]
+
+
+async def test_a_cancel_while_shutdown_requeues_the_job_wins_and_leaves_no_ghost(stack: Stack) -> None:
+    job = await stack.submit(ALICE)
+    waiting = await stack.submit(BOB)
+    (active,) = stack.queue.take_batch(1, batch_key)
+    assert stack.queue.start(active)
+    await stack.queue.flush()
+    requeueing = asyncio.create_task(stack.queue.requeue(active))
+    await asyncio.sleep(0)  # the requeue is writing to the database
+    assert (await stack.queue.cancel(job.id)).state == "cancelled"
+    await requeueing
+
+    assert [queued.id for queued in stack.queue.queued()] == [waiting.id]
+    assert stack.queue.running() == []
+    stored = await stack.db.jobs.get(job.id)
+    assert stored is not None and stored.state == "cancelled"
+    assert await stack.reserved_and_used(ALICE) == (0, 0)

@@ -511,15 +511,15 @@ class JobQueue:
 
     async def requeue(self, job: ActiveJob) -> None:
         """Put a running job back in the queue, in the database too (shutdown): it runs again from the start
-        on the next start-up, its reservation untouched."""
-        if job.finished or job.id not in self._running:
+        on the next start-up, its reservation untouched. The job is queued in memory before the write, so a
+        cancel that arrives meanwhile finds it queued and removes it."""
+        if job.finished or self._running.pop(job.id, None) is None:
             return
-        await self._db.jobs.requeue(job.id)
-        del self._running[job.id]
         job.forget_images()
         job.record = replace(job.record, state="queued", started_at=None)
         self._order.add(job)
         self._publish_positions()
+        await self._db.jobs.requeue(job.id)
 
     # ----- internals
 
