@@ -7,11 +7,13 @@ instead of waiting on the network.
 from __future__ import annotations
 
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from sdbot.config import Settings
+from sdbot.db import Database
 
 # Before anything imports huggingface_hub (tests.tiny_model, diffusers), which reads it once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,6 +59,14 @@ def tiny_engine(tiny_model_dir: Path):
     from sdbot.inference.engine import load_engine
 
     return load_engine(tiny_settings(tiny_model_dir))
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    """A migrated database in a temporary file, closed after the test."""
+    database = await Database.open(tmp_path / "sdbot.sqlite3")
+    yield database
+    await database.close()
 
 
 @pytest.fixture

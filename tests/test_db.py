@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -11,13 +10,6 @@ import pytest
 from sdbot.db import Database, connect, migrate
 from sdbot.db.connection import Migration, load_migrations
 from sdbot.errors import ConfigError
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "sdbot.sqlite3")
-    yield database
-    await database.close()
 
 
 async def _schema(conn: aiosqlite.Connection) -> list[tuple[str, str]]:

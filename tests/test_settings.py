@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
 import pytest
 
 from sdbot.config import Settings
@@ -13,13 +10,6 @@ from sdbot.errors import InvalidSetting
 from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in, defaults_from
 
 GUILD = 100
-
-
-@pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(tmp_path / "sdbot.sqlite3")
-    yield database
-    await database.close()
 
 
 @pytest.fixture
