@@ -30,7 +30,7 @@ RESULT_TIMEOUT = 30.0
 
 class GatedEngine:
     """The real tiny engine, except that each run waits after its first step until the test opens ``gate``
-    (or the run is cancelled), so a test can look at a running job."""
+    (or the run is cancelled), so a test can look at a running job. ``paused``: a run has reached a step."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
@@ -56,11 +56,15 @@ class GatedEngine:
             if on_progress is not None:
                 on_progress(report)
             self.paused.set()
-            while not self.gate.wait(0.02):
+            while not self._may_go_on(timeout=0.02):
                 if should_cancel is not None and should_cancel():
                     return
 
         return run(requests, progress, should_cancel)
+
+    def _may_go_on(self, timeout: float) -> bool:
+        """Whether the run may go past this step, waiting at most ``timeout`` seconds to be let."""
+        return self.gate.wait(timeout)
 
     def generate(self, requests: Sequence[GenerateRequest], on_progress=None, should_cancel=None):
         return self._gated(self._engine.generate, requests, on_progress, should_cancel)

@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
 
 import pytest
 
-from sdbot.inference.types import Engine, GenerationResult
+from sdbot.inference.types import Engine
 from sdbot.views import delivery
 from tests.fakediscord import FakeDiscord, Interaction, Message
 from tests.test_bot_imagine import SMALL, GatedEngine, result_of
@@ -65,21 +63,8 @@ class SteppedEngine(GatedEngine):
         super().__init__(engine)
         self.steps = threading.Semaphore(0)
 
-    def _gated(
-        self,
-        run: Callable[..., list[GenerationResult]],
-        requests: Sequence[Any],
-        on_progress: Any,
-        should_cancel: Any,
-    ) -> list[GenerationResult]:
-        def progress(report: Any) -> None:
-            if on_progress is not None:
-                on_progress(report)
-            while not self.steps.acquire(timeout=0.02):
-                if should_cancel is not None and should_cancel():
-                    return
-
-        return run(requests, progress, should_cancel)
+    def _may_go_on(self, timeout: float) -> bool:
+        return self.steps.acquire(timeout=timeout)
 
 
 async def test_a_result_is_posted_while_a_status_edit_waits_out_a_429(start_sdbot, fake_discord, tiny_engine):
