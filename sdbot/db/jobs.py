@@ -20,7 +20,6 @@ import aiosqlite
 from sdbot.db.gateway import Gateway
 
 KINDS = ("txt2img", "reroll", "variation", "upscale")
-STATES = ("queued", "running", "done", "failed", "cancelled")
 UNFINISHED = ("queued", "running")
 
 _COLUMNS = (

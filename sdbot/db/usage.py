@@ -110,10 +110,6 @@ class UsageRepository:
             if deleted < PRUNE_BATCH:
                 return total
 
-    async def delete_for_user(self, guild_id: int, user_id: int) -> int:
-        async with self._gateway.transaction() as conn:
-            return await delete_user_usage(conn, guild_id, user_id)
-
 
 async def delete_user_usage(conn: aiosqlite.Connection, guild_id: int, user_id: int) -> int:
     """Delete a member's ledger rows in a server, inside the caller's transaction."""

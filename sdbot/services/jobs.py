@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from sdbot.config import Settings
+from sdbot.db.jobs import KINDS
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
 from sdbot.inference.types import MAX_COUNT, MAX_SEED, GeneratedImage, GenerationResult, Timings
 
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-KINDS = ("txt2img", "reroll", "variation", "upscale")
 IMAGE_TO_IMAGE_KINDS = ("variation", "upscale")
 
 
