@@ -303,8 +303,8 @@ class JobQueue:
         self._positions: dict[int, int] = {}  # last position published per queued job
         self._observers: dict[int, list[Observer]] = {}
         self._listeners: list[Observer] = []
-        self._observer_tasks: set[asyncio.Task[None]] = set()
-        self._writes: set[asyncio.Task[None]] = set()
+        self._observer_tasks: set[asyncio.Future[Any]] = set()
+        self._writes: set[asyncio.Future[Any]] = set()
         self._submit_lock = asyncio.Lock()
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
@@ -583,14 +583,7 @@ class JobQueue:
     def _write_later(self, write: Awaitable[None]) -> None:
         """Run a database write as a task. aiosqlite runs a connection's statements in the order they were
         issued, and the task issues its statement on the next loop turn, before any later write."""
-        task = asyncio.ensure_future(write)
-        self._writes.add(task)
-        task.add_done_callback(self._write_done)
-
-    def _write_done(self, task: asyncio.Task[None]) -> None:
-        self._writes.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("a background job write failed", exc_info=task.exception())
+        run_in_background(self._writes, write, "a background job write failed")
 
     def _publish_positions(self) -> None:
         for position, job in enumerate(self._order.order()):
@@ -614,11 +607,18 @@ class JobQueue:
             log.exception("observer %r failed on %s of job %s", observer, type(event).__name__, event.job.id)
             return
         if inspect.isawaitable(outcome):
-            task = asyncio.ensure_future(outcome)
-            self._observer_tasks.add(task)
-            task.add_done_callback(self._observer_done)
+            run_in_background(self._observer_tasks, outcome, "an async observer failed")
 
-    def _observer_done(self, task: asyncio.Task[None]) -> None:
-        self._observer_tasks.discard(task)
+
+def run_in_background(tasks: set[asyncio.Future[Any]], work: Awaitable[Any], failure: str) -> None:
+    """Run ``work`` as a task held in ``tasks`` until it ends (so it can be awaited, and is not collected
+    half-way); an exception it raises is logged as ``failure``, as nobody awaits it to see it."""
+    task = asyncio.ensure_future(work)
+    tasks.add(task)
+
+    def done(task: asyncio.Future[Any]) -> None:
+        tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.error("an async observer failed", exc_info=task.exception())
+            log.error(failure, exc_info=task.exception())
+
+    task.add_done_callback(done)

@@ -47,7 +47,7 @@ from sdbot.inference.types import (
     ImageToImageRequest,
     Progress,
 )
-from sdbot.services.jobs import IMAGE_TO_IMAGE_KINDS, ActiveJob, JobQueue
+from sdbot.services.jobs import IMAGE_TO_IMAGE_KINDS, ActiveJob, JobQueue, run_in_background
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,7 @@ class Worker:
         self._stopping = False
         self._shutdown = threading.Event()
         self._current: list[ActiveJob] = []
-        self._completing: set[asyncio.Task[None]] = set()
+        self._completing: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:
         """Resume the jobs a previous run left unfinished, then start consuming."""
@@ -201,14 +201,7 @@ class Worker:
 
     def _complete_later(self, job: ActiveJob) -> None:
         """Record a done job while the engine already runs the next batch."""
-        task = asyncio.create_task(self._queue.complete(job))
-        self._completing.add(task)
-        task.add_done_callback(self._completed)
-
-    def _completed(self, task: asyncio.Task[None]) -> None:
-        self._completing.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("recording a done job failed", exc_info=task.exception())
+        run_in_background(self._completing, self._queue.complete(job), "recording a done job failed")
 
     async def _engine_failed(self, run: _Run, error: Exception, *, retry_alone: bool) -> None:
         images = sum(part.count for part in run.slices)
