@@ -132,6 +132,10 @@ async def test_quotas_are_per_member_and_per_server(quotas: QuotaService) -> Non
     await quotas.reserve(GUILD, USER, 10, is_manager=False)
     await quotas.reserve(GUILD, USER + 1, 10, is_manager=False)
     await quotas.reserve(GUILD + 1, USER, 10, is_manager=False)
+    for guild, user in ((GUILD, USER), (GUILD, USER + 1), (GUILD + 1, USER)):
+        status = await quotas.status(guild, user, is_manager=False)
+        assert (status.reserved, status.left) == (10, 0)
+    assert (await quotas.status(GUILD + 1, USER + 1, is_manager=False)).left == 10
 
 
 async def test_prune_deletes_only_rows_that_left_the_window(
