@@ -23,11 +23,17 @@ _KIND_TITLES = {"reroll": "Reroll", "variation": "Variation", "upscale": "Upscal
 
 
 def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
-    """A user's text made safe to show: markdown escaped, cut to ``limit`` characters."""
+    """A user's text made safe to show: markdown escaped, at most ``limit`` characters with the escapes
+    (each can double a character: a message's 2,000 must hold the longest prompt's)."""
     text = " ".join(text.split())
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    return discord.utils.escape_markdown(text)
+    shown = discord.utils.escape_markdown(text)
+    kept = len(text)
+    while len(shown) > limit:
+        # Cut the text, not its escaped form (never half an escape). A character escapes to at most two,
+        # so cutting half the excess never cuts more than needed.
+        kept -= (len(shown) - limit + 1) // 2
+        shown = discord.utils.escape_markdown(text[:kept]) + "…"
+    return shown
 
 
 def relative_time(timestamp: float) -> str:
