@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from pathlib import Path
 
 import aiosqlite
@@ -228,3 +230,23 @@ async def test_meta_values_persist(tmp_path: Path) -> None:
         assert await db.meta.get("commands_hash") == "def"
     finally:
         await db.close()
+
+
+async def test_a_write_cancelled_as_its_transaction_begins_leaves_later_writes_committed(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "bot.sqlite3"
+    db, other = await Database.open(path), await Database.open(path)
+    try:
+        cancelled = asyncio.create_task(db.members.set_quota(1, 2, 5))
+        await asyncio.sleep(0)  # its BEGIN is on the way to SQLite's thread
+        cancelled.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await cancelled
+        await db.meta.set("commands_hash", "abc")
+        assert await other.meta.get("commands_hash") == "abc", "another connection sees the write"
+        await db.members.set_quota(1, 2, 7)
+        assert (await other.members.get(1, 2)).quota == 7
+    finally:
+        await db.close()
+        await other.close()

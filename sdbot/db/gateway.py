@@ -31,11 +31,13 @@ class Gateway:
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """Hold the file's write lock until the block ends; commit if it ends normally, else roll back."""
         async with self._lock:
-            await self.conn.execute("BEGIN IMMEDIATE")
             try:
+                # Inside the try: a cancellation that arrives while BEGIN is on its way to SQLite's thread
+                # must still roll back, or the connection would stay in a transaction nobody commits.
+                await self.conn.execute("BEGIN IMMEDIATE")
                 yield self.conn
             except BaseException:
-                # COMMIT may already have run when a cancellation arrives; then there is nothing to undo.
+                # No transaction to undo when BEGIN itself failed (the file stayed locked past the timeout).
                 with contextlib.suppress(sqlite3.OperationalError):
                     await self.conn.execute("ROLLBACK")
                 raise
