@@ -6,7 +6,9 @@ services, start loading the model in a thread (logging progress; until it is loa
 result buttons, and sync the slash commands: to ``SDBOT_DEV_GUILD`` when set, else globally, and only when the
 command set differs from the one last synced (its hash is kept in the database). When the model is loaded the
 worker starts, resuming the jobs a previous run left unfinished. A heartbeat file beside the database tells
-``python -m sdbot health`` (Docker's HEALTHCHECK) whether the bot is alive and connected.
+``python -m sdbot health`` (Docker's HEALTHCHECK) whether the bot is alive and connected. Quota ledger rows
+that left the 24-hour window are deleted at start-up and then hourly, so a bot that runs for weeks keeps its
+database small.
 
 Shutdown (``close``): the worker stops (the running batch gets ``SDBOT_SHUTDOWN_GRACE`` seconds, else it stays
 queued for the next start), deliveries in flight finish, the gateway closes, then the database.
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 COGS = ("sdbot.cogs.imagine", "sdbot.cogs.queue", "sdbot.cogs.admin")
 LOAD_LOG_INTERVAL = 15.0  # seconds between "still loading" log lines
 HEARTBEAT_INTERVAL = 20.0  # seconds between heartbeats (the health check allows 120)
+PRUNE_INTERVAL = 60 * 60.0  # seconds between deletions of quota ledger rows older than the window
 COMMANDS_HASH_KEY = "commands_hash"
 
 EngineFactory = Callable[[], Engine]
@@ -76,7 +79,7 @@ class SDBot(commands.Bot):
         self._engine_factory = engine_factory
         self.fatal_error: BaseException | None = None  # why the bot stopped itself (the model did not load)
         self._model_task: asyncio.Task[None] | None = None
-        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._housekeeping: list[asyncio.Task[None]] = []  # heartbeat, ledger pruning
         self._closing: asyncio.Future[None] | None = None
         self.worker: Worker | None = None
         self.job_buttons: ButtonHandler | None = None  # set by the imagine cog while it is loaded
@@ -92,13 +95,15 @@ class SDBot(commands.Bot):
         log.info("database %s ready (schema version %d)", self.db.path, self.db.schema_version)
         self.settings_service = SettingsService(self.db, defaults_from(self.settings))
         self.quotas = QuotaService(self.db, self.settings_service, self.clock)
-        await self.quotas.prune()
         self.queue = JobQueue(self.db, self.quotas, self.settings, self.settings_service, self.clock)
         self.imagine = ImagineService(self.db, self.settings_service, self.quotas, self.queue, self.clock)
         self.delivery = Delivery(self, self.db, self.settings_service, self.settings, self.clock)
         self.queue.add_listener(self.delivery.on_unwatched)
         self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
-        self._heartbeat_task = asyncio.create_task(self._beat(), name="sdbot-heartbeat")
+        self._housekeeping = [
+            asyncio.create_task(self._beat(), name="sdbot-heartbeat"),
+            asyncio.create_task(self._prune_ledger(), name="sdbot-prune-ledger"),
+        ]
         for name in COGS:
             try:
                 await self.load_extension(name)
@@ -160,6 +165,18 @@ class SDBot(commands.Bot):
         finally:
             heartbeat_path(self.settings.db_path).unlink(missing_ok=True)
 
+    async def _prune_ledger(self) -> None:
+        """Delete the quota ledger's rows that left the window, now and every ``PRUNE_INTERVAL``. Checks
+        read only the window either way: a failed prune is logged and tried again next time."""
+        while True:
+            try:
+                pruned = await self.quotas.prune()
+            except Exception:
+                log.exception("could not prune the quota ledger")
+            else:
+                log.debug("pruned %d quota ledger row(s)", pruned)
+            await asyncio.sleep(PRUNE_INTERVAL)
+
     def _write_heartbeat(self) -> None:
         heartbeat = Heartbeat(
             at=time.time(),  # wall time: the checker is another process reading the clock
@@ -197,9 +214,9 @@ class SDBot(commands.Bot):
         if self._model_task is not None:
             self._model_task.cancel()  # also when it is the one closing us: it awaits this task, shielded
             await asyncio.gather(self._model_task, return_exceptions=True)
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+        for task in self._housekeeping:
+            task.cancel()
+        await asyncio.gather(*self._housekeeping, return_exceptions=True)
         if self.worker is not None:
             await self.worker.stop()
         if hasattr(self, "delivery"):

@@ -1,6 +1,7 @@
 """``python bot.py``: a missing token or a bad setting is one line and exit status 2; a model that cannot load
 stops the bot with exit status 1; SIGTERM (``docker stop``) shuts the bot down in order; a cog that fails to
-load is skipped; the health check reads the running bot's heartbeat."""
+load is skipped; the health check reads the running bot's heartbeat; the quota ledger is pruned while the bot
+runs."""
 
 from __future__ import annotations
 
@@ -99,3 +100,26 @@ async def test_the_health_check_sees_a_running_bot_and_then_a_stopped_one(start_
         False,
         f"no heartbeat at {path}: the bot is not running (or still starting)",
     )
+
+
+async def test_the_quota_ledger_is_pruned_while_the_bot_runs(start_sdbot, fake_discord, monkeypatch):
+    import sdbot.bot
+
+    monkeypatch.setattr(sdbot.bot, "PRUNE_INTERVAL", 0.05)
+    running = await start_sdbot()
+    bot: sdbot.bot.SDBot = running.client
+    guild, alice = fake_discord.guild_id, fake_discord.members["alice"].id
+
+    async def ledger_rows() -> int:
+        window = await bot.db.usage.window(guild, alice, since=float("-inf"))  # the whole history
+        return window.used + window.reserved
+
+    await bot.quotas.commit(await bot.quotas.reserve(guild, alice, 3, is_manager=False))
+    await asyncio.sleep(0.2)  # a few prunes: the row is inside the window
+    assert await ledger_rows() == 3
+    fake_discord.clock.advance(bot.quotas.window + 1)
+    for _ in range(100):
+        if await ledger_rows() == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert await ledger_rows() == 0
