@@ -12,6 +12,7 @@ import torch
 from diffusers import AutoencoderTiny
 from PIL import Image
 
+from sdbot.config import Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed, ModelLoadFailed
 from sdbot.inference.engine import DiffusersEngine, load_engine
 from sdbot.inference.loading import resolve_placement
@@ -333,3 +334,11 @@ def test_low_memory_options_keep_the_pixels(
     [plain] = tiny_engine.generate([request(seed=8, count=2)])
     for a, b in zip(sliced.images, plain.images, strict=True):
         assert_close(a.image, b.image)
+
+
+def test_image_to_image_pipeline_keeps_the_chosen_precision(tiny_model_dir: Path) -> None:
+    engine = load_engine(Settings(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"))
+    assert engine.dtype == torch.bfloat16
+    for pipeline in engine.pipelines:  # the two share their modules: casting one casts both
+        for name in ("unet", "vae", "text_encoder", "safety_checker"):
+            assert getattr(pipeline, name).dtype == torch.bfloat16, name
