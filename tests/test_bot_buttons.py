@@ -104,6 +104,7 @@ async def test_forged_or_stale_custom_ids_get_a_private_error(start_sdbot, fake_
     job_id = original.buttons[0]["custom_id"].split(":")[2]
     forged = {
         "sd:r:987654321": "no longer exists",
+        "sd:r:9999999999999999999": "no longer exists",  # more than SQLite's ids hold
         f"sd:v:{job_id}:7": "image no longer exists",
         f"sd:v:{job_id}": "does not say which image",
         "sd:x:1": "no longer valid",

@@ -229,6 +229,8 @@ async def test_someone_elses_job_cannot_be_cancelled(start_sdbot, fake_discord, 
     job_id = int((await fake_discord.wait_for_reply(mine)).content.split("job ")[1].split(":")[0])
     attempt = await fake_discord.slash("cancel", user="bob", job=job_id)
     assert "not yours" in await ephemeral_answer(fake_discord, attempt)
+    forged = await fake_discord.slash("cancel", raw=True, job=2**64)
+    assert f"no job {2**64}" in await ephemeral_answer(fake_discord, forged)
     gated.gate.set()
     await result_of(fake_discord, mine)
 

@@ -62,6 +62,7 @@ DEFAULT_SIZE = "512x512"
 SIZE_CHOICES = ("512x512", "640x640", "768x768", "768x512", "512x768", "1024x576", "576x1024")
 _SIZE = re.compile(r"\s*([0-9]{1,5})\s*[x×]\s*([0-9]{1,5})\s*", re.IGNORECASE)
 MAX_SOURCE_BYTES = 25 * 1024 * 1024
+MAX_JOB_ID = 2**63 - 1  # SQLite's largest id; a larger one (a forged button, a raw option) names no job
 
 
 @dataclass(frozen=True)
@@ -225,7 +226,7 @@ class ImagineService:
 
     async def parent(self, who: Requester, job_id: int, index: int | None = None) -> JobRecord:
         """A job of this server a button may act on; with ``index``, one of its images must exist."""
-        job = await self._db.jobs.get(job_id)
+        job = await self._job(job_id)
         if job is None or job.guild_id != who.guild_id:
             raise JobNotFound("That job no longer exists (its data may have been deleted).")
         if index is not None and (job.state != "done" or not 0 <= index < job.image_count):
@@ -242,7 +243,7 @@ class ImagineService:
             if not mine:
                 raise JobNotFound("You have no job queued or running here.")
             job_id = max(job.id for job in mine)
-        job = await self._db.jobs.get(job_id)
+        job = await self._job(job_id)
         if job is None or job.guild_id != who.guild_id:
             raise JobNotFound(f"There is no job {job_id} in this server.")
         if job.finished:
@@ -290,6 +291,9 @@ class ImagineService:
         return await forget_user(self._db, guild_id, user_id)
 
     # ----- internals
+
+    async def _job(self, job_id: int) -> JobRecord | None:
+        return await self._db.jobs.get(job_id) if 0 < job_id <= MAX_JOB_ID else None
 
     async def _admit(self, who: Requester) -> GuildSettings:
         """The checks that depend on who asks and where, not on what they asked for."""
