@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -152,11 +153,17 @@ def test_cancel_before_start_runs_nothing(tiny_engine: DiffusersEngine) -> None:
 def test_out_of_memory_is_a_generation_failure_and_the_engine_stays_usable(
     tiny_engine: DiffusersEngine,
 ) -> None:
+    held: list[weakref.ref[torch.Tensor]] = []
+
     def run_out_of_memory(progress: Progress) -> None:
+        activations = torch.ones(16)  # stands for the tensors the failed step held
+        held.append(weakref.ref(activations))
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    with pytest.raises(GenerationFailed, match="out of GPU memory"):
+    with pytest.raises(GenerationFailed, match="out of GPU memory") as failed:
         tiny_engine.generate([request()], on_progress=run_out_of_memory)
+    assert failed.value.__cause__ is not None  # the traceback is kept, its frames' tensors are not
+    assert held[0]() is None
     [result] = tiny_engine.generate([request()])
     assert len(result.images) == 1
 

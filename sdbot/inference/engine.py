@@ -16,6 +16,7 @@ import logging
 import secrets
 import threading
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -205,6 +206,9 @@ class DiffusersEngine:
             except RuntimeError as error:
                 if not _is_out_of_memory(error):
                     raise
+                # The traceback keeps every frame of the failed run alive, and with them its tensors: let
+                # those go, so that emptying the cache hands their memory back.
+                traceback.clear_frames(error.__traceback__)
                 _free_memory()
                 raise GenerationFailed(
                     "out of GPU memory: try fewer images or a smaller size "
