@@ -327,7 +327,7 @@ def load_engine(settings: Settings) -> DiffusersEngine:
     """
     placement = loading.resolve_placement(settings.device, settings.dtype)
     pipe = loading.load_pipeline(settings, placement)
-    loading.prepare_pipeline(pipe, settings, placement)
+    compiled = loading.prepare_pipeline(pipe, settings, placement)
     decoder = loading.load_preview_decoder(settings, placement)
     engine = DiffusersEngine(
         pipe,
@@ -341,7 +341,7 @@ def load_engine(settings: Settings) -> DiffusersEngine:
         placement.device,
         str(placement.dtype).removeprefix("torch."),
     )
-    if settings.compile and placement.device.type == "cuda" and settings.offload == "none":
+    if compiled:
         log.info("compiling the UNet (warm-up generation)...")
         log.info("warm-up took %.1f s", engine.warm_up())
     return engine

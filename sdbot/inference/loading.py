@@ -117,8 +117,10 @@ def _single_file_safety_checker(
     return checker, extractor
 
 
-def prepare_pipeline(pipe: StableDiffusionPipeline, settings: Settings, placement: Placement) -> None:
-    """Apply the memory and speed options, then put the pipeline on its device (or set up offloading)."""
+def prepare_pipeline(pipe: StableDiffusionPipeline, settings: Settings, placement: Placement) -> bool:
+    """Apply the memory and speed options, then put the pipeline on its device (or set up offloading).
+
+    Returns whether the UNet was compiled: its first call per shape compiles, so the caller warms it up."""
     on_cuda = placement.device.type == "cuda"
     low_memory = settings.offload != "none" or settings.attention_slicing
     if on_cuda:
@@ -141,11 +143,13 @@ def prepare_pipeline(pipe: StableDiffusionPipeline, settings: Settings, placemen
         pipe.enable_sequential_cpu_offload(device=placement.device)
     else:
         pipe.to(placement.device)
-    if settings.compile:
-        if not on_cuda or settings.offload != "none":
-            log.warning("SDBOT_COMPILE=1 needs a CUDA GPU without offloading: not compiling")
-        else:
-            pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
+    if not settings.compile:
+        return False
+    if not on_cuda or settings.offload != "none":
+        log.warning("SDBOT_COMPILE=1 needs a CUDA GPU without offloading: not compiling")
+        return False
+    pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
+    return True
 
 
 def load_preview_decoder(settings: Settings, placement: Placement) -> AutoencoderTiny | None:
