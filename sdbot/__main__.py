@@ -90,8 +90,6 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
-    from sdbot.inference.engine import load_engine  # torch and diffusers: imported only when needed
-
     request = GenerateRequest(
         prompt=args.prompt,
         negative_prompt=args.negative,
@@ -107,6 +105,9 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"sdbot: {error}", file=sys.stderr)
         return 2
+    # torch and diffusers load slowly and warn on import: not before the arguments are known to be good
+    from sdbot.inference.engine import load_engine
+
     try:
         engine = load_engine(settings)
         [result] = engine.generate([request])

@@ -84,6 +84,20 @@ def test_bad_generate_arguments_print_one_line_and_exit_2(
     assert capsys.readouterr().err == message + "\n"
 
 
+def test_bad_argument_is_one_line_on_stderr_from_a_fresh_process(clean_env: Path) -> None:
+    """In-process tests share already imported modules; a fresh process shows nothing else is printed first
+    (torch and diffusers are not even imported for a request that cannot run)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "sdbot", "generate", "a red cat", "--steps", "0"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert (done.stdout, done.stderr) == ("", "sdbot: steps must be from 1 to 150, got 0\n")
+
+
 def test_bad_setting_prints_one_line_and_exits_2(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
