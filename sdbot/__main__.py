@@ -105,6 +105,13 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as error:
         print(f"sdbot: {error}", file=sys.stderr)
         return 2
+    folder = _output_folder(args.out)
+    try:  # before the model loads: a folder that cannot be made must not cost the images made
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        reason = error.strerror or error
+        print(f"sdbot: --out {args.out}: cannot make the folder {folder} ({reason})", file=sys.stderr)
+        return 2
     # torch and diffusers load slowly and warn on import: not before the arguments are known to be good
     from sdbot.inference.engine import load_engine
 
@@ -115,20 +122,24 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         print(f"sdbot: {error}", file=sys.stderr)
         return 1
     for image, path in zip(result.images, _output_paths(args.out, result.seeds), strict=True):
-        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(image.png)
         flag = {True: "  (flagged NSFW)", False: "", None: "  (not checked: no safety checker)"}[image.nsfw]
         print(f"{path}  seed={image.seed}{flag}")
     return 0
 
 
+def _output_folder(out: Path) -> Path:
+    """Where ``--out`` puts the images: beside a ``.png`` file name, else in the folder it names."""
+    return out.parent if out.suffix.lower() == ".png" else out
+
+
 def _output_paths(out: Path, seeds: list[int]) -> list[Path]:
     """``out.png`` for one image (``out-<seed>.png`` for several); in a folder, ``sdbot-<seed>.png``."""
-    if out.suffix.lower() == ".png":
-        if len(seeds) == 1:
-            return [out]
-        return [out.with_name(f"{out.stem}-{seed}.png") for seed in seeds]
-    return [out / f"sdbot-{seed}.png" for seed in seeds]
+    if _output_folder(out) == out:
+        return [out / f"sdbot-{seed}.png" for seed in seeds]
+    if len(seeds) == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}-{seed}.png") for seed in seeds]
 
 
 def _doctor(settings: Settings, size: tuple[int, int]) -> int:

@@ -98,6 +98,18 @@ def test_bad_argument_is_one_line_on_stderr_from_a_fresh_process(clean_env: Path
     assert (done.stdout, done.stderr) == ("", "sdbot: steps must be from 1 to 150, got 0\n")
 
 
+def test_output_folder_that_cannot_be_made_fails_before_the_model_loads(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = clean_env / "blocker"
+    blocker.write_text("a file, not a folder")
+    # No model could load here (the hub is offline): exit 2, not 1, shows none was tried.
+    assert main(["generate", "a red cat", "--out", str(blocker / "cat.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sdbot: --out {blocker / 'cat.png'}: cannot make the folder {blocker} (")
+    assert err.count("\n") == 1
+
+
 def test_bad_setting_prints_one_line_and_exits_2(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
