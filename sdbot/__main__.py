@@ -100,10 +100,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         count=args.count,
     )
-    try:  # the engine's own rules, checked before the slow model load
-        check_generate([request])
-    except ValueError as error:
-        print(f"sdbot: {error}", file=sys.stderr)
+    if _refused(request):
         return 2
     folder = _output_folder(args.out)
     try:  # before the model loads: a folder that cannot be made must not cost the images made
@@ -128,6 +125,16 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _refused(request: GenerateRequest) -> bool:
+    """Check ``request`` by the engine's own rules before the slow model load; say why when it cannot run."""
+    try:
+        check_generate([request])
+    except ValueError as error:
+        print(f"sdbot: {error}", file=sys.stderr)
+        return True
+    return False
+
+
 def _output_folder(out: Path) -> Path:
     """Where ``--out`` puts the images: beside a ``.png`` file name, else in the folder it names."""
     return out.parent if out.suffix.lower() == ".png" else out
@@ -144,6 +151,9 @@ def _output_paths(out: Path, seeds: list[int]) -> list[Path]:
 
 def _doctor(settings: Settings, size: tuple[int, int]) -> int:
     """Print what an admin needs to know before connecting the bot; 1 when the model cannot work."""
+    request = GenerateRequest("a photo of a cat", steps=DOCTOR_STEPS, width=size[0], height=size[1], seed=0)
+    if _refused(request):
+        return 2
     import torch
 
     from sdbot.inference.engine import load_engine
@@ -167,12 +177,11 @@ def _doctor(settings: Settings, size: tuple[int, int]) -> int:
     print(f"model load    ok in {time.perf_counter() - started:.1f} s")
     print(f"device        {engine.device} ({str(engine.dtype).removeprefix('torch.')})")
     print(f"safety check  {'yes' if engine.has_safety_checker else 'NO: flags are unknown'}")
-    request = GenerateRequest("a photo of a cat", steps=DOCTOR_STEPS, width=size[0], height=size[1], seed=0)
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
         [result] = engine.generate([request])
-    except (GenerationFailed, ValueError) as error:
+    except GenerationFailed as error:
         print(f"generation    FAILED: {error}")
         return 1
     timings = result.timings

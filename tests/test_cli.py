@@ -140,6 +140,15 @@ def test_doctor_reports_versions_device_model_and_a_timed_generation(
     assert re.search(r"generation 64x64, 4 steps: \d+\.\d\d s \(denoise", report)
 
 
+def test_doctor_refuses_a_bad_size_before_loading_anything(
+    clean_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["doctor", "--size", "100x64"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "sdbot: width must be a multiple of 8 from 64 to 2048, got 100\n"
+
+
 def test_doctor_says_when_the_model_does_not_load(
     clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
