@@ -19,6 +19,7 @@ from PIL import Image
 from sdbot.bot import SDBot
 from sdbot.errors import GenerationFailed
 from sdbot.inference.types import Engine, GenerateRequest, GenerationResult, ImageToImageRequest
+from sdbot.views import delivery
 from tests.conftest import tiny_settings
 from tests.fakediscord import FakeDiscord, Interaction, Message
 
@@ -298,6 +299,30 @@ async def test_queue_command_lists_my_jobs(start_sdbot, fake_discord, tiny_engin
     assert "**one**, running now" in text and "**two**, position 1" in text
     gated.gate.set()
     await asyncio.gather(result_of(fake_discord, first), result_of(fake_discord, second))
+
+
+async def test_queue_command_lists_at_most_ten_of_my_jobs(
+    start_sdbot, fake_discord, tiny_engine, monkeypatch
+):
+    # Discord's edit window scaled from 5 s to 1 s on both sides: 13 status messages take their turns quickly.
+    fake_discord.rules.edit_window = 1.0
+    monkeypatch.setattr(delivery, "EDIT_WINDOW", 1.0)
+    gated = GatedEngine(tiny_engine)
+    running = await start_sdbot(gated)
+    limit = await fake_discord.slash("sdadmin queue-limit", user="manager", jobs=50)
+    await ephemeral_answer(fake_discord, limit)
+    prompt = "a long prompt " * 7  # 100 characters shown a job: 50 such lines would be 7,000 characters
+    jobs = [await fake_discord.slash("imagine", raw=True, prompt=f"{prompt}{i}", **SMALL) for i in range(13)]
+    await fake_discord.wait_for(lambda: gated.paused.is_set() and len(running.client.queue.queued()) == 12)
+    text = await ephemeral_answer(fake_discord, await fake_discord.slash("queue"))
+    assert "12 job(s) waiting, 1 running" in text
+    assert text.count("• Job") == 10 and text.endswith("… and 3 more of yours.")
+    gated.gate.set()
+    # A result whose status message never left "thinking" goes to the channel, not through the interaction.
+    await fake_discord.wait_for(
+        lambda: len([m for m in fake_discord.messages if m.attachments and not m.ephemeral]) == len(jobs),
+        timeout=RESULT_TIMEOUT,
+    )
 
 
 class FailingEngine(GatedEngine):

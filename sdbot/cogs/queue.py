@@ -14,6 +14,8 @@ from sdbot.views.render import relative_time, short
 if TYPE_CHECKING:
     from sdbot.bot import SDBot
 
+MAX_JOBS_LISTED = 10  # a member may have 50 waiting; ten lines keep /queue within Discord's 2,000 characters
+
 
 class Queue(commands.Cog):
     """Member commands about their jobs and quota."""
@@ -26,9 +28,11 @@ class Queue(commands.Cog):
     async def queue(self, interaction: discord.Interaction) -> None:
         overview = self.bot.imagine.overview(requester(interaction))
         lines = [f"{overview.waiting} job(s) waiting, {overview.running} running."]
-        for job, position in overview.mine:
+        for job, position in overview.mine[:MAX_JOBS_LISTED]:
             where = "running now" if position is None else f"position {position + 1}"
             lines.append(f"• Job {job.id}: **{short(job.params.get('prompt', ''), 100)}**, {where}")
+        if len(overview.mine) > MAX_JOBS_LISTED:
+            lines.append(f"… and {len(overview.mine) - MAX_JOBS_LISTED} more of yours.")
         if not overview.mine:
             lines.append("You have no jobs waiting here.")
         await interaction.response.send_message("\n".join(lines), ephemeral=True)
