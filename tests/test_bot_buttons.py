@@ -136,3 +136,15 @@ async def test_a_job_interrupted_by_a_restart_is_resumed_and_posted_to_its_chann
     )
     assert f"<@{alice.id}>" in posted.content and "through the restart" in posted.content
     assert labels(posted) == ["Reroll", "Vary", "Upscale", "Delete"]
+
+
+async def test_a_refused_click_fetches_no_image(start_sdbot, fake_discord):
+    await start_sdbot()
+    original = await imagine(fake_discord)
+    block = await fake_discord.slash("sdadmin user block", user="manager", member=fake_discord.members["bob"])
+    assert "**blocked**" in await ephemeral_answer(fake_discord, block)
+    fake_discord.attachments.clear()  # from now on, fetching the image would fail with its own message
+    click = await fake_discord.click(original, "Vary", user="bob")
+    assert "blocked from generating" in await ephemeral_answer(fake_discord, click)
+    fetched = await fake_discord.click(original, "Vary")
+    assert "could not be fetched" in await ephemeral_answer(fake_discord, fetched)

@@ -100,17 +100,21 @@ class Imagine(commands.Cog):
         else:
             if index is None:
                 raise JobNotFound("This button does not say which image it is for.")
-            await service.parent(who, job_id, index)
             attachments = interaction.message.attachments if interaction.message is not None else []
             attachment = find_image(attachments, job_id, index)
-            if attachment is None:
-                raise JobNotFound("That image is no longer on this message.")
-            try:
-                source = await attachment.read()
-            except discord.HTTPException:
-                raise JobNotFound("That image could not be fetched from Discord; please try again.") from None
+
+            async def read_source() -> bytes:
+                if attachment is None:
+                    raise JobNotFound("That image is no longer on this message.")
+                try:
+                    return await attachment.read()
+                except discord.HTTPException:
+                    raise JobNotFound(
+                        "That image could not be fetched from Discord; please try again."
+                    ) from None
+
             submit = service.upscale if action is Action.UPSCALE else service.variation
-            job = await submit(who, job_id, index, source, observer=tracker)
+            job = await submit(who, job_id, index, read_source, observer=tracker)
         tracker.begin(job)
 
 

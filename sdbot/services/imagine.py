@@ -20,7 +20,7 @@ import io
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -63,6 +63,10 @@ SIZE_CHOICES = ("512x512", "640x640", "768x768", "768x512", "512x768", "1024x576
 _SIZE = re.compile(r"\s*([0-9]{1,5})\s*[x×]\s*([0-9]{1,5})\s*", re.IGNORECASE)
 MAX_SOURCE_BYTES = 25 * 1024 * 1024
 MAX_JOB_ID = 2**63 - 1  # SQLite's largest id; a larger one (a forged button, a raw option) names no job
+
+
+# Reads the clicked image's PNG bytes (from Discord), raising a domain error when it cannot.
+SourceReader = Callable[[], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -213,16 +217,28 @@ class ImagineService:
         return await self._submit(who, "reroll", new, new["count"], parent=parent, observer=observer)
 
     async def variation(
-        self, who: Requester, job_id: int, index: int, source_png: bytes, *, observer: Observer | None = None
+        self,
+        who: Requester,
+        job_id: int,
+        index: int,
+        source: SourceReader,
+        *,
+        observer: Observer | None = None,
     ) -> JobRecord:
-        """A new image close to image ``index`` of the job (``source_png``: that image as posted)."""
-        return await self._image_to_image(who, "variation", job_id, index, source_png, observer)
+        """A new image close to image ``index`` of the job (``source``: reads that image as posted)."""
+        return await self._image_to_image(who, "variation", job_id, index, source, observer)
 
     async def upscale(
-        self, who: Requester, job_id: int, index: int, source_png: bytes, *, observer: Observer | None = None
+        self,
+        who: Requester,
+        job_id: int,
+        index: int,
+        source: SourceReader,
+        *,
+        observer: Observer | None = None,
     ) -> JobRecord:
         """Image ``index`` of the job at twice its size."""
-        return await self._image_to_image(who, "upscale", job_id, index, source_png, observer)
+        return await self._image_to_image(who, "upscale", job_id, index, source, observer)
 
     async def parent(self, who: Requester, job_id: int, index: int | None = None) -> JobRecord:
         """A job of this server a button may act on; with ``index``, one of its images must exist."""
@@ -340,12 +356,19 @@ class ImagineService:
         }
 
     async def _image_to_image(
-        self, who: Requester, kind: str, job_id: int, index: int, source_png: bytes, observer: Observer | None
+        self,
+        who: Requester,
+        kind: str,
+        job_id: int,
+        index: int,
+        source: SourceReader,
+        observer: Observer | None,
     ) -> JobRecord:
         settings = await self._admit(who)
         if kind == "upscale" and not settings.upscale_allowed:
             raise NotAllowedHere("Upscaling is switched off on this server.")
         parent = await self.parent(who, job_id, index)
+        source_png = await source()  # only now: a download is the dearest check
         width, height = _source_size(source_png)
         scale = UPSCALE_FACTOR if kind == "upscale" else 1
         if width * scale > MAX_SIDE or height * scale > MAX_SIDE:
