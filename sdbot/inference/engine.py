@@ -86,9 +86,11 @@ class DiffusersEngine:
         tile_upscales: bool = True,
     ) -> None:
         self._txt2img = pipe
-        # Shares every module with the text-to-image pipeline: no second copy of the weights. from_pipe casts
-        # the shared modules to its torch_dtype, float32 when none is given: name the one they already have.
-        self._img2img = StableDiffusionImg2ImgPipeline.from_pipe(pipe, torch_dtype=pipe.unet.dtype)
+        # Built on the text-to-image pipeline's modules: no second copy of the weights. (Not ``from_pipe``,
+        # which casts the shared modules to its ``torch_dtype``, float32 unless told otherwise.)
+        self._img2img = StableDiffusionImg2ImgPipeline(
+            **pipe.components, requires_safety_checker=pipe.config.requires_safety_checker
+        )
         self._model_name = model_name
         self._previews = previews or LinearPreview()
         self._tile_upscales = tile_upscales
