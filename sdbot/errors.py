@@ -56,6 +56,14 @@ class NotAllowedHere(SdbotError):
     """The bot may not be used in this channel, or by this user, or this feature is off."""
 
 
+class ChannelNotAllowed(NotAllowedHere):
+    """The server allows the bot only in ``allowed`` channels, and this is not one of them."""
+
+    def __init__(self, allowed: frozenset[int]) -> None:
+        self.allowed = allowed
+        super().__init__(f"images can't be generated in this channel; allowed: {len(allowed)} channel(s)")
+
+
 class NotPermitted(SdbotError):
     """The user lacks the permission this action needs (not their job, not an admin)."""
 

@@ -14,6 +14,7 @@ import discord
 from discord import app_commands
 
 from sdbot.errors import (
+    ChannelNotAllowed,
     GenerationFailed,
     InvalidRequest,
     InvalidSetting,
@@ -25,7 +26,7 @@ from sdbot.errors import (
     QueueFull,
     QuotaExceeded,
 )
-from sdbot.views.render import relative_time
+from sdbot.views.render import channel_list, relative_time
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ def user_message(error: BaseException) -> str | None:
             return f"Generation failed: {error}. Nothing was charged."
         case NotPermitted():
             return str(error) or NOT_PERMITTED
+        case ChannelNotAllowed():
+            return f"Images can't be generated in this channel. Try {channel_list(error.allowed)}."
         case NotAllowedHere() | JobNotFound() | InvalidSetting() | InvalidRequest():
             return str(error)
         case app_commands.NoPrivateMessage():

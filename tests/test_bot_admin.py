@@ -68,6 +68,19 @@ async def test_allowed_channels_limit_where_imagine_works(start_sdbot, fake_disc
     assert "every channel" in await admin(fake_discord, "channels remove", options={"channel": art})
 
 
+async def test_a_long_channel_list_is_cut_to_fit_a_message(start_sdbot, fake_discord):
+    running = await start_sdbot()
+    for channel_id in range(10**17, 10**17 + 100):  # servers may allow hundreds of channels
+        await running.client.settings_service.add_channel(fake_discord.guild_id, channel_id)
+    refused = await ephemeral_answer(
+        fake_discord, await fake_discord.slash("imagine", raw=True, prompt="here?", **SMALL)
+    )
+    assert refused.startswith("Images can't be generated in this channel. Try <#")
+    assert refused.endswith("and 80 more.") and len(refused) < 2000
+    shown = await admin(fake_discord, "show")
+    assert "and 80 more" in shown and len(shown) < 2000
+
+
 async def test_banned_words_add_list_remove(start_sdbot, fake_discord):
     await start_sdbot()
     await admin(fake_discord, "banned add", word="red panda")

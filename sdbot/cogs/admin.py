@@ -25,7 +25,7 @@ from sdbot.services.settings import (
     MemberOverride,
     SettingsService,
 )
-from sdbot.views.render import short
+from sdbot.views.render import channel_list, short
 
 if TYPE_CHECKING:
     from sdbot.bot import SDBot
@@ -39,9 +39,7 @@ POLICY_HELP = {
 
 
 def settings_text(settings: GuildSettings) -> str:
-    channels = (
-        ", ".join(f"<#{c}>" for c in sorted(settings.channels)) if settings.channels else "every channel"
-    )
+    channels = channel_list(settings.channels) if settings.channels else "every channel"
     exempt = " (members with Manage Server are exempt)" if settings.managers_exempt else ""
     return "\n".join(
         [
@@ -277,7 +275,7 @@ def _guild(interaction: discord.Interaction) -> int:
 def _channels_text(settings: GuildSettings) -> str:
     if not settings.channels:
         return "The bot may now be used in every channel."
-    return "Allowed channels: " + ", ".join(f"<#{c}>" for c in sorted(settings.channels)) + "."
+    return f"Allowed channels: {channel_list(settings.channels)}."
 
 
 async def setup(bot: SDBot) -> None:

@@ -28,6 +28,7 @@ from PIL import Image
 
 from sdbot.db import Database, ForgottenRows, JobRecord, JobStats
 from sdbot.errors import (
+    ChannelNotAllowed,
     InvalidRequest,
     JobNotFound,
     ModelLoading,
@@ -319,8 +320,7 @@ class ImagineService:
             raise NotAllowedHere("You are blocked from generating images on this server.")
         settings = await self._settings.get(who.guild_id)
         if not settings.channel_allowed(who.channel_id):
-            channels = ", ".join(f"<#{channel}>" for channel in sorted(settings.channels))
-            raise NotAllowedHere(f"Images can't be generated in this channel. Try {channels}.")
+            raise ChannelNotAllowed(settings.channels)
         return settings
 
     def _txt2img_params(self, options: ImagineOptions, settings: GuildSettings) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from sdbot.services.imagine import Disposition, disposition
 from sdbot.views.buttons import result_view
 
 MAX_PROMPT_SHOWN = 600
+MAX_CHANNELS_SHOWN = 20  # 20 mentions of ~22 characters each leave room for the rest of a message
 _KIND_TITLES = {"reroll": "Reroll", "variation": "Variation", "upscale": "Upscale"}
 
 
@@ -34,6 +35,16 @@ def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
         kept -= (len(shown) - limit + 1) // 2
         shown = discord.utils.escape_markdown(text[:kept]) + "…"
     return shown
+
+
+def channel_list(channels: frozenset[int], limit: int = MAX_CHANNELS_SHOWN) -> str:
+    """Channel mentions, the first ``limit`` of them: a server may allow hundreds, a message holds 2,000
+    characters."""
+    ordered = sorted(channels)
+    text = ", ".join(f"<#{channel}>" for channel in ordered[:limit])
+    if len(ordered) > limit:
+        text += f" and {len(ordered) - limit} more"
+    return text
 
 
 def relative_time(timestamp: float) -> str:
