@@ -57,6 +57,13 @@ def test_count_four_uses_consecutive_seeds_each_reproducible_alone(tiny_engine: 
         assert_close(alone.images[0].image, image.image)
 
 
+def test_seeds_wrap_past_the_largest_so_every_seed_is_valid(tiny_engine: DiffusersEngine) -> None:
+    [batch] = tiny_engine.generate([request(seed=MAX_SEED, count=2)])
+    assert batch.seeds == [MAX_SEED, 0]
+    [alone] = tiny_engine.generate([request(seed=0)])
+    assert_close(alone.images[0].image, batch.images[1].image)
+
+
 def test_request_images_do_not_depend_on_what_else_is_in_the_batch(tiny_engine: DiffusersEngine) -> None:
     mine = request("a red cat", seed=7, count=2)
     other = request("a blue dog", negative_prompt="blurry", seed=900)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import secrets
 import threading
 import time
 import traceback
@@ -31,8 +30,6 @@ from sdbot.inference.pngmeta import ImageParameters, encode_png, sampler_name
 from sdbot.inference.previews import LinearPreview, PreviewMaker, TinyDecoderPreview, preview_interval
 from sdbot.inference.safety import SafetyCheck
 from sdbot.inference.types import (
-    MAX_COUNT,
-    MAX_SEED,
     UPSCALE_FACTOR,
     CancelCheck,
     GeneratedImage,
@@ -42,6 +39,8 @@ from sdbot.inference.types import (
     Progress,
     ProgressCallback,
     Timings,
+    image_seed,
+    random_seed,
 )
 from sdbot.inference.validation import check_generate, check_image_to_image
 
@@ -353,14 +352,9 @@ def _plan(requests: list[tuple[str, str, int | None, int]]) -> list[_Image]:
     """Flatten (prompt, negative prompt, seed, count) requests into images; draw missing seeds."""
     images = []
     for index, (prompt, negative_prompt, seed, count) in enumerate(requests):
-        base = seed if seed is not None else _random_seed()
-        images.extend(_Image(index, prompt, negative_prompt, base + i) for i in range(count))
+        base = seed if seed is not None else random_seed()
+        images.extend(_Image(index, prompt, negative_prompt, image_seed(base, i)) for i in range(count))
     return images
-
-
-def _random_seed() -> int:
-    """A seed in 0..2**32-1 that leaves room for ``seed + i`` of a full request to stay in range."""
-    return secrets.randbelow(MAX_SEED - MAX_COUNT + 2)
 
 
 def _prepared_source(source: Image.Image, scale: int) -> Image.Image:

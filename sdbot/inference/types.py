@@ -10,6 +10,7 @@ No discord and no asyncio here: an engine call blocks, and the worker runs it in
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,9 +27,20 @@ UPSCALE_STRENGTH = 0.3
 UPSCALE_FACTOR = 2
 
 
+def image_seed(seed: int, index: int) -> int:
+    """The seed of image ``index`` of a request: ``seed + index``, wrapping past ``MAX_SEED`` so that every
+    seed (even 2**32-1 with four images) is valid and each image can be reproduced alone with its own seed."""
+    return (seed + index) % (MAX_SEED + 1)
+
+
+def random_seed() -> int:
+    """A seed for a request that named none."""
+    return secrets.randbelow(MAX_SEED + 1)
+
+
 @dataclass(frozen=True)
 class GenerateRequest:
-    """Text to image. Image ``i`` of the request uses seed ``seed + i``."""
+    """Text to image. Image ``i`` of the request uses ``image_seed(seed, i)``, that is ``seed + i``."""
 
     prompt: str
     negative_prompt: str = ""

@@ -17,7 +17,6 @@ import bisect
 import inspect
 import itertools
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -28,7 +27,7 @@ from PIL import Image
 from sdbot.config import Settings
 from sdbot.db.jobs import KINDS
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
-from sdbot.inference.types import MAX_COUNT, MAX_SEED, GeneratedImage, GenerationResult, Timings
+from sdbot.inference.types import GeneratedImage, GenerationResult, Timings, random_seed
 
 if TYPE_CHECKING:
     from sdbot.db import Database, JobRecord
@@ -329,7 +328,7 @@ class JobQueue:
                 await self._check_limits(request, user_queue_limit)
                 params = dict(request.params)
                 if params.get("seed") is None:
-                    params["seed"] = secrets.randbelow(MAX_SEED - MAX_COUNT + 2)
+                    params["seed"] = random_seed()
                 record = await self._db.jobs.create(
                     guild_id=request.guild_id,
                     channel_id=request.channel_id,

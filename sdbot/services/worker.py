@@ -46,6 +46,7 @@ from sdbot.inference.types import (
     GenerationResult,
     ImageToImageRequest,
     Progress,
+    image_seed,
 )
 from sdbot.services.jobs import IMAGE_TO_IMAGE_KINDS, ActiveJob, JobQueue, run_in_background
 
@@ -304,7 +305,7 @@ def _requests(
                     negative_prompt=params.get("negative_prompt") or "",
                     steps=params["steps"],
                     guidance=params["guidance"],
-                    seed=params["seed"] + index,
+                    seed=image_seed(params["seed"], index),
                     strength=params.get("strength", DEFAULT_STRENGTH[part.job.record.kind]),
                 )
             )
@@ -322,7 +323,7 @@ def _generate_request(part: _Slice) -> GenerateRequest:
         guidance=params["guidance"],
         width=params["width"],
         height=params["height"],
-        seed=params["seed"] + part.first,
+        seed=image_seed(params["seed"], part.first),
         count=part.count,
     )
 
