@@ -273,3 +273,44 @@ async def test_a_cancel_while_shutdown_requeues_the_job_wins_and_leaves_no_ghost
     stored = await stack.db.jobs.get(job.id)
     assert stored is not None and stored.state == "cancelled"
     assert await stack.reserved_and_used(ALICE) == (0, 0)
+
+
+async def test_a_failed_state_write_still_refunds_the_job(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await stack.submit(ALICE, count=2)
+    [active] = stack.queue.take_batch(2, batch_key)
+    stack.queue.start(active)
+
+    async def locked(*args: Any, **kwargs: Any) -> bool:
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(stack.db.jobs, "mark_failed", locked)
+    await stack.queue.fail(active, "engine exploded")
+    assert await stack.reserved_and_used(ALICE) == (0, 0)
+    assert stack.queue.position(job.id) is None and not stack.queue.running()
+
+
+async def test_a_submit_cancelled_while_writing_still_queues_the_job(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writing, release = asyncio.Event(), asyncio.Event()
+    create = stack.db.jobs.create
+
+    async def slow_create(**kwargs: Any) -> JobRecord:
+        writing.set()
+        await release.wait()
+        return await create(**kwargs)
+
+    monkeypatch.setattr(stack.db.jobs, "create", slow_create)
+    submitting = asyncio.create_task(stack.submit(ALICE, "late"))
+    await writing.wait()
+    submitting.cancel()  # e.g. the bot shutting down while the job row is being written
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await submitting
+    await asyncio.sleep(0.05)  # the shielded submit finishes on its own
+    # The row that was written is queued here and still paid for: no job in the database that nobody runs.
+    [queued] = stack.queue.queued()
+    assert [job.id for job in await stack.db.jobs.unfinished()] == [queued.id]
+    assert await stack.reserved_and_used(ALICE) == (1, 0)

@@ -321,8 +321,15 @@ class JobQueue:
         """Persist and queue a job; ``observer`` (if any) hears all its events, starting with ``JobQueued``.
 
         Raises ``QueueFull`` when the user already has ``user_queue_limit`` jobs waiting in this server, or
-        the whole queue holds ``Settings.max_queue``. Refunds the reservation whenever it raises.
+        the whole queue holds ``Settings.max_queue``. Refunds the reservation whenever it raises. Shielded
+        from cancellation: a caller cancelled after the row was written must not leave a job in the database
+        that is neither queued here nor refunded.
         """
+        return await asyncio.shield(self._submit(request, user_queue_limit, observer))
+
+    async def _submit(
+        self, request: JobRequest, user_queue_limit: int | None, observer: Observer | None
+    ) -> JobRecord:
         try:
             async with self._submit_lock:
                 await self._check_limits(request, user_queue_limit)
@@ -557,13 +564,7 @@ class JobQueue:
         The observers hear of it even if the database or the quota ledger fails (that is logged)."""
         job.finished = True
         try:
-            if not await write:
-                log.warning("job %s was already finished in the database", job.id)
-            reservation = job.record.reservation_id
-            if reservation is not None:
-                await (self._quotas.commit(reservation) if commit else self._quotas.refund(reservation))
-        except Exception:
-            log.exception("could not record the end of job %s (%s)", job.id, changes["state"])
+            await self._record_end(job, write, commit=commit, state=changes["state"])
         finally:
             job.record = replace(job.record, **changes)
             self._jobs.pop(job.id, None)
@@ -574,6 +575,22 @@ class JobQueue:
                 self._order.forget_turns()
                 self._idle.set()
             self._emit(job, make)
+
+    async def _record_end(self, job: ActiveJob, write: Awaitable[bool], *, commit: bool, state: str) -> None:
+        """Write the job's end and settle its quota, each on its own: a failed state write must not leave
+        the member's images reserved (charged for work not done) for a day."""
+        try:
+            if not await write:
+                log.warning("job %s was already finished in the database", job.id)
+        except Exception:
+            log.exception("could not record the end of job %s (%s)", job.id, state)
+        reservation = job.record.reservation_id
+        if reservation is None:
+            return
+        try:
+            await (self._quotas.commit(reservation) if commit else self._quotas.refund(reservation))
+        except Exception:
+            log.exception("could not %s the quota of job %s", "commit" if commit else "refund", job.id)
 
     async def _mark_running(self, job_id: int, now: float) -> None:
         if not await self._db.jobs.mark_running(job_id, now):
