@@ -66,3 +66,11 @@ def test_the_longest_request_fits_every_message():
     for name, text in texts.items():
         assert len(text) <= DISCORD_MAX_CONTENT, (name, len(text))
     assert "4 images were withheld" in texts["result"] and f"<@{job.user_id}>" in texts["result"]
+
+
+def test_a_failure_notice_with_a_huge_error_stays_within_a_message() -> None:
+    from sdbot.views.delivery import _failed_text
+
+    notice = _failed_text(longest_job(), "CUDA error: " + "x" * 5000)
+    assert len(f"<@{2**63 - 1}> {notice}") <= DISCORD_MAX_CONTENT
+    assert notice.endswith("Nothing was charged.")

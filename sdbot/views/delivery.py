@@ -266,7 +266,8 @@ class Delivery:
 
 def _failed_text(job: JobRecord, error: str) -> str:
     prompt = short(job.params.get("prompt", ""), 200)
-    return f"Job {job.id} (**{prompt}**) failed: {error}. Nothing was charged."
+    # An engine's error text can be long (a library's message): keep the notice well within 2,000 characters.
+    return f"Job {job.id} (**{prompt}**) failed: {short(error, 500)}. Nothing was charged."
 
 
 def _cancelled_text(job: JobRecord) -> str:
