@@ -356,3 +356,18 @@ def test_image_to_image_pipeline_keeps_the_chosen_precision(tiny_model_dir: Path
     for pipeline in engine.pipelines:  # the two share their modules: casting one casts both
         for name in ("unet", "vae", "text_encoder", "safety_checker"):
             assert getattr(pipeline, name).dtype == torch.bfloat16, name
+
+
+def test_warm_up_runs_each_batch_size_split_into_requests_of_at_most_four(
+    tiny_engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[list[int]] = []
+    generate = tiny_engine.generate
+
+    def recording(requests, *args, **kwargs):  # type: ignore[no-untyped-def]
+        batches.append([r.count for r in requests])
+        return generate(requests, *args, **kwargs)
+
+    monkeypatch.setattr(tiny_engine, "generate", recording)
+    assert tiny_engine.warm_up(64, 64, batch_sizes=(1, 6)) > 0
+    assert batches == [[1], [4, 2]]

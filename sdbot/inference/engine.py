@@ -30,6 +30,7 @@ from sdbot.inference.pngmeta import ImageParameters, encode_png, sampler_name
 from sdbot.inference.previews import LinearPreview, PreviewMaker, TinyDecoderPreview, preview_interval
 from sdbot.inference.safety import SafetyCheck
 from sdbot.inference.types import (
+    MAX_COUNT,
     UPSCALE_FACTOR,
     CancelCheck,
     GeneratedImage,
@@ -161,11 +162,18 @@ class DiffusersEngine:
     ) -> list[GenerationResult]:
         return self._image_to_image(requests, UPSCALE_FACTOR, on_progress, should_cancel)
 
-    def warm_up(self, width: int = 512, height: int = 512) -> float:
-        """One short generation, so that compilation and allocator growth happen before the first user
-        waits. Returns its seconds."""
+    def warm_up(self, width: int = 512, height: int = 512, batch_sizes: Sequence[int] = (1,)) -> float:
+        """Short generations at each batch size, so that compilation and allocator growth happen before the
+        first user waits. After two sizes torch.compile makes the batch dimension dynamic, so warming up 1
+        and the largest batch covers the sizes between. Returns the seconds taken."""
         started = time.perf_counter()
-        self.generate([GenerateRequest("warm-up", steps=WARM_UP_STEPS, width=width, height=height, seed=0)])
+        for images in batch_sizes:
+            counts = [min(MAX_COUNT, images - first) for first in range(0, images, MAX_COUNT)]
+            requests = [
+                GenerateRequest("warm-up", steps=WARM_UP_STEPS, width=width, height=height, seed=0, count=n)
+                for n in counts
+            ]
+            self.generate(requests)
         return time.perf_counter() - started
 
     def _image_to_image(
@@ -343,8 +351,9 @@ def load_engine(settings: Settings) -> DiffusersEngine:
         str(placement.dtype).removeprefix("torch."),
     )
     if compiled:
-        log.info("compiling the UNet (warm-up generation)...")
-        log.info("warm-up took %.1f s", engine.warm_up())
+        sizes = sorted({1, settings.max_batch})
+        log.info("compiling the UNet (warm-up generations at batch sizes %s)...", sizes)
+        log.info("warm-up took %.1f s", engine.warm_up(batch_sizes=sizes))
     return engine
 
 
