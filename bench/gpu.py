@@ -263,9 +263,14 @@ def _engine_call(engine: DiffusersEngine, plan: Plan, batch: int) -> Callable[[]
     ]
     reported: list[Progress] = []
 
+    def on_progress(progress: Progress) -> None:
+        reported.append(progress)
+        if progress.make_previews is not None:  # the worker renders the previews it forwards: count them all
+            progress.make_previews()
+
     def run() -> None:
         reported.clear()
-        results = engine.generate(requests, on_progress=reported.append, should_cancel=lambda: False)
+        results = engine.generate(requests, on_progress=on_progress, should_cancel=lambda: False)
         _expect_images("sdbot", sum(len(result.images) for result in results), batch)
         if not reported or reported[-1].step != reported[-1].total:
             raise RuntimeError("sdbot: the engine did not report progress up to its last step")

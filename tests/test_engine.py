@@ -112,17 +112,21 @@ def test_model_without_safety_checker_reports_unknown_flags_and_warns(
 
 def test_progress_reports_every_step_with_previews_for_each_request(tiny_engine: DiffusersEngine) -> None:
     reports: list[Progress] = []
-    tiny_engine.generate(
-        [request(steps=6), request("a blue dog", steps=6, count=2)], on_progress=reports.append
-    )
+    previews: list[list[Image.Image]] = []
+
+    def on_progress(progress: Progress) -> None:
+        reports.append(progress)
+        if progress.make_previews is not None:  # rendered during the callback, from the live latents
+            previews.append(progress.make_previews())
+
+    tiny_engine.generate([request(steps=6), request("a blue dog", steps=6, count=2)], on_progress=on_progress)
     total = reports[0].total
     assert [p.step for p in reports] == list(range(1, total + 1))
     assert all(p.total == total for p in reports)
-    with_previews = [p for p in reports if p.previews is not None]
-    assert with_previews, "previews arrive every few steps"
-    for report in with_previews:
-        assert len(report.previews) == 2  # the first image of each request
-        assert all(preview.size == (SIZE // 2, SIZE // 2) for preview in report.previews)
+    assert previews, "previews are offered every few steps"
+    for shown in previews:
+        assert len(shown) == 2  # the first image of each request
+        assert all(preview.size == (SIZE // 2, SIZE // 2) for preview in shown)
 
 
 def test_preview_decoder_makes_the_previews(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -134,9 +138,11 @@ def test_preview_decoder_makes_the_previews(tiny_model_dir: Path, tmp_path: Path
         num_decoder_blocks=(1, 1, 1, 1),
     ).save_pretrained(tmp_path / "taesd")
     engine = load_engine(tiny_settings(tiny_model_dir, preview_decoder=str(tmp_path / "taesd")))
-    reports: list[Progress] = []
-    engine.generate([request(steps=4)], on_progress=reports.append)
-    previews = [p.previews for p in reports if p.previews]
+    previews: list[list[Image.Image]] = []
+    engine.generate(
+        [request(steps=4)],
+        on_progress=lambda p: previews.append(p.make_previews()) if p.make_previews else None,
+    )
     assert previews
     assert previews[0][0].size == (SIZE, SIZE)  # the tiny autoencoder decodes to full size
 

@@ -60,6 +60,7 @@ class StepEngine:
         self.threads: set[threading.Thread] = set()
         self.step_started: list[float] = []
         self.sources: list[tuple[int, int]] = []
+        self.previews_rendered = 0  # previews are offered on every step but the last, as the engine does
 
     def generate(self, requests: Sequence[GenerateRequest], on_progress=None, should_cancel=None):
         return self._run(requests, [request.count for request in requests], on_progress, should_cancel)
@@ -84,11 +85,16 @@ class StepEngine:
             self.step_started.append(time.monotonic())
             time.sleep(self.step_seconds)
             if on_progress is not None:
-                on_progress(Progress(step, total))
+                on_progress(Progress(step, total, self._render_previews if step < total else None))
         return [
             GenerationResult([_image(request.seed + index) for index in range(count)])
             for request, count in zip(requests, counts, strict=True)
         ]
+
+
+    def _render_previews(self) -> list[Image.Image]:
+        self.previews_rendered += 1
+        return [Image.new("RGB", (4, 4))]
 
 
 def _image(seed: int) -> GeneratedImage:
@@ -171,6 +177,17 @@ async def test_progress_is_throttled_but_the_last_step_always_comes(start) -> No
     steps = [event.step for event in events if isinstance(event, JobProgress)]
     assert steps[0] == 1 and steps[-1] == 20
     assert 2 <= len(steps) <= 10  # 20 steps of 10 ms, one report per 50 ms at most
+
+
+async def test_only_previews_that_are_forwarded_are_rendered(start) -> None:
+    engine = StepEngine(step_seconds=0.001)
+    run = await start(engine, progress_interval=60.0)  # reports: the first step and the last only
+    events: list[JobEvent] = []
+    await run.stack.submit(ALICE, steps=20, observer=events.append)
+    await run.finish()
+    progress = [event for event in events if isinstance(event, JobProgress)]
+    assert [(event.step, event.preview is not None) for event in progress] == [(1, True), (20, False)]
+    assert engine.previews_rendered == 1  # not one per step: the 18 throttled steps rendered nothing
 
 
 async def test_jobs_with_the_same_batch_key_next_in_fair_order_share_a_call(start) -> None:

@@ -11,6 +11,7 @@ Calls block. The engine serialises them with a lock, so one worker thread (or se
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import threading
@@ -319,14 +320,17 @@ class _StepHook:
     ) -> dict[str, torch.Tensor]:
         step, self.total = index + 1, pipe.num_timesteps
         if self._on_progress is not None:
-            previews = None
+            make_previews = None
             if step < self.total and step % preview_interval(self.total) == 0:
-                previews = self._previews(tensors["latents"][self._firsts])
-            self._on_progress(Progress(step, self.total, previews))
+                make_previews = functools.partial(self._render_previews, tensors["latents"])
+            self._on_progress(Progress(step, self.total, make_previews))
         if self._should_cancel is not None and self._should_cancel():
             pipe._interrupt = True  # diffusers skips the remaining steps
             self.cancelled_at = step
         return tensors
+
+    def _render_previews(self, latents: torch.Tensor) -> list[Image.Image]:
+        return self._previews(latents[self._firsts])
 
 
 def load_engine(settings: Settings) -> DiffusersEngine:

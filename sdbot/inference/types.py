@@ -104,11 +104,13 @@ class GenerationResult:
 class Progress:
     """Reported after each denoising step.
 
-    ``previews`` (one per request, its first image) come every few steps."""
+    Every few steps a preview is due: ``make_previews`` then renders one per request (its first image) from
+    the live latents. Call it during the callback only, and only when someone will see the previews: the
+    caller that throttles its progress reports should not pay for previews it drops."""
 
     step: int
     total: int
-    previews: list[Image.Image] | None = None
+    make_previews: Callable[[], list[Image.Image]] | None = None
 
 
 ProgressCallback = Callable[[Progress], None]

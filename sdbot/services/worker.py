@@ -261,8 +261,11 @@ class Worker:
             if progress.step < progress.total and now - last_report < self._progress_interval:
                 return
             last_report = now
+            previews = progress.make_previews() if progress.make_previews is not None else None
             with contextlib.suppress(RuntimeError):  # the loop closed under a run being abandoned
-                loop.call_soon_threadsafe(self._report_progress, run, owners, progress)
+                loop.call_soon_threadsafe(
+                    self._report_progress, run, owners, progress.step, progress.total, previews
+                )
 
         def call() -> list[GenerationResult]:
             kind = run.jobs[0].record.kind
@@ -274,13 +277,18 @@ class Worker:
         assert self._executor is not None
         return await loop.run_in_executor(self._executor, call)
 
-    def _report_progress(self, run: _Run, owners: list[ActiveJob], progress: Progress) -> None:
+    def _report_progress(
+        self,
+        run: _Run,
+        owners: list[ActiveJob],
+        step: int,
+        total: int,
+        previews: list[Image.Image] | None,
+    ) -> None:
         """On the loop: one ``JobProgress`` per job of the run, with the preview of its first request."""
-        previews = progress.previews or []
         for job in run.jobs:
-            mine = [preview for preview, owner in zip(previews, owners, strict=False) if owner is job]
-            preview = mine[0] if mine else None
-            self._queue.progress(job, progress.step, progress.total, preview)
+            mine = [preview for preview, owner in zip(previews or [], owners, strict=False) if owner is job]
+            self._queue.progress(job, step, total, mine[0] if mine else None)
 
 
 def _requests(
