@@ -7,34 +7,50 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import discord
 
 from sdbot.config import Settings, load_settings
 from sdbot.errors import ConfigError
+from sdbot.inference.types import Engine
+from sdbot.logs import setup_logging
+
+if TYPE_CHECKING:
+    from sdbot.bot import SDBot
 
 log = logging.getLogger("sdbot")
 
 
-def setup_logging(level: str) -> None:
-    """Our own logs at ``level``; libraries' chatter at WARNING unless debugging. Prompts are logged only at
-    DEBUG and the token never (Settings keeps it out of its repr)."""
-    logging.basicConfig(
-        level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s", datefmt="%Y-%m-%d %H:%M:%S"
-    )
-    if level != "DEBUG":
-        for noisy in ("discord", "diffusers", "transformers", "httpx", "urllib3", "aiosqlite"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        # discord.client warns "PyNaCl is not installed": the bot has no voice features.
-        logging.getLogger("discord.client").setLevel(logging.ERROR)
+@contextlib.contextmanager
+def engine_factory(settings: Settings) -> Iterator[Callable[[], Engine]]:
+    """How the bot gets its engine: in a process of its own (the default; ``SDBOT_ENGINE_PROCESS``), ended
+    when the bot stops, or in the bot's own process."""
+    if not settings.engine_process:
+        from sdbot.inference.engine import load_engine
+
+        yield lambda: load_engine(settings)
+        return
+    from sdbot.inference.process import EngineProcess
+
+    engine = EngineProcess(settings)
+    try:
+        yield engine.start
+    finally:
+        engine.close()
 
 
 async def run(settings: Settings, token: str) -> int:
-    """Run until the bot stops; 1 if it stopped itself because the model did not load."""
+    """Run the bot and its engine until the bot stops (see ``run_bot``)."""
     from sdbot.bot import SDBot
-    from sdbot.inference.engine import load_engine
 
-    bot = SDBot(settings, lambda: load_engine(settings))
+    with engine_factory(settings) as load_engine:
+        return await run_bot(SDBot(settings, load_engine), token)
+
+
+async def run_bot(bot: SDBot, token: str) -> int:
+    """Run ``bot`` until it stops; 1 if it stopped itself because the model did not load."""
     with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows: Ctrl-C still works
         # ``docker stop`` sends SIGTERM: shut down as gracefully as on Ctrl-C.
         asyncio.get_running_loop().add_signal_handler(

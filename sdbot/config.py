@@ -53,6 +53,7 @@ class Settings:
     vae_tiling: bool = True
     compile: bool = False
     preview_decoder: str | None = None
+    engine_process: bool = True  # run the engine in a process of its own (sdbot/inference/process.py)
     log_level: str = "INFO"
 
 
@@ -85,6 +86,7 @@ def load_settings(
         vae_tiling=reader.flag("SDBOT_VAE_TILING", True),
         compile=reader.flag("SDBOT_COMPILE", False),
         preview_decoder=reader.text("SDBOT_PREVIEW_DECODER"),
+        engine_process=reader.flag("SDBOT_ENGINE_PROCESS", True),
         log_level=reader.choice("SDBOT_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
     )
 

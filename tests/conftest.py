@@ -17,6 +17,8 @@ from sdbot.db import Database
 
 # Before anything imports huggingface_hub (tests.tiny_model, diffusers), which reads it once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Before torch starts, here and in the engine processes the tests spawn (they inherit it): see ``_build``.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def tiny_settings(model: Path | str, **overrides: object) -> Settings:

@@ -1,7 +1,7 @@
 """``python bot.py``: a missing token or a bad setting is one line and exit status 2; a model that cannot load
-stops the bot with exit status 1; SIGTERM (``docker stop``) shuts the bot down in order; a cog that fails to
-load is skipped; the health check reads the running bot's heartbeat; the quota ledger is pruned while the bot
-runs."""
+stops the bot with exit status 1; SIGTERM (``docker stop``) shuts the bot and its engine's process down in
+order; a cog that fails to load is skipped; the health check reads the running bot's heartbeat; the quota
+ledger is pruned while the bot runs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import psutil
 
 import bot as entry
 from tests.conftest import tiny_settings
@@ -70,8 +72,16 @@ async def test_sigterm_shuts_the_bot_down(fake_discord: FakeDiscord, tiny_model_
     await fake_discord.wait_for_message(
         lambda m: m.interaction is interaction and not m.ephemeral and bool(m.attachments), timeout=30
     )
+    engines = engine_processes()
+    assert len(engines) == 1  # the model runs in a process of its own
     os.kill(os.getpid(), signal.SIGTERM)
     assert await asyncio.wait_for(running, 30) == 0
+    assert not engines[0].is_running() and engine_processes() == []
+
+
+def engine_processes() -> list[psutil.Process]:
+    """This process's children that multiprocessing spawned (not its resource tracker)."""
+    return [child for child in psutil.Process().children() if "spawn_main" in " ".join(child.cmdline())]
 
 
 async def test_a_cog_that_fails_to_load_is_logged_and_the_rest_works(
