@@ -19,6 +19,7 @@ No privileged intents: slash commands and buttons arrive as interactions.
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import logging
@@ -137,6 +138,10 @@ class SDBot(commands.Bot):
         log.info("model %s loaded in %.1f s", engine.model_name, time.monotonic() - started)
         self.worker = Worker(self.queue, engine, self.settings)
         await self.worker.start()
+        # What is loaded by now (modules, discord.py's caches, the model's Python objects when it runs in
+        # this process) lives as long as the bot. Out of the collector's sight, a full collection pauses the
+        # loop for ~1 ms instead of ~300 ms (torch, diffusers and transformers alone are 400,000 objects).
+        gc.freeze()
         self.imagine.mark_ready()
         log.info("accepting requests")
 
