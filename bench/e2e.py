@@ -6,24 +6,30 @@ what the bot's loop does is the bot's work only. Its OpenAPI validation is off h
 CPU per request, which Discord does not put on the bot's machine; the test suite validates every request);
 Discord's own rules still apply, and any request the fake rejects as a bot bug fails the run.
 
+The bot runs its engine as it does by default, in a process of its own (``--engine thread``: in a thread of
+the bot's process, ``SDBOT_ENGINE_PROCESS=0``). The plain loop runs an engine in this process. Both use one
+intra-op thread (``OMP_NUM_THREADS=1``), which suits the tiny model.
+
 In one run, with ``--users`` members (at most 5: alice, bob, moderator, manager, owner) and ``--jobs`` jobs
 each, ``--size`` pixels square and ``--steps`` steps (sent ``raw``: Discord's client only offers 512 px and
 up, the bot's own validation still runs):
 
 1. throughput: ``--rounds`` rounds, each the same jobs (prompt, seed, size, steps) through a plain loop
    calling ``engine.generate`` one job at a time, then through the bot (every member sends all their
-   ``/imagine`` at once; done when every result is posted). The best run of each counts, so machine noise
-   does not decide the ratio. ``--max-batch`` is 1 by default: one job per engine call, like the plain
-   loop. Each round also prints how busy the engine was during the bot's run and the CPU seconds of each
-   thread (engine, bot loop, fake Discord): a slower bot run shows whether the engine sat idle (the bot's
+   ``/imagine`` at once; done when every result is posted). The ratio is the median over the rounds of each
+   round's bot images/s to its plain loop's: the two runs of a round are back to back and meet the same load
+   on a shared machine, where the best of each could pair a lucky plain run with an unlucky bot run.
+   ``--max-batch`` is 1 by default: one job per engine call, like the plain loop. Each round also prints
+   how busy the engine was during the bot's run and the CPU seconds of each thread (engine, bot loop, fake
+   Discord) and of the engine's process: a slower bot run shows whether the engine sat idle (the bot's
    overhead) or ran slower (contention).
 2. interaction acknowledgement latency: from the fake sending INTERACTION_CREATE to it receiving the
    callback, for every ``/imagine`` of that burst (the later ones meet a queue that holds nearly all jobs).
 3. event-loop lag: a 10 ms ticker on the bot's loop during the burst; how late each tick wakes up.
 4. resident memory: ``--rss-jobs`` cheap jobs (64x64, 1 step; 0 skips this) after ``--rss-jobs // 5``
    (at least 20) such jobs of warm-up, at most ``--rss-window`` unfinished at a time; the growth of the
-   process's RSS (bot and fake Discord together, so an upper bound for the bot: the fake keeps every
-   message and attachment, reported separately).
+   resident memory of this process and the engine's (bot, engine and fake Discord together, so an upper
+   bound for the bot: the fake keeps every message and attachment, reported separately).
 
 No job may be refused: the daily quota (``SDBOT_DAILY_QUOTA``) and the global queue (``SDBOT_MAX_QUEUE``)
 are raised through ``Settings``, and the per-member queue limit to 50 (the most a server may set) with
@@ -33,7 +39,7 @@ The last line is machine-readable:
 ``e2e_ratio=<x> ack_p99_ms=<y> lag_p99_ms=<z> rss_growth_mb=<w>`` (``nan`` for a figure not measured).
 Targets: ratio >= 0.9, ack p99 < 500 ms, lag p99 < 50 ms, growth < 50 MB.
 
-Run: ``python bench/e2e.py [--users 5] [--jobs 20] [--size 128] [--steps 4] [--rss-jobs 500]``.
+Run: ``python bench/e2e.py [--users 5] [--jobs 20] [--size 128] [--steps 4] [--rounds 5] [--engine process]``.
 """
 
 from __future__ import annotations
@@ -47,12 +53,16 @@ sys.path.pop(0)
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 # Before anything imports huggingface_hub, which reads it once: the hub is never needed here.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The tiny model's tensors are so small that a second intra-op thread costs more than it saves. Set before
+# torch starts, here and in the engine's process (it inherits the environment).
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import argparse
 import asyncio
 import gc
 import logging
 import math
+import statistics
 import tempfile
 import threading
 import time
@@ -62,12 +72,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import psutil
-import torch
 
 from sdbot.bot import SDBot
 from sdbot.config import Settings
 from sdbot.inference.engine import DiffusersEngine, load_engine
-from sdbot.inference.types import GenerateRequest
+from sdbot.inference.process import EngineProcess
+from sdbot.inference.types import Engine, GenerateRequest
 from tests.fakediscord import FakeDiscord, Interaction
 from tests.fakediscord.fixtures import RunningBot
 from tests.tiny_model import build_tiny_model
@@ -111,10 +121,10 @@ def make_jobs(users: int, per_user: int, size: int, steps: int, first_seed: int)
 
 
 class TimedEngine:
-    """The engine the bot gets: the same one, timing its ``generate`` calls, so that a slower bot run shows
-    whether the engine ran slower (contention) or sat idle between jobs (the bot's own overhead)."""
+    """The engine the bot gets, timing its ``generate`` calls, so that a slower bot run shows whether the
+    engine ran slower (contention) or sat idle between jobs (the bot's own overhead)."""
 
-    def __init__(self, engine: DiffusersEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.busy = 0.0  # seconds inside generate, all calls together
 
@@ -258,17 +268,24 @@ def seconds(runs: list[float]) -> str:
 
 
 class ThreadCpu:
-    """CPU seconds each thread of this process used since this object was made, grouped by role."""
+    """CPU seconds each thread of this process, and the engine's process if it has one, used since this
+    object was made, grouped by role."""
 
-    def __init__(self) -> None:
+    def __init__(self, engine_pid: int | None) -> None:
+        self._engine_pid = engine_pid
         self._before = self._sample()
 
-    @staticmethod
-    def _sample() -> dict[int, float]:
-        return {thread.id: thread.user_time + thread.system_time for thread in psutil.Process().threads()}
+    def _sample(self) -> dict[int, float]:
+        used = {thread.id: thread.user_time + thread.system_time for thread in psutil.Process().threads()}
+        if self._engine_pid is not None:
+            times = psutil.Process(self._engine_pid).cpu_times()
+            used[self._engine_pid] = times.user + times.system
+        return used
 
     def since(self) -> str:
         roles = {threading.main_thread().native_id: "bot loop"}
+        if self._engine_pid is not None:
+            roles[self._engine_pid] = "engine process"
         for thread in threading.enumerate():
             if thread.name == "fake-discord":
                 roles[thread.native_id] = "fake Discord"
@@ -289,8 +306,10 @@ def percentile(values: list[float], share: float) -> float:
 
 
 def rss_mb() -> float:
+    """This process's resident memory and its children's (the engine's process, when it has one)."""
     gc.collect()
-    return psutil.Process().memory_info().rss / 2**20
+    here = psutil.Process()
+    return sum(process.memory_info().rss for process in [here, *here.children(recursive=True)]) / 2**20
 
 
 def retained_mb(fake: FakeDiscord) -> float:
@@ -316,11 +335,16 @@ class Bench:
     """The measurements, with the bot running on this thread's loop and the fake Discord on its own."""
 
     def __init__(
-        self, args: argparse.Namespace, engine: DiffusersEngine, discord_: FakeDiscordThread
+        self,
+        args: argparse.Namespace,
+        engine: DiffusersEngine,
+        bot_engine: Engine,
+        discord_: FakeDiscordThread,
     ) -> None:
         self.args = args
-        self.engine = engine
-        self.timed_engine = TimedEngine(engine)
+        self.engine = engine  # the plain loop's
+        self.engine_pid = bot_engine.pid if isinstance(bot_engine, EngineProcess) else None
+        self.timed_engine = TimedEngine(bot_engine)
         self.discord = discord_
         self.figures = Figures()
 
@@ -372,7 +396,7 @@ class Bench:
         for round_number in range(1, args.rounds + 1):
             plain.append(await asyncio.to_thread(run_plain, self.engine, jobs))
             ticker = asyncio.create_task(tick(lags))
-            cpu, busy = ThreadCpu(), self.timed_engine.busy
+            cpu, busy = ThreadCpu(self.engine_pid), self.timed_engine.busy
             started = time.perf_counter()
             acks += await self.bot_runs(jobs, len(jobs))
             through_bot.append(time.perf_counter() - started)
@@ -385,16 +409,22 @@ class Bench:
             )
 
         plain_rate, bot_rate = len(jobs) / min(plain), len(jobs) / min(through_bot)
-        self.figures.ratio = bot_rate / plain_rate
+        ratios = [alone / bot for alone, bot in zip(plain, through_bot, strict=True)]
+        self.figures.ratio = statistics.median(ratios)
         self.figures.ack_p99_ms = percentile(acks, 0.99) * 1000
         self.figures.lag_p99_ms = percentile(lags, 0.99) * 1000
         size = f"{args.size}x{args.size}"
         print(
-            f"{len(jobs)} jobs ({args.users} users x {args.jobs}), {size}, {args.steps} steps, best of rounds"
+            f"{len(jobs)} jobs ({args.users} users x {args.jobs}), {size}, {args.steps} steps, "
+            f"engine in a {args.engine}"
         )
-        print(f"plain engine loop: {plain_rate:.2f} images/s (runs: {seconds(plain)})")
-        print(f"through the bot:   {bot_rate:.2f} images/s (runs: {seconds(through_bot)})")
-        print(f"ratio bot / plain: {self.figures.ratio:.3f}")
+        print(f"plain engine loop: {plain_rate:.2f} images/s at best (runs: {seconds(plain)})")
+        print(f"through the bot:   {bot_rate:.2f} images/s at best (runs: {seconds(through_bot)})")
+        print(
+            f"ratio bot / plain: {self.figures.ratio:.3f}, the median of the rounds' "
+            f"{', '.join(f'{ratio:.3f}' for ratio in ratios)} "
+            f"(best against best: {bot_rate / plain_rate:.3f})"
+        )
         print(
             f"acknowledgement latency ({len(acks)} /imagine, sent {len(jobs)} at once): "
             f"p50 {percentile(acks, 0.5) * 1000:.1f} ms, p99 {self.figures.ack_p99_ms:.1f} ms, "
@@ -440,15 +470,19 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=20, help="jobs per user")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (multiple of 8, >= 64)")
     parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--rounds", type=int, default=2, help="plain loop / bot rounds; best of each counts")
+    parser.add_argument("--rounds", type=int, default=5, help="plain loop + bot rounds; the median counts")
+    parser.add_argument(
+        "--engine",
+        choices=("process", "thread"),
+        default="process",
+        help="the bot's engine in a process of its own (SDBOT_ENGINE_PROCESS=1, the default) or in a thread",
+    )
     parser.add_argument("--max-batch", type=int, default=1, help="SDBOT_MAX_BATCH for the bot")
     parser.add_argument("--rss-jobs", type=int, default=500, help="jobs for the memory figure; 0 skips it")
     parser.add_argument("--rss-window", type=int, default=25, help="unfinished jobs at a time in that phase")
     args = parser.parse_args()
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # The tiny model's tensors are so small that a second intra-op thread costs more than it saves.
-    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
         model = build_tiny_model(folder / "model")
@@ -463,13 +497,16 @@ def main() -> None:
             shutdown_grace=2.0,
         )
         engine = load_engine(settings)
+        bot_engine = EngineProcess(settings).start() if args.engine == "process" else engine
         discord_ = FakeDiscordThread()
         discord_.start()
         try:
             with discord_.fake.discord_pointed_here():
-                figures = asyncio.run(Bench(args, engine, discord_).run(settings))
+                figures = asyncio.run(Bench(args, engine, bot_engine, discord_).run(settings))
         finally:
             discord_.stop()
+            if isinstance(bot_engine, EngineProcess):
+                bot_engine.close()
     print(figures.line())
 
 
