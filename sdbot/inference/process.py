@@ -250,9 +250,12 @@ class EngineProcess:
                 raise message[1]
 
     def _lost(self) -> GenerationFailed:
-        """The child died during a call: clean up, and say so (the next call starts a new one)."""
+        """The child died during a call, or ``close`` ended it: clean up, and say so (the next call starts a
+        new child)."""
         process = self._process
-        code = process.exitcode if process is not None else None
+        if process is None:
+            return GenerationFailed("the engine was closed")
+        code = process.exitcode
         self.close()
         log.error("the engine's process died (exit code %s); the next job starts it again", code)
         return GenerationFailed(
