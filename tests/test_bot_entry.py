@@ -133,3 +133,12 @@ async def test_the_quota_ledger_is_pruned_while_the_bot_runs(start_sdbot, fake_d
             break
         await asyncio.sleep(0.05)
     assert await ledger_rows() == 0
+
+
+def test_engine_process_off_loads_the_engine_in_the_bots_process(tiny_model_dir, tmp_path):
+    from sdbot.inference.engine import DiffusersEngine
+
+    settings = tiny_settings(tiny_model_dir, db_path=tmp_path / "bot.sqlite3", engine_process=False)
+    with entry.engine_factory(settings) as load_engine:
+        assert isinstance(load_engine(), DiffusersEngine)
+    assert engine_processes() == []
