@@ -165,15 +165,15 @@ class EngineProcess:
         try:
             message = _receive(parent_end)
         except EOFError:
+            message = ("exited",)
+        if message[0] != "ready":
             process.join()
             parent_end.close()
+            if message[0] == "failed":
+                raise message[1]
             raise ModelLoadFailed(
                 f"the engine's process exited with code {process.exitcode} while loading the model"
-            ) from None
-        if message[0] == "failed":
-            process.join()
-            parent_end.close()
-            raise message[1]
+            )
         _, self._model_name, self._has_safety_checker = message
         self._process, self._connection, self._cancel = process, parent_end, cancel
         log.info("the engine runs in process %d", process.pid)
