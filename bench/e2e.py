@@ -77,7 +77,8 @@ from sdbot.bot import SDBot
 from sdbot.config import Settings
 from sdbot.inference.engine import DiffusersEngine, load_engine
 from sdbot.inference.process import EngineProcess
-from sdbot.inference.types import Engine, GenerateRequest
+from sdbot.inference.types import Engine, EngineRequest, Operation
+from sdbot.params import JobParams
 from tests.fakediscord import FakeDiscord, Interaction
 from tests.fakediscord.fixtures import RunningBot
 from tests.tiny_model import build_tiny_model
@@ -102,9 +103,9 @@ class Job:
     size: int
     steps: int
 
-    def request(self) -> GenerateRequest:
-        return GenerateRequest(
-            prompt=self.prompt, steps=self.steps, width=self.size, height=self.size, seed=self.seed
+    def request(self) -> EngineRequest:
+        return EngineRequest(
+            JobParams(prompt=self.prompt, steps=self.steps, width=self.size, height=self.size, seed=self.seed)
         )
 
     def options(self) -> dict[str, Any]:
@@ -121,17 +122,17 @@ def make_jobs(users: int, per_user: int, size: int, steps: int, first_seed: int)
 
 
 class TimedEngine:
-    """The engine the bot gets, timing its ``generate`` calls, so that a slower bot run shows whether the
+    """The engine the bot gets, timing its ``run`` calls, so that a slower bot run shows whether the
     engine ran slower (contention) or sat idle between jobs (the bot's own overhead)."""
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
-        self.busy = 0.0  # seconds inside generate, all calls together
+        self.busy = 0.0  # seconds inside run, all calls together
 
-    def generate(self, *args: Any, **kwargs: Any) -> Any:
+    def run(self, *args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
         try:
-            return self._engine.generate(*args, **kwargs)
+            return self._engine.run(*args, **kwargs)
         finally:
             self.busy += time.perf_counter() - started
 
@@ -252,7 +253,7 @@ def run_plain(engine: DiffusersEngine, jobs: list[Job]) -> float:
     """Seconds for a plain loop of one engine call per job."""
     started = time.perf_counter()
     for job in jobs:
-        engine.generate([job.request()])
+        engine.run(Operation.GENERATE, [job.request()])
     return time.perf_counter() - started
 
 

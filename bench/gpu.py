@@ -61,7 +61,8 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from sdbot.config import Settings  # noqa: E402
 from sdbot.inference.engine import DiffusersEngine, load_engine  # noqa: E402
-from sdbot.inference.types import GenerateRequest, Progress  # noqa: E402
+from sdbot.inference.types import EngineRequest, Operation, Progress  # noqa: E402
+from sdbot.params import JobParams  # noqa: E402
 
 CONFIGS = ROOT / "bench" / "configs" / "sd15"
 CASES = ("notebook", "sdbot", "batch4", "compiled", "batch4_compiled")
@@ -256,9 +257,11 @@ def measure_engine(
 
 
 def _engine_call(engine: DiffusersEngine, plan: Plan, batch: int) -> Callable[[], None]:
-    """One ``engine.generate`` call of ``batch`` requests, with the callbacks the job worker passes."""
+    """One ``engine.run`` call of ``batch`` requests, with the callbacks the job worker passes."""
     requests = [
-        GenerateRequest(prompt=PROMPTS[i], steps=plan.steps, width=plan.size, height=plan.size, seed=1000 + i)
+        EngineRequest(
+            JobParams(prompt=PROMPTS[i], steps=plan.steps, width=plan.size, height=plan.size, seed=1000 + i)
+        )
         for i in range(batch)
     ]
     reported: list[Progress] = []
@@ -270,7 +273,7 @@ def _engine_call(engine: DiffusersEngine, plan: Plan, batch: int) -> Callable[[]
 
     def run() -> None:
         reported.clear()
-        results = engine.generate(requests, on_progress=on_progress, should_cancel=lambda: False)
+        results = engine.run(Operation.GENERATE, requests, on_progress, should_cancel=lambda: False)
         _expect_images("sdbot", sum(len(result.images) for result in results), batch)
         if not reported or reported[-1].step != reported[-1].total:
             raise RuntimeError("sdbot: the engine did not report progress up to its last step")

@@ -49,7 +49,14 @@ import torch
 from sdbot.config import Settings
 from sdbot.db import Database
 from sdbot.inference.engine import DiffusersEngine, load_engine
-from sdbot.inference.types import CancelCheck, GenerateRequest, GenerationResult, ProgressCallback
+from sdbot.inference.types import (
+    CancelCheck,
+    EngineRequest,
+    GenerationResult,
+    Operation,
+    ProgressCallback,
+)
+from sdbot.params import JobKind, JobParams
 from sdbot.services.jobs import JobQueue, JobRequest
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService, defaults_from
@@ -61,11 +68,11 @@ SIZE = 64
 TICK = 0.01
 
 
-def make_jobs(count: int, users: int, steps: int) -> list[GenerateRequest]:
+def make_jobs(count: int, users: int, steps: int) -> list[JobParams]:
     """Job ``i`` belongs to user ``i % users``; each has its own prompt and seed."""
     prompts = ("a red cat", "a blue dog", "a photo of the cat", "the dog")
     return [
-        GenerateRequest(
+        JobParams(
             prompt=f"{prompts[i % users % len(prompts)]} {i}",
             steps=steps,
             width=SIZE,
@@ -86,29 +93,30 @@ class BusyEngine:
         self.has_safety_checker = engine.has_safety_checker
         self.busy = 0.0
 
-    def generate(
+    def run(
         self,
-        requests: Sequence[GenerateRequest],
+        operation: Operation,
+        requests: Sequence[EngineRequest],
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]:
         started = time.perf_counter()
         try:
-            return self._engine.generate(requests, on_progress, should_cancel)
+            return self._engine.run(operation, requests, on_progress, should_cancel)
         finally:
             self.busy += time.perf_counter() - started
 
 
-def run_plain(engine: DiffusersEngine, jobs: list[GenerateRequest]) -> float:
+def run_plain(engine: DiffusersEngine, jobs: list[JobParams]) -> float:
     """(b): seconds to run every job with a direct engine call."""
     started = time.perf_counter()
     for job in jobs:
-        engine.generate([job])
+        engine.run(Operation.GENERATE, [EngineRequest(job)])
     return time.perf_counter() - started
 
 
 async def run_queued(
-    engine: BusyEngine, jobs: list[GenerateRequest], users: int, max_batch: int, folder: Path
+    engine: BusyEngine, jobs: list[JobParams], users: int, max_batch: int, folder: Path
 ) -> tuple[float, float, list[float]]:
     """(a): seconds to submit every job (quota reservation + row), seconds from starting the worker until the
     queue is empty, and the loop lags (seconds) meanwhile."""
@@ -122,17 +130,7 @@ async def run_queued(
     for index, job in enumerate(jobs):
         user = 100 + index % users
         reservation = await quotas.reserve(GUILD, user, 1, is_manager=False)
-        params = {
-            "prompt": job.prompt,
-            "negative_prompt": "",
-            "steps": job.steps,
-            "guidance": job.guidance,
-            "width": job.width,
-            "height": job.height,
-            "seed": job.seed,
-            "count": 1,
-        }
-        request = JobRequest(GUILD, CHANNEL, user, "txt2img", params, 1, reservation_id=reservation)
+        request = JobRequest(GUILD, CHANNEL, user, JobKind.TXT2IMG, job, reservation_id=reservation)
         await queue.submit(request, user_queue_limit=len(jobs))
     submitted = time.perf_counter() - submitting
     lags: list[float] = []
@@ -177,8 +175,8 @@ def main() -> None:
         engine = load_engine(Settings(model=str(model), device="cpu", dtype="float32"))
         jobs = make_jobs(args.jobs, args.users, args.steps)
         for warm in (1, 4):  # first calls of each batch size pay one-off costs
-            engine.generate([*jobs[:warm]])
-            engine.generate([*jobs[:warm]])
+            for _ in range(2):
+                engine.run(Operation.GENERATE, [EngineRequest(job) for job in jobs[:warm]])
 
         size = args.block or len(jobs)
         blocks = [jobs[start : start + size] for start in range(0, len(jobs), size)]

@@ -23,8 +23,8 @@ from typing import NoReturn
 from sdbot.config import Settings, load_settings
 from sdbot.errors import ConfigError, GenerationFailed, ModelLoadFailed
 from sdbot.health import check_heartbeat, heartbeat_path
-from sdbot.inference.types import GenerateRequest
-from sdbot.inference.validation import check_generate
+from sdbot.inference.types import EngineRequest, Operation
+from sdbot.params import JobParams, check_params
 
 DOCTOR_STEPS = 4
 VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "discord.py")
@@ -90,7 +90,7 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:
-    request = GenerateRequest(
+    params = JobParams(
         prompt=args.prompt,
         negative_prompt=args.negative,
         steps=args.steps,
@@ -100,7 +100,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         seed=args.seed,
         count=args.count,
     )
-    if _refused(request):
+    if _refused(params):
         return 2
     folder = _output_folder(args.out)
     try:  # before the model loads: a folder that cannot be made must not cost the images made
@@ -114,7 +114,7 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
 
     try:
         engine = load_engine(settings)
-        [result] = engine.generate([request])
+        [result] = engine.run(Operation.GENERATE, [EngineRequest(params)])
     except (ModelLoadFailed, GenerationFailed) as error:
         print(f"sdbot: {error}", file=sys.stderr)
         return 1
@@ -125,10 +125,10 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _refused(request: GenerateRequest) -> bool:
-    """Check ``request`` by the engine's own rules before the slow model load; say why when it cannot run."""
+def _refused(params: JobParams) -> bool:
+    """Check ``params`` by the engine's own rules before the slow model load; say why when it cannot run."""
     try:
-        check_generate([request])
+        check_params(params)
     except ValueError as error:
         print(f"sdbot: {error}", file=sys.stderr)
         return True
@@ -151,8 +151,8 @@ def _output_paths(out: Path, seeds: list[int]) -> list[Path]:
 
 def _doctor(settings: Settings, size: tuple[int, int]) -> int:
     """Print what an admin needs to know before connecting the bot; 1 when the model cannot work."""
-    request = GenerateRequest("a photo of a cat", steps=DOCTOR_STEPS, width=size[0], height=size[1], seed=0)
-    if _refused(request):
+    params = JobParams("a photo of a cat", steps=DOCTOR_STEPS, width=size[0], height=size[1], seed=0)
+    if _refused(params):
         return 2
     import torch
 
@@ -180,7 +180,7 @@ def _doctor(settings: Settings, size: tuple[int, int]) -> int:
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
-        [result] = engine.generate([request])
+        [result] = engine.run(Operation.GENERATE, [EngineRequest(params)])
     except GenerationFailed as error:
         print(f"generation    FAILED: {error}")
         return 1

@@ -44,12 +44,13 @@ class QueueFull(SdbotError):
         super().__init__(f"queue full: {which} {ahead} job(s) waiting (limit {limit})")
 
 
-class PromptRejected(SdbotError):
-    """The prompt breaks a server rule (banned word, length)."""
+class InvalidRequest(SdbotError, ValueError):
+    """An option of a request is out of range or over this server's limit (steps, size, count, seed, ...).
+    A ``ValueError`` too: the engine raises it for parameters it cannot run."""
 
 
-class InvalidRequest(SdbotError):
-    """An option of a request is out of range or over this server's limit (steps, size, count, seed, ...)."""
+class PromptRejected(InvalidRequest):
+    """The prompt breaks a rule (empty, too long, a banned word)."""
 
 
 class NotAllowedHere(SdbotError):

@@ -9,8 +9,9 @@ import io
 from PIL import Image
 
 from sdbot.bot import SDBot
+from tests.engines import GatedEngine
 from tests.fakediscord import FakeDiscord, Interaction, Message
-from tests.test_bot_imagine import SMALL, GatedEngine, ephemeral_answer, labels, result_of
+from tests.test_bot_imagine import SMALL, ephemeral_answer, labels, result_of
 
 pytest_plugins = ["tests.fakediscord.fixtures"]
 

@@ -10,71 +10,22 @@ from __future__ import annotations
 import asyncio
 import io
 import threading
-from collections.abc import Callable, Sequence
-from typing import Any
 
 import pytest
 from PIL import Image
 
 from sdbot.bot import SDBot
 from sdbot.errors import GenerationFailed
-from sdbot.inference.types import Engine, GenerateRequest, GenerationResult, ImageToImageRequest
+from sdbot.inference.types import Engine
 from sdbot.views import delivery
 from tests.conftest import tiny_settings
+from tests.engines import FaultyEngine, GatedEngine, always
 from tests.fakediscord import FakeDiscord, Interaction, Message
 
 pytest_plugins = ["tests.fakediscord.fixtures"]
 
 SMALL = {"size": "64x64", "steps": 2}
 RESULT_TIMEOUT = 30.0
-
-
-class GatedEngine:
-    """The real tiny engine, except that each run waits after its first step until the test opens ``gate``
-    (or the run is cancelled), so a test can look at a running job. ``paused``: a run has reached a step."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self.gate = threading.Event()
-        self.paused = threading.Event()
-
-    @property
-    def model_name(self) -> str:
-        return self._engine.model_name
-
-    @property
-    def has_safety_checker(self) -> bool:
-        return self._engine.has_safety_checker
-
-    def _gated(
-        self,
-        run: Callable[..., list[GenerationResult]],
-        requests: Sequence[Any],
-        on_progress: Any,
-        should_cancel: Any,
-    ) -> list[GenerationResult]:
-        def progress(report: Any) -> None:
-            if on_progress is not None:
-                on_progress(report)
-            self.paused.set()
-            while not self._may_go_on(timeout=0.02):
-                if should_cancel is not None and should_cancel():
-                    return
-
-        return run(requests, progress, should_cancel)
-
-    def _may_go_on(self, timeout: float) -> bool:
-        """Whether the run may go past this step, waiting at most ``timeout`` seconds to be let."""
-        return self.gate.wait(timeout)
-
-    def generate(self, requests: Sequence[GenerateRequest], on_progress=None, should_cancel=None):
-        return self._gated(self._engine.generate, requests, on_progress, should_cancel)
-
-    def variation(self, requests: Sequence[ImageToImageRequest], on_progress=None, should_cancel=None):
-        return self._gated(self._engine.variation, requests, on_progress, should_cancel)
-
-    def upscale(self, requests: Sequence[ImageToImageRequest], on_progress=None, should_cancel=None):
-        return self._gated(self._engine.upscale, requests, on_progress, should_cancel)
 
 
 async def result_of(fake: FakeDiscord, interaction: Interaction) -> Message:
@@ -325,15 +276,10 @@ async def test_queue_command_lists_at_most_ten_of_my_jobs(
     )
 
 
-class FailingEngine(GatedEngine):
-    """The tiny engine, broken: every generation fails the way a broken model does."""
-
-    def generate(self, requests: Sequence[GenerateRequest], on_progress=None, should_cancel=None):
-        raise GenerationFailed("the model produced no image")
-
-
 async def test_a_failed_generation_is_reported_and_refunded(start_sdbot, fake_discord, tiny_engine):
-    running = await start_sdbot(FailingEngine(tiny_engine))
+    running = await start_sdbot(
+        FaultyEngine(tiny_engine, always(GenerationFailed("the model produced no image")))
+    )
     interaction = await fake_discord.slash("imagine", raw=True, prompt="doomed", **SMALL)
     status = await fake_discord.wait_for_reply(interaction)
     await fake_discord.wait_for(lambda: "failed: the model produced no image" in status.content)

@@ -6,8 +6,7 @@ from __future__ import annotations
 import discord
 
 from sdbot.db import JobRecord
-from sdbot.inference.types import MAX_SEED, MAX_SIDE, MAX_STEPS
-from sdbot.services.imagine import MAX_PROMPT_LENGTH
+from sdbot.params import MAX_PROMPT_LENGTH, MAX_SEED, MAX_SIDE, MAX_STEPS, JobKind, JobParams, JobState
 from sdbot.views.render import MAX_PROMPT_SHOWN, progress_text, short, summary, waiting_text
 
 DISCORD_MAX_CONTENT = 2000
@@ -21,20 +20,19 @@ def longest_job() -> JobRecord:
         guild_id=1,
         channel_id=2,
         user_id=2**63 - 1,
-        kind="variation",
+        kind=JobKind.VARIATION,
         parent_id=10**12 - 1,
-        params={
-            "prompt": MARKDOWN_PROMPT,
-            "negative_prompt": MARKDOWN_PROMPT,
-            "steps": MAX_STEPS,
-            "guidance": 12.25,
-            "width": MAX_SIDE,
-            "height": MAX_SIDE,
-            "seed": None,
-            "count": 4,
-        },
+        params=JobParams(
+            prompt=MARKDOWN_PROMPT,
+            negative_prompt=MARKDOWN_PROMPT,
+            steps=MAX_STEPS,
+            guidance=12.25,
+            width=MAX_SIDE,
+            height=MAX_SIDE,
+            count=4,
+        ),
         image_count=4,
-        state="done",
+        state=JobState.DONE,
         error=None,
         seeds=[MAX_SEED] * 4,
         nsfw=[True] * 4,

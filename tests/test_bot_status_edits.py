@@ -6,14 +6,13 @@ behind a status edit that Discord holds up.
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
-from sdbot.inference.types import Engine
 from sdbot.views import delivery
+from tests.engines import SteppedEngine
 from tests.fakediscord import FakeDiscord, Interaction, Message
-from tests.test_bot_imagine import SMALL, GatedEngine, result_of
+from tests.test_bot_imagine import SMALL, result_of
 
 pytest_plugins = ["tests.fakediscord.fixtures"]
 
@@ -54,17 +53,6 @@ async def test_many_jobs_in_one_channel_share_its_edit_budget_without_a_429(
         assert interaction.original is not None
         linked = int(interaction.original.content.rsplit("/", 1)[1])
         assert f"**{prompt}**" in results[linked].content  # each status links its own result
-
-
-class SteppedEngine(GatedEngine):
-    """The tiny engine, pausing after each step until the test allows the next one (``steps``)."""
-
-    def __init__(self, engine: Engine) -> None:
-        super().__init__(engine)
-        self.steps = threading.Semaphore(0)
-
-    def _may_go_on(self, timeout: float) -> bool:
-        return self.steps.acquire(timeout=timeout)
 
 
 async def test_a_result_is_posted_while_a_status_edit_waits_out_a_429(start_sdbot, fake_discord, tiny_engine):

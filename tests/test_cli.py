@@ -68,9 +68,9 @@ def test_generate_writes_png_files_and_prints_paths_and_seeds(tiny_model_dir: Pa
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--steps", "0"], "sdbot: steps must be from 1 to 150, got 0"),
-        (["--count", "9"], "sdbot: count must be from 1 to 4, got 9"),
-        (["--size", "500x512"], "sdbot: width must be a multiple of 8 from 64 to 2048, got 500"),
+        (["--steps", "0"], "sdbot: Steps must be from 1 to 150 (got 0)."),
+        (["--count", "9"], "sdbot: The image count must be from 1 to 4 (got 9)."),
+        (["--size", "500x512"], "sdbot: The width must be a multiple of 8 from 64 to 2048, not 500."),
         (["--size", "big"], "sdbot: argument --size: size must look like 512x768, got 'big'"),
         (["--steps", "many"], "sdbot: argument --steps: invalid int value: 'many'"),
     ],
@@ -95,7 +95,7 @@ def test_bad_argument_is_one_line_on_stderr_from_a_fresh_process(clean_env: Path
         timeout=60,
     )
     assert done.returncode == 2
-    assert (done.stdout, done.stderr) == ("", "sdbot: steps must be from 1 to 150, got 0\n")
+    assert (done.stdout, done.stderr) == ("", "sdbot: Steps must be from 1 to 150 (got 0).\n")
 
 
 def test_output_folder_that_cannot_be_made_fails_before_the_model_loads(
@@ -146,7 +146,7 @@ def test_doctor_refuses_a_bad_size_before_loading_anything(
     assert main(["doctor", "--size", "100x64"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
-    assert captured.err == "sdbot: width must be a multiple of 8 from 64 to 2048, got 100\n"
+    assert captured.err == "sdbot: The width must be a multiple of 8 from 64 to 2048, not 100.\n"
 
 
 def test_doctor_says_when_the_model_does_not_load(

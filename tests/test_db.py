@@ -12,6 +12,9 @@ import pytest
 from sdbot.db import Database, connect, migrate
 from sdbot.db.connection import Migration, load_migrations
 from sdbot.errors import ConfigError
+from sdbot.params import JobKind, JobParams, JobState
+
+PARAMS = JobParams("a cat")
 
 
 async def _schema(conn: aiosqlite.Connection) -> list[tuple[str, str]]:
@@ -105,14 +108,14 @@ async def test_job_round_trip_and_lifecycle(db: Database) -> None:
         guild_id=1,
         channel_id=2,
         user_id=3,
-        kind="variation",
-        params={"prompt": "a red fox", "steps": 4, "seed": 7},
+        kind=JobKind.VARIATION,
+        params=JobParams("a red fox", steps=4, seed=7, count=2, strength=0.6),
         image_count=2,
         reservation_id=11,
         source_png=b"\x89PNG fake",
         now=100.0,
     )
-    assert (job.state, job.params["prompt"], job.reservation_id, job.created_at) == (
+    assert (job.state, job.params.prompt, job.reservation_id, job.created_at) == (
         "queued",
         "a red fox",
         11,
@@ -131,7 +134,7 @@ async def test_job_round_trip_and_lifecycle(db: Database) -> None:
 
 async def test_a_finished_job_cannot_change_state_again(db: Database) -> None:
     job = await db.jobs.create(
-        guild_id=1, channel_id=2, user_id=3, kind="txt2img", params={}, image_count=1, now=1.0
+        guild_id=1, channel_id=2, user_id=3, kind=JobKind.TXT2IMG, params=PARAMS, image_count=1, now=1.0
     )
     assert await db.jobs.mark_cancelled(job.id, 2.0)
     assert not await db.jobs.mark_running(job.id, 3.0)
@@ -147,7 +150,13 @@ async def test_unfinished_jobs_survive_a_restart_oldest_first(tmp_path: Path) ->
     ids = []
     for n in range(4):
         job = await db.jobs.create(
-            guild_id=1, channel_id=2, user_id=n, kind="txt2img", params={"n": n}, image_count=1, now=float(n)
+            guild_id=1,
+            channel_id=2,
+            user_id=n,
+            kind=JobKind.TXT2IMG,
+            params=JobParams(f"job {n}"),
+            image_count=1,
+            now=float(n),
         )
         ids.append(job.id)
     await db.jobs.mark_running(ids[0], 10.0)
@@ -166,20 +175,25 @@ async def test_unfinished_jobs_survive_a_restart_oldest_first(tmp_path: Path) ->
         await db.close()
 
 
-async def test_unknown_job_kind_is_refused(db: Database) -> None:
-    with pytest.raises(ValueError, match="txt2img"):
-        await db.jobs.create(
-            guild_id=1, channel_id=2, user_id=3, kind="inpaint", params={}, image_count=1, now=1.0
-        )
+async def test_stored_parameters_read_back_typed_and_unknown_ones_are_refused(db: Database) -> None:
+    params = JobParams("a fox", negative_prompt="blurry", steps=9, guidance=3.5, width=96, height=64, seed=5)
+    job = await db.jobs.create(
+        guild_id=1, channel_id=2, user_id=3, kind=JobKind.TXT2IMG, params=params, image_count=1, now=1.0
+    )
+    stored = await db.jobs.get(job.id)
+    assert stored is not None and stored.params == params
+    assert (stored.kind, stored.state) == (JobKind.TXT2IMG, JobState.QUEUED)
+    with pytest.raises(ValueError, match="unknown job parameters: sampler_v9"):
+        JobParams.from_json('{"prompt": "x", "sampler_v9": "?"}')
 
 
 async def test_job_ids_are_never_reused(db: Database) -> None:
     first = await db.jobs.create(
-        guild_id=1, channel_id=2, user_id=3, kind="txt2img", params={}, image_count=1, now=1
+        guild_id=1, channel_id=2, user_id=3, kind=JobKind.TXT2IMG, params=PARAMS, image_count=1, now=1
     )
     await db.jobs.delete_for_user(1, 3)
     second = await db.jobs.create(
-        guild_id=1, channel_id=2, user_id=4, kind="txt2img", params={}, image_count=1, now=2
+        guild_id=1, channel_id=2, user_id=4, kind=JobKind.TXT2IMG, params=PARAMS, image_count=1, now=2
     )
     assert second.id > first.id
     assert await db.jobs.get(first.id) is None
@@ -193,8 +207,8 @@ async def test_stats_count_done_jobs_since_a_moment(db: Database) -> None:
             guild_id=1,
             channel_id=2,
             user_id=user_id,
-            kind="txt2img",
-            params={},
+            kind=JobKind.TXT2IMG,
+            params=PARAMS,
             image_count=images,
             now=created,
         )

@@ -18,16 +18,24 @@ from sdbot.errors import GenerationCancelled, GenerationFailed, ModelLoadFailed
 from sdbot.inference.engine import DiffusersEngine, load_engine
 from sdbot.inference.loading import resolve_placement
 from sdbot.inference.pngmeta import ImageParameters, format_parameters, parse_parameters, read_parameters
-from sdbot.inference.types import MAX_SEED, GenerateRequest, ImageToImageRequest, Progress
+from sdbot.inference.types import EngineRequest, Operation, Progress
+from sdbot.params import MAX_SEED, JobParams
 from tests.conftest import tiny_settings
+from tests.engines import generate
 from tests.tiny_model import save_single_file
 
 SIZE = 64
 STEPS = 2
 
 
-def request(prompt: str = "a red cat", **fields: object) -> GenerateRequest:
-    return GenerateRequest(prompt, **{"steps": STEPS, "width": SIZE, "height": SIZE, "seed": 1, **fields})
+def request(prompt: str = "a red cat", **fields: object) -> JobParams:
+    return JobParams(prompt, **{"steps": STEPS, "width": SIZE, "height": SIZE, "seed": 1, **fields})
+
+
+def from_image(source: Image.Image, scale: int = 1, **fields: object) -> EngineRequest:
+    """An image-to-image request at ``scale`` times the source's size."""
+    width, height = source.width * scale, source.height * scale
+    return EngineRequest(request(**{"width": width, "height": height, "strength": 0.6, **fields}), source)
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -41,48 +49,48 @@ def assert_close(a: Image.Image, b: Image.Image) -> None:
 
 
 def test_same_seed_gives_identical_pixels(tiny_engine: DiffusersEngine) -> None:
-    [first] = tiny_engine.generate([request(seed=42)])
-    [second] = tiny_engine.generate([request(seed=42)])
-    [other] = tiny_engine.generate([request(seed=43)])
+    [first] = generate(tiny_engine, [request(seed=42)])
+    [second] = generate(tiny_engine, [request(seed=42)])
+    [other] = generate(tiny_engine, [request(seed=43)])
     assert np.array_equal(pixels(first.images[0].image), pixels(second.images[0].image))
     assert not np.array_equal(pixels(first.images[0].image), pixels(other.images[0].image))
     assert first.images[0].image.size == (SIZE, SIZE)
 
 
 def test_count_four_uses_consecutive_seeds_each_reproducible_alone(tiny_engine: DiffusersEngine) -> None:
-    [batch] = tiny_engine.generate([request(seed=100, count=4)])
+    [batch] = generate(tiny_engine, [request(seed=100, count=4)])
     assert batch.seeds == [100, 101, 102, 103]
     for image in batch.images[1:4:2]:
-        [alone] = tiny_engine.generate([request(seed=image.seed)])
+        [alone] = generate(tiny_engine, [request(seed=image.seed)])
         assert_close(alone.images[0].image, image.image)
 
 
 def test_seeds_wrap_past_the_largest_so_every_seed_is_valid(tiny_engine: DiffusersEngine) -> None:
-    [batch] = tiny_engine.generate([request(seed=MAX_SEED, count=2)])
+    [batch] = generate(tiny_engine, [request(seed=MAX_SEED, count=2)])
     assert batch.seeds == [MAX_SEED, 0]
-    [alone] = tiny_engine.generate([request(seed=0)])
+    [alone] = generate(tiny_engine, [request(seed=0)])
     assert_close(alone.images[0].image, batch.images[1].image)
 
 
 def test_request_images_do_not_depend_on_what_else_is_in_the_batch(tiny_engine: DiffusersEngine) -> None:
     mine = request("a red cat", seed=7, count=2)
     other = request("a blue dog", negative_prompt="blurry", seed=900)
-    results = tiny_engine.generate([other, mine])
-    [alone] = tiny_engine.generate([mine])
+    results = generate(tiny_engine, [other, mine])
+    [alone] = generate(tiny_engine, [mine])
     assert [r.seeds for r in results] == [[900], [7, 8]]
     for batched, single in zip(results[1].images, alone.images, strict=True):
         assert_close(batched.image, single.image)
 
 
 def test_missing_seed_is_drawn_in_range(tiny_engine: DiffusersEngine) -> None:
-    results = tiny_engine.generate([request(seed=None), request(seed=None)])
+    results = generate(tiny_engine, [request(seed=None), request(seed=None)])
     seeds = [r.seeds[0] for r in results]
     assert all(0 <= seed <= MAX_SEED for seed in seeds)
     assert seeds[0] != seeds[1]
 
 
 def test_clean_images_are_not_flagged(tiny_engine: DiffusersEngine) -> None:
-    [result] = tiny_engine.generate([request(count=2)])
+    [result] = generate(tiny_engine, [request(count=2)])
     assert tiny_engine.has_safety_checker
     assert result.nsfw == [False, False]
 
@@ -91,8 +99,8 @@ def test_flagged_images_keep_their_pixels_and_carry_the_flag(
     tiny_engine: DiffusersEngine, tiny_nsfw_model_dir: Path
 ) -> None:
     engine = load_engine(tiny_settings(tiny_nsfw_model_dir))
-    [flagged] = engine.generate([request(seed=5, count=2)])
-    [clean] = tiny_engine.generate([request(seed=5, count=2)])
+    [flagged] = generate(engine, [request(seed=5, count=2)])
+    [clean] = generate(tiny_engine, [request(seed=5, count=2)])
     assert flagged.nsfw == [True, True]
     for kept, original in zip(flagged.images, clean.images, strict=True):
         assert np.array_equal(pixels(kept.image), pixels(original.image))  # same weights: same pixels
@@ -106,7 +114,7 @@ def test_model_without_safety_checker_reports_unknown_flags_and_warns(
         engine = load_engine(tiny_settings(tiny_unchecked_model_dir))
     assert "no safety checker" in caplog.text
     assert not engine.has_safety_checker
-    [result] = engine.generate([request(count=2)])
+    [result] = generate(engine, [request(count=2)])
     assert result.nsfw == [None, None]
 
 
@@ -119,7 +127,8 @@ def test_progress_reports_every_step_with_previews_for_each_request(tiny_engine:
         if progress.make_previews is not None:  # rendered during the callback, from the live latents
             previews.append(progress.make_previews())
 
-    tiny_engine.generate([request(steps=6), request("a blue dog", steps=6, count=2)], on_progress=on_progress)
+    batch = [request(steps=6), request("a blue dog", steps=6, count=2)]
+    generate(tiny_engine, batch, on_progress=on_progress)
     total = reports[0].total
     assert [p.step for p in reports] == list(range(1, total + 1))
     assert all(p.total == total for p in reports)
@@ -139,7 +148,8 @@ def test_preview_decoder_makes_the_previews(tiny_model_dir: Path, tmp_path: Path
     ).save_pretrained(tmp_path / "taesd")
     engine = load_engine(tiny_settings(tiny_model_dir, preview_decoder=str(tmp_path / "taesd")))
     previews: list[list[Image.Image]] = []
-    engine.generate(
+    generate(
+        engine,
         [request(steps=4)],
         on_progress=lambda p: previews.append(p.make_previews()) if p.make_previews else None,
     )
@@ -150,8 +160,11 @@ def test_preview_decoder_makes_the_previews(tiny_model_dir: Path, tmp_path: Path
 def test_cancel_stops_within_one_step(tiny_engine: DiffusersEngine) -> None:
     reports: list[Progress] = []
     with pytest.raises(GenerationCancelled, match="after step 2"):
-        tiny_engine.generate(
-            [request(steps=20)], on_progress=reports.append, should_cancel=lambda: len(reports) >= 2
+        generate(
+            tiny_engine,
+            [request(steps=20)],
+            on_progress=reports.append,
+            should_cancel=lambda: len(reports) >= 2,
         )
     assert [p.step for p in reports] == [1, 2]
 
@@ -159,7 +172,7 @@ def test_cancel_stops_within_one_step(tiny_engine: DiffusersEngine) -> None:
 def test_cancel_before_start_runs_nothing(tiny_engine: DiffusersEngine) -> None:
     reports: list[Progress] = []
     with pytest.raises(GenerationCancelled):
-        tiny_engine.generate([request()], on_progress=reports.append, should_cancel=lambda: True)
+        generate(tiny_engine, [request()], on_progress=reports.append, should_cancel=lambda: True)
     assert reports == []
 
 
@@ -174,15 +187,15 @@ def test_out_of_memory_is_a_generation_failure_and_the_engine_stays_usable(
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     with pytest.raises(GenerationFailed, match="out of GPU memory") as failed:
-        tiny_engine.generate([request()], on_progress=run_out_of_memory)
+        generate(tiny_engine, [request()], on_progress=run_out_of_memory)
     assert failed.value.__cause__ is not None  # the traceback is kept, its frames' tensors are not
     assert held[0]() is None
-    [result] = tiny_engine.generate([request()])
+    [result] = generate(tiny_engine, [request()])
     assert len(result.images) == 1
 
 
 def test_png_carries_parameters_that_read_back(tiny_engine: DiffusersEngine) -> None:
-    [result] = tiny_engine.generate([request("a red cat", negative_prompt="blurry", seed=77, guidance=6.5)])
+    [result] = generate(tiny_engine, [request("a red cat", negative_prompt="blurry", seed=77, guidance=6.5)])
     params = read_parameters(result.images[0].png)
     assert params == ImageParameters(
         prompt="a red cat",
@@ -241,16 +254,16 @@ def test_parameters_written_by_the_web_ui_parse() -> None:
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        ({"steps": 0}, "steps must be from 1 to 150"),
-        ({"steps": 151}, "steps must be from 1 to 150"),
-        ({"guidance": 30.5}, "guidance must be from 0 to 30"),
-        ({"guidance": -1.0}, "guidance must be from 0 to 30"),
+        ({"steps": 0}, "Steps must be from 1 to 150"),
+        ({"steps": 151}, "Steps must be from 1 to 150"),
+        ({"guidance": 30.5}, "Guidance must be from 0 to 30"),
+        ({"guidance": -1.0}, "Guidance must be from 0 to 30"),
         ({"width": 100}, "width must be a multiple of 8 from 64 to 2048"),
         ({"height": 4096}, "height must be a multiple of 8 from 64 to 2048"),
         ({"count": 0}, "count must be from 1 to 4"),
         ({"count": 5}, "count must be from 1 to 4"),
         ({"seed": -1}, "seed must be from 0 to 4294967295"),
-        ({"prompt": "  "}, "prompt must not be empty"),
+        ({"prompt": "  "}, "the prompt is empty"),
     ],
 )
 def test_bad_parameters_are_rejected_naming_the_allowed_range(
@@ -258,21 +271,21 @@ def test_bad_parameters_are_rejected_naming_the_allowed_range(
 ) -> None:
     fields = {"prompt": "a red cat", "steps": STEPS, "width": SIZE, "height": SIZE, **bad}
     with pytest.raises(ValueError, match=message):
-        tiny_engine.generate([GenerateRequest(**fields)])
+        generate(tiny_engine, [JobParams(**fields)])
 
 
 def test_batch_must_share_its_key(tiny_engine: DiffusersEngine) -> None:
     with pytest.raises(ValueError, match="share steps, guidance, size"):
-        tiny_engine.generate([request(), request(width=SIZE + 8)])
+        generate(tiny_engine, [request(), request(width=SIZE + 8)])
     with pytest.raises(ValueError, match="at least one request"):
-        tiny_engine.generate([])
+        generate(tiny_engine, [])
 
 
 def test_variation_makes_a_new_image_of_the_same_size(tiny_engine: DiffusersEngine) -> None:
-    [source] = tiny_engine.generate([request(seed=3)])
-    variation = ImageToImageRequest(source.images[0].image, "a red cat", steps=4, seed=11)
-    [first] = tiny_engine.variation([variation])
-    [again] = tiny_engine.variation([variation])
+    [source] = generate(tiny_engine, [request(seed=3)])
+    variation = from_image(source.images[0].image, steps=4, seed=11)
+    [first] = tiny_engine.run(Operation.VARIATION, [variation])
+    [again] = tiny_engine.run(Operation.VARIATION, [variation])
     image = first.images[0]
     assert image.image.size == (SIZE, SIZE)
     assert first.seeds == [11] and first.nsfw == [False]
@@ -282,9 +295,9 @@ def test_variation_makes_a_new_image_of_the_same_size(tiny_engine: DiffusersEngi
 
 
 def test_upscale_doubles_the_size(tiny_engine: DiffusersEngine) -> None:
-    [source] = tiny_engine.generate([request(seed=3)])
-    [upscaled] = tiny_engine.upscale(
-        [ImageToImageRequest(source.images[0].image, "a red cat", steps=4, seed=3, strength=0.3)]
+    [source] = generate(tiny_engine, [request(seed=3)])
+    [upscaled] = tiny_engine.run(
+        Operation.UPSCALE, [from_image(source.images[0].image, 2, steps=4, seed=3, strength=0.3)]
     )
     assert upscaled.images[0].image.size == (2 * SIZE, 2 * SIZE)
     assert not tiny_engine.pipelines[1].vae.use_tiling  # tiled for the upscale only
@@ -294,11 +307,13 @@ def test_upscale_doubles_the_size(tiny_engine: DiffusersEngine) -> None:
 def test_image_to_image_rejects_bad_strength_and_sizes(tiny_engine: DiffusersEngine) -> None:
     source = Image.new("RGB", (SIZE, SIZE))
     with pytest.raises(ValueError, match="strength must be above 0 and at most 1"):
-        tiny_engine.variation([ImageToImageRequest(source, "x", steps=4, strength=1.5)])
+        tiny_engine.run(Operation.VARIATION, [from_image(source, steps=4, strength=1.5)])
     with pytest.raises(ValueError, match="use at least 4 steps"):
-        tiny_engine.upscale([ImageToImageRequest(source, "x", steps=2, strength=0.3)])
-    with pytest.raises(ValueError, match="output width must be a multiple of 8 from 64 to 2048"):
-        tiny_engine.upscale([ImageToImageRequest(Image.new("RGB", (1600, 64)), "x", steps=4, strength=0.3)])
+        tiny_engine.run(Operation.UPSCALE, [from_image(source, 2, steps=2, strength=0.3)])
+    with pytest.raises(ValueError, match="width must be a multiple of 8 from 64 to 2048"):
+        tiny_engine.run(Operation.UPSCALE, [from_image(Image.new("RGB", (1600, 64)), 2, steps=4)])
+    with pytest.raises(ValueError, match="needs a source image"):
+        tiny_engine.run(Operation.VARIATION, [EngineRequest(request(strength=0.6))])
 
 
 def test_image_to_image_shares_the_text_to_image_weights(tiny_engine: DiffusersEngine) -> None:
@@ -315,8 +330,8 @@ def test_single_checkpoint_file_loads_offline_with_a_local_config(
     engine = load_engine(tiny_settings(checkpoint, model_config=str(tiny_model_dir)))
     assert engine.model_name == "tiny-sd"
     assert engine.has_safety_checker  # from the config folder: single files carry none
-    [from_file] = engine.generate([request(seed=21)])
-    [from_folder] = tiny_engine.generate([request(seed=21)])
+    [from_file] = generate(engine, [request(seed=21)])
+    [from_folder] = generate(tiny_engine, [request(seed=21)])
     assert np.array_equal(pixels(from_file.images[0].image), pixels(from_folder.images[0].image))
 
 
@@ -350,8 +365,8 @@ def test_low_memory_options_keep_the_pixels(
     with caplog.at_level(logging.INFO, logger="sdbot.inference.loading"):
         engine = load_engine(tiny_settings(tiny_model_dir, attention_slicing=True, offload="model"))
     assert "no effect on the CPU" in caplog.text
-    [sliced] = engine.generate([request(seed=8, count=2)])
-    [plain] = tiny_engine.generate([request(seed=8, count=2)])
+    [sliced] = generate(engine, [request(seed=8, count=2)])
+    [plain] = generate(tiny_engine, [request(seed=8, count=2)])
     for a, b in zip(sliced.images, plain.images, strict=True):
         assert_close(a.image, b.image)
 
@@ -368,12 +383,12 @@ def test_warm_up_runs_each_batch_size_split_into_requests_of_at_most_four(
     tiny_engine: DiffusersEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     batches: list[list[int]] = []
-    generate = tiny_engine.generate
+    run = tiny_engine.run
 
-    def recording(requests, *args, **kwargs):  # type: ignore[no-untyped-def]
-        batches.append([r.count for r in requests])
-        return generate(requests, *args, **kwargs)
+    def recording(operation, requests, *args, **kwargs):  # type: ignore[no-untyped-def]
+        batches.append([r.params.count for r in requests])
+        return run(operation, requests, *args, **kwargs)
 
-    monkeypatch.setattr(tiny_engine, "generate", recording)
+    monkeypatch.setattr(tiny_engine, "run", recording)
     assert tiny_engine.warm_up(64, 64, batch_sizes=(1, 6)) > 0
     assert batches == [[1], [4, 2]]

@@ -21,19 +21,16 @@ from PIL import Image
 from sdbot.config import Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed, ModelLoadFailed
 from sdbot.inference.process import EngineProcess
-from sdbot.inference.types import (
-    GenerateRequest,
-    GenerationResult,
-    ImageToImageRequest,
-    Progress,
-)
+from sdbot.inference.types import EngineRequest, GenerationResult, Operation, Progress
+from sdbot.params import JobParams
 from tests.conftest import tiny_settings
+from tests.engines import generate, load_crashing_engine, load_hanging_engine
 
 SIZE = 64
 
 
-def request(prompt: str = "a red cat", **options: object) -> GenerateRequest:
-    return GenerateRequest(prompt, **{"width": SIZE, "height": SIZE, "steps": 3, "seed": 7, **options})
+def request(prompt: str = "a red cat", **options: object) -> JobParams:
+    return JobParams(prompt, **{"width": SIZE, "height": SIZE, "steps": 3, "seed": 7, **options})
 
 
 def pixels(image: Image.Image) -> np.ndarray:
@@ -49,7 +46,7 @@ def engine(tiny_model_dir: Path) -> Iterator[EngineProcess]:
 
 def test_the_child_gives_the_same_images_as_the_engine_in_this_process(engine, tiny_engine) -> None:
     batch = [request(count=2), request("a blue dog", seed=2**32 - 1)]
-    remote, local = engine.generate(batch), tiny_engine.generate(batch)
+    remote, local = generate(engine, batch), generate(tiny_engine, batch)
     assert engine.model_name == tiny_engine.model_name and engine.has_safety_checker
     for theirs, ours in zip(remote, local, strict=True):
         assert theirs.seeds == ours.seeds and theirs.nsfw == ours.nsfw
@@ -59,9 +56,11 @@ def test_the_child_gives_the_same_images_as_the_engine_in_this_process(engine, t
 
 
 def test_image_to_image_sends_the_source_across(engine, tiny_engine) -> None:
-    [source] = tiny_engine.generate([request()])
-    upscale = [ImageToImageRequest(source.images[0].image, "a red cat", steps=4, seed=3, strength=0.3)]
-    [remote], [local] = engine.upscale(upscale), tiny_engine.upscale(upscale)
+    [source] = generate(tiny_engine, [request()])
+    params = request(steps=4, seed=3, strength=0.3, width=2 * SIZE, height=2 * SIZE)
+    upscale = [EngineRequest(params, source.images[0].image)]
+    [remote] = engine.run(Operation.UPSCALE, upscale)
+    [local] = tiny_engine.run(Operation.UPSCALE, upscale)
     assert remote.images[0].image.size == (2 * SIZE, 2 * SIZE)
     assert np.array_equal(pixels(remote.images[0].image), pixels(local.images[0].image))
 
@@ -75,7 +74,7 @@ def test_every_step_is_reported_and_previews_come_for_each_request(engine) -> No
         if progress.make_previews is not None:
             previews.append(progress.make_previews())
 
-    engine.generate([request(steps=6), request("a blue dog", steps=6)], on_progress=on_progress)
+    generate(engine, [request(steps=6), request("a blue dog", steps=6)], on_progress=on_progress)
     total = reports[0].total
     assert [p.step for p in reports] == list(range(1, total + 1))
     assert previews and all(len(shown) == 2 for shown in previews)
@@ -85,25 +84,25 @@ def test_every_step_is_reported_and_previews_come_for_each_request(engine) -> No
 def test_cancel_stops_the_child_within_a_few_steps_and_the_next_call_runs(engine) -> None:
     reports: list[Progress] = []
     with pytest.raises(GenerationCancelled):
-        engine.generate(
-            [request(steps=100)], on_progress=reports.append, should_cancel=lambda: len(reports) >= 2
+        generate(
+            engine, [request(steps=100)], on_progress=reports.append, should_cancel=lambda: len(reports) >= 2
         )
     assert 2 <= len(reports) < 20
-    [result] = engine.generate([request()], should_cancel=lambda: False)
+    [result] = generate(engine, [request()], should_cancel=lambda: False)
     assert result.seeds == [7]
 
 
 def test_a_call_cancelled_before_it_starts_sends_nothing(engine) -> None:
     reports: list[Progress] = []
     with pytest.raises(GenerationCancelled, match="before it started"):
-        engine.generate([request()], on_progress=reports.append, should_cancel=lambda: True)
+        generate(engine, [request()], on_progress=reports.append, should_cancel=lambda: True)
     assert reports == []
 
 
 def test_errors_keep_their_type_and_message(engine) -> None:
-    with pytest.raises(ValueError, match="steps must be from 1 to 150, got 0"):
-        engine.generate([request(steps=0)])
-    assert engine.generate([request()])  # the child is still serving
+    with pytest.raises(ValueError, match=r"Steps must be from 1 to 150 \(got 0\)"):
+        generate(engine, [request(steps=0)])
+    assert generate(engine, [request()])  # the child is still serving
 
 
 def test_a_model_that_cannot_load_raises_model_load_failed_and_leaves_no_process(tmp_path) -> None:
@@ -113,39 +112,7 @@ def test_a_model_that_cannot_load_raises_model_load_failed_and_leaves_no_process
     assert engine.pid is None
 
 
-# Fault injection: engines the child loads by name instead of the model.
-
-
-class CrashingEngine:
-    """Exits its process, as a CUDA fault or the kernel's OOM killer would, on the prompt "crash"."""
-
-    model_name = "crashing"
-    has_safety_checker = False
-
-    def generate(self, requests, on_progress=None, should_cancel=None) -> list[GenerationResult]:
-        if requests[0].prompt == "crash":
-            os._exit(3)
-        return [GenerationResult([]) for _ in requests]
-
-
-class HangingEngine:
-    """Reports one step, then never ends and never looks at ``should_cancel``: a kernel that hangs."""
-
-    model_name = "hanging"
-    has_safety_checker = False
-
-    def generate(self, requests, on_progress=None, should_cancel=None) -> list[GenerationResult]:
-        on_progress(Progress(1, 10))
-        time.sleep(3600)
-        return []
-
-
-def load_crashing_engine(settings: Settings) -> CrashingEngine:
-    return CrashingEngine()
-
-
-def load_hanging_engine(settings: Settings) -> HangingEngine:
-    return HangingEngine()
+# Fault injection: engines the child loads by name instead of the model (tests.engines).
 
 
 def test_a_child_that_dies_in_a_call_fails_that_call_and_the_next_starts_a_new_one(tmp_path) -> None:
@@ -153,9 +120,9 @@ def test_a_child_that_dies_in_a_call_fails_that_call_and_the_next_starts_a_new_o
     try:
         first = engine.pid
         with pytest.raises(GenerationFailed, match="exit code 3"):
-            engine.generate([request("crash")])
+            generate(engine, [request("crash")])
         assert engine.pid is None
-        assert engine.generate([request("fine")]) == [GenerationResult([])]
+        assert generate(engine, [request("fine")]) == [GenerationResult([])]
         assert engine.pid not in (None, first)
     finally:
         engine.close()
@@ -170,7 +137,7 @@ def test_a_child_killed_between_calls_is_started_again_by_the_next_call(tmp_path
         deadline = time.monotonic() + 10
         while engine.pid is not None and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert engine.generate([request("fine")]) == [GenerationResult([])]
+        assert generate(engine, [request("fine")]) == [GenerationResult([])]
         assert engine.pid not in (None, first)
     finally:
         engine.close()
@@ -184,7 +151,7 @@ def test_a_call_that_ignores_its_cancel_is_ended_by_killing_the_child(tmp_path) 
     try:
         started = time.monotonic()
         with pytest.raises(GenerationCancelled, match=r"did not stop within 0\.5 s"):
-            engine.generate([request()], on_progress=reports.append, should_cancel=lambda: bool(reports))
+            generate(engine, [request()], on_progress=reports.append, should_cancel=lambda: bool(reports))
         assert time.monotonic() - started < 10  # kill_after, then SIGTERM
         assert engine.pid is None
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sdbot.db import Database
+from sdbot.params import JobKind, JobParams
 from sdbot.services.privacy import forget_user
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService
@@ -23,8 +24,8 @@ async def test_forget_user_deletes_jobs_usage_and_overrides_in_that_server(db: D
             guild_id=guild_id,
             channel_id=9,
             user_id=user_id,
-            kind="reroll" if parent_id else "txt2img",
-            params={"prompt": "private words"},
+            kind=JobKind.REROLL if parent_id else JobKind.TXT2IMG,
+            params=JobParams("private words"),
             image_count=1,
             parent_id=parent_id,
             reservation_id=reservation,

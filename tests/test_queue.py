@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import pytest
 from sdbot.config import Settings
 from sdbot.db import Database, JobRecord
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
+from sdbot.params import JobKind, JobParams
 from sdbot.services.jobs import (
     JobCancelled,
     JobEvent,
@@ -47,7 +48,7 @@ class Stack:
         user: int,
         prompt: str = "a cat",
         *,
-        kind: str = "txt2img",
+        kind: JobKind = JobKind.TXT2IMG,
         count: int = 1,
         source_png: bytes | None = None,
         user_queue_limit: int | None = NO_LIMIT,
@@ -62,7 +63,6 @@ class Stack:
             user_id=user,
             kind=kind,
             params=job_params(prompt, count=count, **params),
-            image_count=count,
             reservation_id=reservation,
             source_png=source_png,
         )
@@ -76,19 +76,8 @@ class Stack:
         return [job.id for job in self.queue.take_batch(max_images, batch_key)]
 
 
-def job_params(prompt: str, **overrides: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {
-        "prompt": prompt,
-        "negative_prompt": "",
-        "steps": 2,
-        "guidance": 7.5,
-        "width": 64,
-        "height": 64,
-        "seed": 1234,
-        "count": 1,
-    }
-    params.update(overrides)
-    return params
+def job_params(prompt: str, **overrides: Any) -> JobParams:
+    return replace(JobParams(prompt, steps=2, width=64, height=64, seed=1234), **overrides)
 
 
 async def open_stack(path: Path, settings: Settings) -> Stack:
@@ -194,8 +183,8 @@ async def test_observers_hear_queued_then_every_position_change(stack: Stack) ->
 async def test_seed_is_drawn_at_submit_so_a_resumed_job_makes_the_same_images(stack: Stack) -> None:
     job = await stack.submit(ALICE, seed=None)
     stored = await stack.db.jobs.get(job.id)
-    assert stored is not None and isinstance(stored.params["seed"], int)
-    assert stored.params["seed"] == job.params["seed"]
+    assert stored is not None and isinstance(stored.params.seed, int)
+    assert stored.params.seed == job.params.seed
 
 
 async def test_cancel_a_queued_job_removes_refunds_and_records_it(stack: Stack) -> None:

@@ -21,15 +21,9 @@ import pytest
 from PIL import Image
 
 from sdbot.config import Settings
-from sdbot.errors import GenerationCancelled, GenerationFailed
-from sdbot.inference.types import (
-    Engine,
-    GeneratedImage,
-    GenerateRequest,
-    GenerationResult,
-    ImageToImageRequest,
-    Progress,
-)
+from sdbot.errors import GenerationFailed
+from sdbot.inference.types import Engine, EngineRequest, GenerationResult, Operation
+from sdbot.params import JobKind, JobParams
 from sdbot.services.jobs import (
     JobCancelled,
     JobDone,
@@ -41,73 +35,8 @@ from sdbot.services.jobs import (
     JobWatch,
 )
 from sdbot.services.worker import Worker
+from tests.engines import CountingEngine, FaultyEngine, StepEngine, poison
 from tests.test_queue import ALICE, BOB, CAROL, Stack, open_stack
-
-Request = GenerateRequest | ImageToImageRequest
-Fault = Callable[[Sequence[Request]], Exception | None]
-
-
-class StepEngine:
-    """A fake engine that steps like the real one; images are 8x8 squares whose colour encodes the seed."""
-
-    model_name = "step-engine"
-    has_safety_checker = False
-
-    def __init__(self, *, step_seconds: float = 0.0, fault: Fault | None = None) -> None:
-        self.step_seconds = step_seconds
-        self.fault = fault
-        self.calls: list[list[str]] = []  # the prompts of each call, one per image
-        self.threads: set[threading.Thread] = set()
-        self.step_started: list[float] = []
-        self.sources: list[tuple[int, int]] = []
-        self.previews_rendered = 0  # previews are offered on every step but the last, as the engine does
-
-    def generate(self, requests: Sequence[GenerateRequest], on_progress=None, should_cancel=None):
-        return self._run(requests, [request.count for request in requests], on_progress, should_cancel)
-
-    def variation(self, requests: Sequence[ImageToImageRequest], on_progress=None, should_cancel=None):
-        self.sources.extend(request.source.size for request in requests)
-        return self._run(requests, [1] * len(requests), on_progress, should_cancel)
-
-    upscale = variation
-
-    def _run(self, requests, counts, on_progress, should_cancel) -> list[GenerationResult]:
-        self.threads.add(threading.current_thread())
-        self.calls.append(
-            [request.prompt for request, count in zip(requests, counts, strict=True) for _ in range(count)]
-        )
-        if self.fault is not None and (error := self.fault(requests)) is not None:
-            raise error
-        total = requests[0].steps
-        for step in range(1, total + 1):
-            if should_cancel is not None and should_cancel():
-                raise GenerationCancelled(f"cancelled after step {step - 1} of {total}")
-            self.step_started.append(time.monotonic())
-            time.sleep(self.step_seconds)
-            if on_progress is not None:
-                on_progress(Progress(step, total, self._render_previews if step < total else None))
-        return [
-            GenerationResult([_image(request.seed + index) for index in range(count)])
-            for request, count in zip(requests, counts, strict=True)
-        ]
-
-
-    def _render_previews(self) -> list[Image.Image]:
-        self.previews_rendered += 1
-        return [Image.new("RGB", (4, 4))]
-
-
-def _image(seed: int) -> GeneratedImage:
-    return GeneratedImage(Image.new("RGB", (8, 8), (seed % 256, 0, 0)), seed=seed, nsfw=False, png=b"")
-
-
-def poison(prompt: str) -> Fault:
-    """A fault that fails any call containing ``prompt``."""
-
-    def fault(requests: Sequence[Request]) -> Exception | None:
-        return GenerationFailed("poisoned") if any(r.prompt == prompt for r in requests) else None
-
-    return fault
 
 
 class Running:
@@ -194,7 +123,7 @@ async def test_jobs_with_the_same_batch_key_next_in_fair_order_share_a_call(star
     engine = StepEngine()
     run = await start(engine, paused=True, max_batch=4)
     await run.stack.submit(ALICE, "a1", count=2)
-    await run.stack.submit(BOB, "b1", kind="reroll")  # a reroll is a txt2img call too
+    await run.stack.submit(BOB, "b1", kind=JobKind.REROLL)  # a reroll is a txt2img call too
     await run.stack.submit(CAROL, "c1", width=128)  # another size: not in the same call
     await run.stack.submit(ALICE, "a2", count=2)
     await run.stack.submit(BOB, "b2")
@@ -269,8 +198,8 @@ async def test_an_engine_error_fails_only_its_own_job_after_a_retry_alone(start)
 
 
 async def test_out_of_memory_on_a_batch_retries_at_half_the_size(start) -> None:
-    def small_batches_only(requests: Sequence[Request]) -> Exception | None:
-        images = sum(getattr(request, "count", 1) for request in requests)
+    def small_batches_only(requests: Sequence[EngineRequest]) -> Exception | None:
+        images = sum(request.params.count for request in requests)
         return GenerationFailed("out of GPU memory: try fewer images") if images > 2 else None
 
     engine = StepEngine(fault=small_batches_only)
@@ -303,8 +232,8 @@ async def test_a_stuck_run_times_out_fails_and_is_refunded(start) -> None:
 
 
 async def test_the_worker_keeps_going_after_unexpected_errors_and_broken_observers(start) -> None:
-    def crash(requests: Sequence[Request]) -> Exception | None:
-        return RuntimeError("driver bug") if requests[0].prompt == "crash" else None
+    def crash(requests: Sequence[EngineRequest]) -> Exception | None:
+        return RuntimeError("driver bug") if requests[0].params.prompt == "crash" else None
 
     engine = StepEngine(fault=crash)
     run = await start(engine)
@@ -332,10 +261,13 @@ async def test_variation_and_upscale_get_their_stored_source_decoded(start) -> N
     Image.new("RGB", (64, 48), "blue").save(buffer, format="PNG")
     events: list[JobEvent] = []
     source = buffer.getvalue()
-    await run.stack.submit(ALICE, kind="variation", count=2, source_png=source, observer=events.append)
-    await run.stack.submit(BOB, kind="upscale", source_png=source)
+    await run.stack.submit(
+        ALICE, kind=JobKind.VARIATION, count=2, strength=0.6, source_png=source, observer=events.append
+    )
+    await run.stack.submit(BOB, kind=JobKind.UPSCALE, strength=0.3, source_png=source)
     await run.finish()
-    assert engine.sources == [(64, 48)] * 3
+    assert engine.operations == [Operation.VARIATION, Operation.UPSCALE]
+    assert engine.sources == [(64, 48)] * 2  # one request per job, its images from the one source
     assert isinstance(events[-1], JobDone) and events[-1].result.seeds == [1234, 1235]
 
 
@@ -399,8 +331,7 @@ async def test_batched_jobs_make_the_same_images_as_jobs_run_alone(tmp_path: Pat
     async def run_all(max_batch: int, folder: str) -> tuple[dict[str, GenerationResult], list[int]]:
         settings = Settings(daily_quota=100, max_batch=max_batch, shutdown_grace=5.0)
         stack = await open_stack(tmp_path / folder / "sdbot.sqlite3", settings)
-        sizes: list[int] = []
-        counting = _CountingEngine(tiny_engine, sizes)
+        counting = CountingEngine(tiny_engine)
         worker = Worker(stack.queue, counting, settings)
         results: dict[str, GenerationResult] = {}
         for user, prompt, count in prompts:
@@ -414,7 +345,7 @@ async def test_batched_jobs_make_the_same_images_as_jobs_run_alone(tmp_path: Pat
         await asyncio.wait_for(stack.queue.join(), 120)
         await worker.stop()
         await stack.db.close()
-        return results, sizes
+        return results, counting.sizes
 
     batched, batched_sizes = await run_all(4, "batched")
     alone, alone_sizes = await run_all(1, "alone")
@@ -430,7 +361,7 @@ async def test_a_poisoned_job_in_a_batch_fails_alone_and_the_others_match_single
 ) -> None:
     settings = Settings(daily_quota=100, max_batch=4, shutdown_grace=5.0)
     stack = await open_stack(tmp_path / "sdbot.sqlite3", settings)
-    engine = _PoisonedEngine(tiny_engine, "poison")
+    engine = FaultyEngine(tiny_engine, poison("poison", "the model could not handle this prompt"))
     worker = Worker(stack.queue, engine, settings)
     outcomes: dict[str, JobEvent] = {}
     for user, prompt in ((ALICE, "a red cat"), (BOB, "poison"), (CAROL, "a blue dog")):
@@ -448,39 +379,7 @@ async def test_a_poisoned_job_in_a_batch_fails_alone_and_the_others_match_single
     for prompt in ("a red cat", "a blue dog"):
         done = outcomes[prompt]
         assert isinstance(done, JobDone)
-        (single,) = tiny_engine.generate([GenerateRequest(prompt, steps=2, width=64, height=64, seed=7)])
+        params = JobParams(prompt, steps=2, width=64, height=64, seed=7)
+        (single,) = tiny_engine.run(Operation.GENERATE, [EngineRequest(params)])
         for got, expected in zip(_pixels(done.result), _pixels(single), strict=True):
             assert np.abs(got - expected).max() <= 2.0
-
-
-class _CountingEngine:
-    """Delegates to a real engine and records how many images each call made."""
-
-    def __init__(self, engine: Engine, sizes: list[int]) -> None:
-        self._engine = engine
-        self._sizes = sizes
-        self.model_name = engine.model_name
-        self.has_safety_checker = engine.has_safety_checker
-
-    def generate(self, requests, on_progress=None, should_cancel=None):
-        self._sizes.append(sum(request.count for request in requests))
-        return self._engine.generate(requests, on_progress, should_cancel)
-
-    def variation(self, requests, on_progress=None, should_cancel=None):
-        return self._engine.variation(requests, on_progress, should_cancel)
-
-    def upscale(self, requests, on_progress=None, should_cancel=None):
-        return self._engine.upscale(requests, on_progress, should_cancel)
-
-
-class _PoisonedEngine(_CountingEngine):
-    """A real engine that fails every call containing one prompt (a request the model chokes on)."""
-
-    def __init__(self, engine: Engine, prompt: str) -> None:
-        super().__init__(engine, [])
-        self._prompt = prompt
-
-    def generate(self, requests, on_progress=None, should_cancel=None):
-        if any(request.prompt == self._prompt for request in requests):
-            raise GenerationFailed("the model could not handle this prompt")
-        return super().generate(requests, on_progress, should_cancel)

@@ -14,8 +14,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from sdbot.errors import JobNotFound
-from sdbot.inference.types import MAX_COUNT, MAX_GUIDANCE, MAX_SEED, MAX_STEPS, MIN_GUIDANCE
-from sdbot.services.imagine import MAX_PROMPT_LENGTH, SIZE_CHOICES, ImagineOptions, Requester
+from sdbot.params import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT_LENGTH, MAX_SEED, MAX_STEPS, MIN_GUIDANCE
+from sdbot.services.imagine import SIZE_CHOICES, ImagineOptions, Requester
 from sdbot.views.buttons import Action
 from sdbot.views.render import find_image
 

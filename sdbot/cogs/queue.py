@@ -30,7 +30,7 @@ class Queue(commands.Cog):
         lines = [f"{overview.waiting} job(s) waiting, {overview.running} running."]
         for job, position in overview.mine[:MAX_JOBS_LISTED]:
             where = "running now" if position is None else f"position {position + 1}"
-            lines.append(f"• Job {job.id}: **{short(job.params.get('prompt', ''), 100)}**, {where}")
+            lines.append(f"• Job {job.id}: **{short(job.params.prompt, 100)}**, {where}")
         if len(overview.mine) > MAX_JOBS_LISTED:
             lines.append(f"… and {len(overview.mine) - MAX_JOBS_LISTED} more of yours.")
         if not overview.mine:
@@ -44,7 +44,7 @@ class Queue(commands.Cog):
         self, interaction: discord.Interaction, job: app_commands.Range[int, 1] | None = None
     ) -> None:
         cancelled = await self.bot.imagine.cancel(requester(interaction), job)
-        prompt = short(cancelled.params.get("prompt", ""), 100)
+        prompt = short(cancelled.params.prompt, 100)
         await interaction.response.send_message(
             f"Cancelled job {cancelled.id} (**{prompt}**). Nothing was charged.", ephemeral=True
         )

@@ -18,9 +18,9 @@ from typing import Any
 import aiosqlite
 
 from sdbot.db.gateway import Gateway
+from sdbot.params import JobKind, JobParams, JobState
 
-KINDS = ("txt2img", "reroll", "variation", "upscale")
-UNFINISHED = ("queued", "running")
+UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
 
 _COLUMNS = (
     "id, guild_id, channel_id, user_id, kind, parent_id, params, image_count, state, error, seeds, nsfw, "
@@ -36,11 +36,11 @@ class JobRecord:
     guild_id: int
     channel_id: int
     user_id: int
-    kind: str
+    kind: JobKind
     parent_id: int | None
-    params: dict[str, Any]
+    params: JobParams
     image_count: int
-    state: str
+    state: JobState
     error: str | None
     seeds: list[int]
     nsfw: list[bool | None]
@@ -52,7 +52,7 @@ class JobRecord:
 
     @property
     def finished(self) -> bool:
-        return self.state not in UNFINISHED
+        return self.state.finished
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,11 @@ def _record(row: sqlite3.Row) -> JobRecord:
         guild_id=row["guild_id"],
         channel_id=row["channel_id"],
         user_id=row["user_id"],
-        kind=row["kind"],
+        kind=JobKind(row["kind"]),
         parent_id=row["parent_id"],
-        params=json.loads(row["params"]),
+        params=JobParams.from_json(row["params"]),
         image_count=row["image_count"],
-        state=row["state"],
+        state=JobState(row["state"]),
         error=row["error"],
         seeds=json.loads(row["seeds"]),
         nsfw=json.loads(row["nsfw"]),
@@ -107,8 +107,8 @@ class JobsRepository:
         guild_id: int,
         channel_id: int,
         user_id: int,
-        kind: str,
-        params: dict[str, Any],
+        kind: JobKind,
+        params: JobParams,
         image_count: int,
         parent_id: int | None = None,
         reservation_id: int | None = None,
@@ -116,8 +116,6 @@ class JobsRepository:
         now: float,
     ) -> JobRecord:
         """Store a new queued job and return it with its id."""
-        if kind not in KINDS:
-            raise ValueError(f"job kind {kind!r} is not one of {', '.join(KINDS)}")
         row = await self._gateway.fetch_one(
             "INSERT INTO jobs (guild_id, channel_id, user_id, kind, parent_id, params, image_count, "
             "reservation_id, source_png, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
@@ -128,7 +126,7 @@ class JobsRepository:
                 user_id,
                 kind,
                 parent_id,
-                json.dumps(params, separators=(",", ":")),
+                params.to_json(),
                 image_count,
                 reservation_id,
                 source_png,

@@ -18,7 +18,7 @@ import threading
 import time
 import traceback
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
@@ -31,20 +31,17 @@ from sdbot.inference.pngmeta import ImageParameters, encode_png, sampler_name
 from sdbot.inference.previews import LinearPreview, PreviewMaker, TinyDecoderPreview, preview_interval
 from sdbot.inference.safety import SafetyCheck
 from sdbot.inference.types import (
-    MAX_COUNT,
-    UPSCALE_FACTOR,
     CancelCheck,
+    EngineRequest,
     GeneratedImage,
-    GenerateRequest,
     GenerationResult,
-    ImageToImageRequest,
+    Operation,
     Progress,
     ProgressCallback,
     Timings,
-    image_seed,
-    random_seed,
 )
-from sdbot.inference.validation import check_generate, check_image_to_image
+from sdbot.inference.validation import check_batch
+from sdbot.params import MAX_COUNT, JobParams, image_seed, random_seed
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +60,12 @@ class _Image:
 
 @dataclass(frozen=True)
 class _Batch:
-    """One pipeline run: its images and the batch key they share."""
+    """One pipeline run: its images and the parameters they share (``params``: the first request's; the
+    batch key is the same for all)."""
 
     images: list[_Image]
     request_count: int
-    steps: int
-    guidance: float
-    size: tuple[int, int]
-    strength: float | None  # img2img only
+    params: JobParams
     pipe_kwargs: dict[str, object]
     tile_vae: bool = False  # encode and decode in tiles (upscales: the VAE's memory grows with the area)
 
@@ -128,40 +123,31 @@ class DiffusersEngine:
         """The text-to-image and image-to-image pipelines (they share their modules)."""
         return self._txt2img, self._img2img
 
-    def generate(
+    def run(
         self,
-        requests: Sequence[GenerateRequest],
+        operation: Operation,
+        requests: Sequence[EngineRequest],
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]:
-        check_generate(requests)
-        first = requests[0]
+        check_batch(operation, requests)
+        first = requests[0].params
+        images = _plan([request.params for request in requests])
+        if operation is Operation.GENERATE:
+            pipe: StableDiffusionPipeline | StableDiffusionImg2ImgPipeline = self._txt2img
+            pipe_kwargs: dict[str, object] = {"width": first.width, "height": first.height}
+        else:
+            pipe = self._img2img
+            sources = [_prepared_source(request.source, request.params) for request in requests]
+            pipe_kwargs = {"image": [sources[image.request] for image in images], "strength": first.strength}
         batch = _Batch(
-            images=_plan([(r.prompt, r.negative_prompt, r.seed, r.count) for r in requests]),
+            images=images,
             request_count=len(requests),
-            steps=first.steps,
-            guidance=first.guidance,
-            size=(first.width, first.height),
-            strength=None,
-            pipe_kwargs={"width": first.width, "height": first.height},
+            params=first,
+            pipe_kwargs=pipe_kwargs,
+            tile_vae=self._tile_upscales and operation is Operation.UPSCALE,
         )
-        return self._run(self._txt2img, batch, on_progress, should_cancel)
-
-    def variation(
-        self,
-        requests: Sequence[ImageToImageRequest],
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-    ) -> list[GenerationResult]:
-        return self._image_to_image(requests, 1, on_progress, should_cancel)
-
-    def upscale(
-        self,
-        requests: Sequence[ImageToImageRequest],
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-    ) -> list[GenerationResult]:
-        return self._image_to_image(requests, UPSCALE_FACTOR, on_progress, should_cancel)
+        return self._run(pipe, batch, on_progress, should_cancel)
 
     def warm_up(self, width: int = 512, height: int = 512, batch_sizes: Sequence[int] = (1,)) -> float:
         """Short generations at each batch size, so that compilation and allocator growth happen before the
@@ -170,34 +156,9 @@ class DiffusersEngine:
         started = time.perf_counter()
         for images in batch_sizes:
             counts = [min(MAX_COUNT, images - first) for first in range(0, images, MAX_COUNT)]
-            requests = [
-                GenerateRequest("warm-up", steps=WARM_UP_STEPS, width=width, height=height, seed=0, count=n)
-                for n in counts
-            ]
-            self.generate(requests)
+            params = JobParams("warm-up", steps=WARM_UP_STEPS, width=width, height=height, seed=0)
+            self.run(Operation.GENERATE, [EngineRequest(replace(params, count=n)) for n in counts])
         return time.perf_counter() - started
-
-    def _image_to_image(
-        self,
-        requests: Sequence[ImageToImageRequest],
-        scale: int,
-        on_progress: ProgressCallback | None,
-        should_cancel: CancelCheck | None,
-    ) -> list[GenerationResult]:
-        check_image_to_image(requests, scale=scale)
-        sources = [_prepared_source(r.source, scale) for r in requests]
-        first = requests[0]
-        batch = _Batch(
-            images=_plan([(r.prompt, r.negative_prompt, r.seed, 1) for r in requests]),
-            request_count=len(requests),
-            steps=first.steps,
-            guidance=first.guidance,
-            size=sources[0].size,
-            strength=first.strength,
-            pipe_kwargs={"image": sources, "strength": first.strength},
-            tile_vae=self._tile_upscales and scale > 1,
-        )
-        return self._run(self._img2img, batch, on_progress, should_cancel)
 
     def _run(
         self,
@@ -248,8 +209,8 @@ class DiffusersEngine:
         latents = pipe(
             prompt=[image.prompt for image in images],
             negative_prompt=[image.negative_prompt for image in images],
-            num_inference_steps=batch.steps,
-            guidance_scale=batch.guidance,
+            num_inference_steps=batch.params.steps,
+            guidance_scale=batch.params.guidance,
             generator=generators,
             output_type="latent",
             callback_on_step_end=step_end,
@@ -269,14 +230,14 @@ class DiffusersEngine:
             params = ImageParameters(
                 prompt=image.prompt,
                 negative_prompt=image.negative_prompt,
-                steps=batch.steps,
+                steps=batch.params.steps,
                 sampler=sampler,
-                guidance=batch.guidance,
+                guidance=batch.params.guidance,
                 seed=image.seed,
-                width=batch.size[0],
-                height=batch.size[1],
+                width=batch.params.width,
+                height=batch.params.height,
                 model=self._model_name,
-                strength=batch.strength,
+                strength=batch.params.strength,
             )
             results[image.request].append(
                 GeneratedImage(picture, image.seed, flag, encode_png(picture, params))
@@ -361,20 +322,25 @@ def load_engine(settings: Settings) -> DiffusersEngine:
     return engine
 
 
-def _plan(requests: list[tuple[str, str, int | None, int]]) -> list[_Image]:
-    """Flatten (prompt, negative prompt, seed, count) requests into images; draw missing seeds."""
+def _plan(requests: list[JobParams]) -> list[_Image]:
+    """Flatten requests into images; draw missing seeds."""
     images = []
-    for index, (prompt, negative_prompt, seed, count) in enumerate(requests):
-        base = seed if seed is not None else random_seed()
-        images.extend(_Image(index, prompt, negative_prompt, image_seed(base, i)) for i in range(count))
+    for index, params in enumerate(requests):
+        base = params.seed if params.seed is not None else random_seed()
+        images.extend(
+            _Image(index, params.prompt, params.negative_prompt, image_seed(base, i))
+            for i in range(params.count)
+        )
     return images
 
 
-def _prepared_source(source: Image.Image, scale: int) -> Image.Image:
+def _prepared_source(source: Image.Image | None, params: JobParams) -> Image.Image:
+    """The source in RGB at the request's size (an upscale's is twice the source's)."""
+    assert source is not None  # check_batch made sure
     source = source.convert("RGB")
-    if scale == 1:
+    if source.size == params.size:
         return source
-    return source.resize((source.width * scale, source.height * scale), Image.Resampling.LANCZOS)
+    return source.resize(params.size, Image.Resampling.LANCZOS)
 
 
 def _is_out_of_memory(error: RuntimeError) -> bool:

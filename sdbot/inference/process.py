@@ -10,8 +10,8 @@ when its process is killed.
 
 The two processes talk over one pipe, in pickled tuples:
 - child to parent, once: ``("ready", model_name, has_safety_checker)`` or ``("failed", error)``;
-- parent to child: ``("call", method, requests)``; the child answers ``("progress", step, total, previews)``
-  after every step, then ``("done", results)`` or ``("error", error)``.
+- parent to child: ``("call", operation, requests)``; the child answers ``("progress", step, total,
+  previews)`` after every step, then ``("done", results)`` or ``("error", error)``.
 
 Cancelling is a shared event: the parent sets it when ``should_cancel`` says so (checked on every message and
 every ``POLL_INTERVAL``), and the engine in the child reads it after each step. A call that has not ended
@@ -46,9 +46,9 @@ from sdbot.errors import GenerationCancelled, GenerationFailed, ModelLoadFailed
 from sdbot.inference.types import (
     CancelCheck,
     Engine,
-    GenerateRequest,
+    EngineRequest,
     GenerationResult,
-    ImageToImageRequest,
+    Operation,
     Progress,
     ProgressCallback,
 )
@@ -127,29 +127,23 @@ class EngineProcess:
             process.kill()
             process.join()
 
-    def generate(
+    def run(
         self,
-        requests: Sequence[GenerateRequest],
+        operation: Operation,
+        requests: Sequence[EngineRequest],
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]:
-        return self._call("generate", requests, on_progress, should_cancel)
-
-    def variation(
-        self,
-        requests: Sequence[ImageToImageRequest],
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-    ) -> list[GenerationResult]:
-        return self._call("variation", requests, on_progress, should_cancel)
-
-    def upscale(
-        self,
-        requests: Sequence[ImageToImageRequest],
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-    ) -> list[GenerationResult]:
-        return self._call("upscale", requests, on_progress, should_cancel)
+        with self._lock:
+            if should_cancel is not None and should_cancel():
+                raise GenerationCancelled("cancelled before it started")
+            connection, cancel = self._running_child()
+            cancel.clear()
+            try:
+                connection.send(("call", operation, list(requests)))
+            except OSError as error:
+                raise self._lost() from error
+            return self._await_result(connection, cancel, on_progress, should_cancel)
 
     def _spawn(self) -> None:
         parent_end, child_end = self._context.Pipe()
@@ -177,24 +171,6 @@ class EngineProcess:
         _, self._model_name, self._has_safety_checker = message
         self._process, self._connection, self._cancel = process, parent_end, cancel
         log.info("the engine runs in process %d", process.pid)
-
-    def _call(
-        self,
-        method: str,
-        requests: Sequence[Any],
-        on_progress: ProgressCallback | None,
-        should_cancel: CancelCheck | None,
-    ) -> list[GenerationResult]:
-        with self._lock:
-            if should_cancel is not None and should_cancel():
-                raise GenerationCancelled("cancelled before it started")
-            connection, cancel = self._running_child()
-            cancel.clear()
-            try:
-                connection.send(("call", method, list(requests)))
-            except OSError as error:
-                raise self._lost() from error
-            return self._await_result(connection, cancel, on_progress, should_cancel)
 
     def _running_child(self) -> tuple[Connection, Event]:
         """The pipe to a live child and its cancel event, starting a new child (loading the model again)
@@ -282,10 +258,10 @@ def serve(
     connection.send(("ready", engine.model_name, engine.has_safety_checker))
     with contextlib.suppress(EOFError, BrokenPipeError):  # the bot closed the pipe: it wants us gone
         while True:
-            _, method, requests = connection.recv()
+            _, operation, requests = connection.recv()
             report = _Reporter(connection)
             try:
-                results = getattr(engine, method)(requests, on_progress=report, should_cancel=cancel.is_set)
+                results = engine.run(operation, requests, on_progress=report, should_cancel=cancel.is_set)
             except Exception as error:
                 connection.send(("error", _portable(error)))
             else:

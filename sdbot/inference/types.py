@@ -1,71 +1,45 @@
 """The engine's contract: what a caller asks for and what it gets back.
 
-The job worker talks to an ``Engine`` only through these types, so an in-process diffusers engine and a
-future remote backend are interchangeable. A call takes a *batch*: several requests that share the batch
-key (steps, guidance, size, strength) but keep their own prompts and seeds. A request's images depend only on
-the request itself, never on what else was in the batch (each image has its own seeded generator).
+The job worker talks to an ``Engine`` only through these types, so an in-process diffusers engine, the engine
+in its own process and a remote backend are interchangeable. A call runs one ``Operation`` on a *batch*:
+several requests whose ``JobParams`` share their batch key (steps, guidance, size, strength) but keep their
+own prompts and seeds. A request's images depend only on the request itself, never on what else was in the
+batch (each image has its own seeded generator).
 
 No discord and no asyncio here: an engine call blocks, and the worker runs it in a thread.
 """
 
 from __future__ import annotations
 
-import secrets
+import enum
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from PIL import Image
 
-MIN_STEPS, MAX_STEPS = 1, 150
-MIN_GUIDANCE, MAX_GUIDANCE = 0.0, 30.0
-MIN_SIDE, MAX_SIDE = 64, 2048
-MIN_COUNT, MAX_COUNT = 1, 4
-MAX_SEED = 2**32 - 1
-VARIATION_STRENGTH = 0.6
-UPSCALE_STRENGTH = 0.3
-UPSCALE_FACTOR = 2
+from sdbot.params import JobParams
+
+UPSCALE_FACTOR = 2  # how much an upscale enlarges its source
 
 
-def image_seed(seed: int, index: int) -> int:
-    """The seed of image ``index`` of a request: ``seed + index``, wrapping past ``MAX_SEED`` so that every
-    seed (even 2**32-1 with four images) is valid and each image can be reproduced alone with its own seed."""
-    return (seed + index) % (MAX_SEED + 1)
+class Operation(enum.StrEnum):
+    """What the engine does with a batch. Image-to-image operations resize each source to the request's
+    size first (Lanczos), so an upscale is a request at ``UPSCALE_FACTOR`` times its source's size."""
 
-
-def random_seed() -> int:
-    """A seed for a request that named none."""
-    return secrets.randbelow(MAX_SEED + 1)
+    GENERATE = "generate"
+    VARIATION = "variation"
+    UPSCALE = "upscale"  # like a variation, but large: the VAE works in tiles (when enabled)
 
 
 @dataclass(frozen=True)
-class GenerateRequest:
-    """Text to image. Image ``i`` of the request uses ``image_seed(seed, i)``, that is ``seed + i``."""
+class EngineRequest:
+    """One request of a batch: ``params.count`` images, image ``i`` seeded ``image_seed(params.seed, i)``
+    (a seed of None is drawn by the engine). ``source`` is the image that image-to-image operations start
+    from; each image of the request starts from it."""
 
-    prompt: str
-    negative_prompt: str = ""
-    steps: int = 30
-    guidance: float = 7.5
-    width: int = 512
-    height: int = 512
-    seed: int | None = None  # None: the engine draws one in 0..2**32-1
-    count: int = 1
-
-
-@dataclass(frozen=True)
-class ImageToImageRequest:
-    """Image to image from ``source``: a variation (new seed, strength ~0.6) or an upscale (2x, low strength).
-
-    For an upscale the engine resizes ``source`` by ``UPSCALE_FACTOR`` first, so the output is twice its size.
-    """
-
-    source: Image.Image
-    prompt: str
-    negative_prompt: str = ""
-    steps: int = 30
-    guidance: float = 7.5
-    seed: int | None = None
-    strength: float = VARIATION_STRENGTH
+    params: JobParams
+    source: Image.Image | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -118,9 +92,9 @@ CancelCheck = Callable[[], bool]
 
 
 class Engine(Protocol):
-    """What the worker needs from a backend. Every method blocks and may raise ``GenerationFailed``
-    (out of memory, broken model), ``GenerationCancelled`` (``should_cancel`` returned True) or
-    ``ValueError`` (parameters out of range, or a batch whose requests do not share the batch key)."""
+    """What the worker needs from a backend. ``run`` blocks and may raise ``GenerationFailed`` (out of memory,
+    broken model), ``GenerationCancelled`` (``should_cancel`` returned True) or ``ValueError`` (parameters out
+    of range, or a batch whose requests do not share the batch key). It returns one result per request."""
 
     @property
     def model_name(self) -> str: ...
@@ -128,23 +102,10 @@ class Engine(Protocol):
     @property
     def has_safety_checker(self) -> bool: ...
 
-    def generate(
+    def run(
         self,
-        requests: Sequence[GenerateRequest],
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-    ) -> list[GenerationResult]: ...
-
-    def variation(
-        self,
-        requests: Sequence[ImageToImageRequest],
-        on_progress: ProgressCallback | None = None,
-        should_cancel: CancelCheck | None = None,
-    ) -> list[GenerationResult]: ...
-
-    def upscale(
-        self,
-        requests: Sequence[ImageToImageRequest],
+        operation: Operation,
+        requests: Sequence[EngineRequest],
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]: ...

@@ -20,9 +20,8 @@ import io
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Any
 
 from PIL import Image
 
@@ -36,27 +35,16 @@ from sdbot.errors import (
     NotPermitted,
     PromptRejected,
 )
-from sdbot.inference.types import (
-    MAX_COUNT,
-    MAX_GUIDANCE,
-    MAX_SEED,
-    MAX_SIDE,
-    MAX_STEPS,
-    MIN_COUNT,
-    MIN_GUIDANCE,
-    MIN_SIDE,
-    MIN_STEPS,
-    UPSCALE_FACTOR,
-    UPSCALE_STRENGTH,
-    VARIATION_STRENGTH,
-)
+from sdbot.inference.types import UPSCALE_FACTOR
+from sdbot.params import JobKind, JobParams, JobState, Limits, check_params, min_steps
 from sdbot.services.jobs import JobQueue, JobRequest, Observer
 from sdbot.services.privacy import forget_user
 from sdbot.services.quotas import QuotaService, QuotaStatus
 from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in
 
-MAX_PROMPT_LENGTH = 1000
 DEFAULT_GUIDANCE = 7.5
+VARIATION_STRENGTH = 0.6
+UPSCALE_STRENGTH = 0.3
 DEFAULT_SIZE = "512x512"
 # What /imagine offers; all fit the default pixel budget (768 x 768). Sent raw, any multiple of 8 within the
 # server's budget is accepted.
@@ -145,27 +133,6 @@ def parse_size(size: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def _check_side(label: str, value: int) -> None:
-    if not MIN_SIDE <= value <= MAX_SIDE or value % 8:
-        raise InvalidRequest(
-            f"{label.capitalize()} must be a multiple of 8 from {MIN_SIDE} to {MAX_SIDE}, not {value}."
-        )
-
-
-def _check_range(label: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise InvalidRequest(f"{label} must be from {low:g} to {high:g} on this server (got {value:g}).")
-
-
-def _check_prompt(prompt: str, label: str, *, required: bool) -> str:
-    text = prompt.strip()
-    if required and not text:
-        raise PromptRejected(f"the {label} is empty")
-    if len(text) > MAX_PROMPT_LENGTH:
-        raise PromptRejected(f"the {label} has {len(text):,} characters; the most is {MAX_PROMPT_LENGTH:,}")
-    return text
-
-
 class ImagineService:
     """Validates requests against server settings, reserves quota and submits jobs to the queue."""
 
@@ -199,23 +166,15 @@ class ImagineService:
     ) -> JobRecord:
         settings = await self._admit(who)
         params = self._txt2img_params(options, settings)
-        return await self._submit(who, "txt2img", params, params["count"], observer=observer)
+        return await self._submit(who, JobKind.TXT2IMG, params, observer=observer)
 
     async def reroll(self, who: Requester, job_id: int, *, observer: Observer | None = None) -> JobRecord:
         """The same request again with a new seed."""
         settings = await self._admit(who)
         parent = await self.parent(who, job_id)
-        params = parent.params
-        options = ImagineOptions(
-            prompt=params["prompt"],
-            negative=params.get("negative_prompt"),
-            steps=params["steps"],
-            guidance=params["guidance"],
-            size=f"{params['width']}x{params['height']}",
-            count=parent.image_count,
-        )
-        new = self._txt2img_params(options, settings)
-        return await self._submit(who, "reroll", new, new["count"], parent=parent, observer=observer)
+        params = replace(parent.params, seed=None, strength=None)
+        self._check(params, settings)
+        return await self._submit(who, JobKind.REROLL, params, parent=parent, observer=observer)
 
     async def variation(
         self,
@@ -227,7 +186,7 @@ class ImagineService:
         observer: Observer | None = None,
     ) -> JobRecord:
         """A new image close to image ``index`` of the job (``source``: reads that image as posted)."""
-        return await self._image_to_image(who, "variation", job_id, index, source, observer)
+        return await self._image_to_image(who, JobKind.VARIATION, job_id, index, source, observer)
 
     async def upscale(
         self,
@@ -239,14 +198,14 @@ class ImagineService:
         observer: Observer | None = None,
     ) -> JobRecord:
         """Image ``index`` of the job at twice its size."""
-        return await self._image_to_image(who, "upscale", job_id, index, source, observer)
+        return await self._image_to_image(who, JobKind.UPSCALE, job_id, index, source, observer)
 
     async def parent(self, who: Requester, job_id: int, index: int | None = None) -> JobRecord:
         """A job of this server a button may act on; with ``index``, one of its images must exist."""
         job = await self._job(job_id)
         if job is None or job.guild_id != who.guild_id:
             raise JobNotFound("That job no longer exists (its data may have been deleted).")
-        if index is not None and (job.state != "done" or not 0 <= index < job.image_count):
+        if index is not None and (job.state is not JobState.DONE or not 0 <= index < job.image_count):
             raise JobNotFound("That image no longer exists.")
         return job
 
@@ -323,83 +282,80 @@ class ImagineService:
             raise ChannelNotAllowed(settings.channels)
         return settings
 
-    def _txt2img_params(self, options: ImagineOptions, settings: GuildSettings) -> dict[str, Any]:
-        prompt = _check_prompt(options.prompt, "prompt", required=True)
-        negative = _check_prompt(options.negative or "", "negative prompt", required=False)
-        word = banned_word_in(prompt, settings)
+    def _txt2img_params(self, options: ImagineOptions, settings: GuildSettings) -> JobParams:
+        width, height = parse_size(options.size or DEFAULT_SIZE)
+        params = JobParams(
+            prompt=options.prompt.strip(),
+            negative_prompt=(options.negative or "").strip(),
+            steps=settings.default_steps if options.steps is None else options.steps,
+            guidance=DEFAULT_GUIDANCE if options.guidance is None else options.guidance,
+            width=width,
+            height=height,
+            seed=options.seed,
+            count=options.count,
+        )
+        self._check(params, settings)
+        return params
+
+    @staticmethod
+    def _check(params: JobParams, settings: GuildSettings, limits: Limits | None = None) -> None:
+        """The server's limits (``limits``: other than its usual ones) and its banned words."""
+        check_params(params, _limits(settings) if limits is None else limits)
+        word = banned_word_in(params.prompt, settings)
         if word is not None:
             raise PromptRejected(f'"{word}" is banned on this server')
-        steps = settings.default_steps if options.steps is None else options.steps
-        _check_range("Steps", steps, MIN_STEPS, min(MAX_STEPS, settings.max_steps))
-        guidance = DEFAULT_GUIDANCE if options.guidance is None else float(options.guidance)
-        _check_range("Guidance", guidance, MIN_GUIDANCE, MAX_GUIDANCE)
-        if options.seed is not None:
-            _check_range("The seed", options.seed, 0, MAX_SEED)
-        _check_range("The image count", options.count, MIN_COUNT, min(MAX_COUNT, settings.max_count))
-        width, height = parse_size(options.size or DEFAULT_SIZE)
-        _check_side("width", width)
-        _check_side("height", height)
-        if width * height > settings.max_pixels:
-            raise InvalidRequest(
-                f"{width}x{height} is larger than this server allows ({settings.max_pixels:,} pixels; "
-                f"{width * height:,} asked)."
-            )
-        return {
-            "prompt": prompt,
-            "negative_prompt": negative,
-            "steps": steps,
-            "guidance": guidance,
-            "width": width,
-            "height": height,
-            "seed": options.seed,
-            "count": options.count,
-        }
 
     async def _image_to_image(
         self,
         who: Requester,
-        kind: str,
+        kind: JobKind,
         job_id: int,
         index: int,
         source: SourceReader,
         observer: Observer | None,
     ) -> JobRecord:
+        """A job that starts from image ``index`` of a done job. Its output keeps the server's pixel budget:
+        a variation of a larger image (an upscale) is made at the largest size within the budget with the
+        same aspect; an upscale doubles each side, so its source must fit the budget and its output may have
+        up to four times the budget (the one exception)."""
         settings = await self._admit(who)
-        if kind == "upscale" and not settings.upscale_allowed:
+        if kind is JobKind.UPSCALE and not settings.upscale_allowed:
             raise NotAllowedHere("Upscaling is switched off on this server.")
         parent = await self.parent(who, job_id, index)
         source_png = await source()  # only now: a download is the dearest check
         width, height = _source_size(source_png)
-        scale = UPSCALE_FACTOR if kind == "upscale" else 1
-        if width * scale > MAX_SIDE or height * scale > MAX_SIDE:
-            raise InvalidRequest(f"This image is too large to upscale (the limit is {MAX_SIDE} px a side).")
-        _check_side("image width", width)
-        _check_side("image height", height)
-        strength = UPSCALE_STRENGTH if kind == "upscale" else VARIATION_STRENGTH
-        params = parent.params
-        # An image-to-image run denoises steps x strength times: keep at least one step.
-        steps = max(params["steps"], math.ceil(1 / strength))
-        seeds: Sequence[int] = parent.seeds
-        new = {
-            "prompt": params["prompt"],
-            "negative_prompt": params.get("negative_prompt") or "",
-            "steps": steps,
-            "guidance": params["guidance"],
-            "width": width * scale,
-            "height": height * scale,
+        limits = _limits(settings)
+        if kind is JobKind.UPSCALE:
+            if width * height > settings.max_pixels:
+                raise InvalidRequest(
+                    f"This {width}x{height} image is too large to upscale on this server "
+                    f"(at most {settings.max_pixels:,} pixels before upscaling)."
+                )
+            size = _multiple_below(width * UPSCALE_FACTOR, height * UPSCALE_FACTOR, limits.size_multiple)
+            limits = replace(limits, max_pixels=settings.max_pixels * UPSCALE_FACTOR**2)
+            strength = UPSCALE_STRENGTH
+        else:
+            size = _fit(width, height, settings.max_pixels, limits.size_multiple)
+            strength = VARIATION_STRENGTH
+        params = replace(
+            parent.params,
+            # An image-to-image run denoises steps x strength times: keep at least one step.
+            steps=max(parent.params.steps, min_steps(strength)),
+            width=size[0],
+            height=size[1],
             # An upscale keeps the image's own seed; a variation draws a new one.
-            "seed": seeds[index] if kind == "upscale" and index < len(seeds) else None,
-            "count": 1,
-            "strength": strength,
-        }
-        return await self._submit(who, kind, new, 1, parent=parent, source_png=source_png, observer=observer)
+            seed=parent.seeds[index] if kind is JobKind.UPSCALE and index < len(parent.seeds) else None,
+            count=1,
+            strength=strength,
+        )
+        self._check(params, settings, limits)
+        return await self._submit(who, kind, params, parent=parent, source_png=source_png, observer=observer)
 
     async def _submit(
         self,
         who: Requester,
-        kind: str,
-        params: dict[str, Any],
-        images: int,
+        kind: JobKind,
+        params: JobParams,
         *,
         parent: JobRecord | None = None,
         source_png: bytes | None = None,
@@ -411,13 +367,34 @@ class ImagineService:
             user_id=who.user_id,
             kind=kind,
             params=params,
-            image_count=images,
             parent_id=None if parent is None else parent.id,
             source_png=source_png,
         )
-        reservation = await self._quotas.reserve(who.guild_id, who.user_id, images, is_manager=who.is_manager)
+        reservation = await self._quotas.reserve(
+            who.guild_id, who.user_id, params.count, is_manager=who.is_manager
+        )
         # From here the queue owns the reservation: it refunds it if the job is not queued.
         return await self._queue.submit(replace(request, reservation_id=reservation), observer=observer)
+
+
+def _limits(settings: GuildSettings) -> Limits:
+    return Limits(
+        max_steps=settings.max_steps,
+        max_count=settings.max_count,
+        max_pixels=settings.max_pixels,
+        owner="this server",
+    )
+
+
+def _multiple_below(width: int, height: int, multiple: int) -> tuple[int, int]:
+    return max(multiple, width - width % multiple), max(multiple, height - height % multiple)
+
+
+def _fit(width: int, height: int, max_pixels: int, multiple: int) -> tuple[int, int]:
+    """The largest size with ``width:height``'s aspect within ``max_pixels``, never larger than it is, in
+    whole multiples of ``multiple``."""
+    scale = min(1.0, math.sqrt(max_pixels / (width * height)))
+    return _multiple_below(int(width * scale), int(height * scale), multiple)
 
 
 def _source_size(png: bytes) -> tuple[int, int]:

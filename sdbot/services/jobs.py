@@ -18,16 +18,16 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from sdbot.config import Settings
-from sdbot.db.jobs import KINDS
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
-from sdbot.inference.types import GeneratedImage, GenerationResult, Timings, random_seed
+from sdbot.inference.types import GeneratedImage, GenerationResult, Timings
+from sdbot.params import JobKind, JobParams, JobState, random_seed
 
 if TYPE_CHECKING:
     from sdbot.db import Database, JobRecord
@@ -36,34 +36,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-IMAGE_TO_IMAGE_KINDS = ("variation", "upscale")
-
 
 @dataclass(frozen=True)
 class JobRequest:
     """What a member asked for, already validated and paid for (``reservation_id``) by the caller.
 
-    ``params`` holds prompt, negative_prompt, steps, guidance, width, height, seed (None: drawn at submit so
-    that a resumed job makes the same images), count and, for image-to-image kinds, strength.
+    A seed of None in ``params`` is drawn at submit, so that a resumed job makes the same images.
     ``source_png`` is the image a variation or upscale starts from.
     """
 
     guild_id: int
     channel_id: int
     user_id: int
-    kind: str
-    params: Mapping[str, Any]
-    image_count: int
+    kind: JobKind
+    params: JobParams
     parent_id: int | None = None
     reservation_id: int | None = None
     source_png: bytes | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"job kind {self.kind!r} is not one of {', '.join(KINDS)}")
-        if self.image_count < 1:
-            raise ValueError(f"image_count must be at least 1, not {self.image_count}")
-        if (self.kind in IMAGE_TO_IMAGE_KINDS) != (self.source_png is not None):
+        if self.params.count < 1:
+            raise ValueError(f"a job needs at least one image, not {self.params.count}")
+        if self.kind.from_image != (self.source_png is not None):
             raise ValueError("variation and upscale jobs need source_png; the other kinds take none")
 
 
@@ -187,7 +181,7 @@ class ActiveJob:
         return self.record.image_count
 
     @property
-    def params(self) -> dict[str, Any]:
+    def params(self) -> JobParams:
         return self.record.params
 
     def add_images(self, first: int, images: list[GeneratedImage], timings: Timings) -> bool:
@@ -333,16 +327,16 @@ class JobQueue:
         try:
             async with self._submit_lock:
                 await self._check_limits(request, user_queue_limit)
-                params = dict(request.params)
-                if params.get("seed") is None:
-                    params["seed"] = random_seed()
+                params = request.params
+                if params.seed is None:
+                    params = replace(params, seed=random_seed())
                 record = await self._db.jobs.create(
                     guild_id=request.guild_id,
                     channel_id=request.channel_id,
                     user_id=request.user_id,
                     kind=request.kind,
                     params=params,
-                    image_count=request.image_count,
+                    image_count=params.count,
                     parent_id=request.parent_id,
                     reservation_id=request.reservation_id,
                     source_png=request.source_png,
@@ -387,7 +381,7 @@ class JobQueue:
             job,
             self._db.jobs.mark_cancelled(job.id, now),
             commit=False,
-            changes={"state": "cancelled", "finished_at": now},
+            changes={"state": JobState.CANCELLED, "finished_at": now},
             make=lambda record: JobCancelled(record, by_user=by_user),
         )
         return job.record
@@ -428,7 +422,7 @@ class JobQueue:
                 continue
             if record.state == "running":
                 await self._db.jobs.requeue(record.id)
-                record = replace(record, state="queued", started_at=None)
+                record = replace(record, state=JobState.QUEUED, started_at=None)
             self._enqueue(ActiveJob(record))
             restored += 1
         if restored:
@@ -474,7 +468,7 @@ class JobQueue:
         if job.finished:
             return False
         now = self._clock()
-        job.record = replace(job.record, state="running", started_at=now)
+        job.record = replace(job.record, state=JobState.RUNNING, started_at=now)
         self._write_later(self._mark_running(job.id, now))
         self._emit(job, JobStarted)
         return True
@@ -498,7 +492,7 @@ class JobQueue:
             job,
             self._db.jobs.mark_done(job.id, result.seeds, result.nsfw, now),
             commit=True,
-            changes={"state": "done", "seeds": result.seeds, "nsfw": result.nsfw, "finished_at": now},
+            changes={"state": JobState.DONE, "seeds": result.seeds, "nsfw": result.nsfw, "finished_at": now},
             make=lambda record: JobDone(record, result=result),
         )
 
@@ -511,7 +505,7 @@ class JobQueue:
             job,
             self._db.jobs.mark_failed(job.id, error, now),
             commit=False,
-            changes={"state": "failed", "error": error, "finished_at": now},
+            changes={"state": JobState.FAILED, "error": error, "finished_at": now},
             make=lambda record: JobFailed(record, error=error),
         )
 
@@ -522,7 +516,7 @@ class JobQueue:
         if job.finished or self._running.pop(job.id, None) is None:
             return
         job.forget_images()
-        job.record = replace(job.record, state="queued", started_at=None)
+        job.record = replace(job.record, state=JobState.QUEUED, started_at=None)
         self._order.add(job)
         self._publish_positions()
         await self._db.jobs.requeue(job.id)

@@ -5,10 +5,10 @@ loop (the Discord gateway's heartbeats, interaction acknowledgements) never wait
 handed back to the loop with ``call_soon_threadsafe``. The worker talks to the engine only through the
 ``Engine`` protocol, so a remote backend can replace the in-process one.
 
-Batching: the next job in fair order and the jobs right after it with the same batch key (engine method, size,
-steps, guidance, strength, scheduler) run in one engine call, up to ``Settings.max_batch`` images; each keeps
-its own prompt and seeds, and its images do not depend on the batch (the engine seeds every image). A job with
-more images than ``max_batch`` runs in several calls, image ``i`` always with seed ``seed + i``.
+Batching: the next job in fair order and the jobs right after it with the same batch key (the engine operation
+and ``JobParams.batch_key``) run in one engine call, up to ``Settings.max_batch`` images; each keeps its own
+prompt and seeds, and its images do not depend on the batch (the engine seeds every image). A job with more
+images than ``max_batch`` runs in several calls, image ``i`` always with seed ``seed + i``.
 
 Faults, each ending in exactly one of done / failed / cancelled / requeued per job: an engine error fails only
 its own job (a failed batch is retried job by job once); out of memory on several images retries at half the
@@ -29,7 +29,6 @@ import math
 import re
 import threading
 import time
-from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -38,41 +37,27 @@ from PIL import Image
 
 from sdbot.config import Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed
-from sdbot.inference.types import (
-    UPSCALE_STRENGTH,
-    VARIATION_STRENGTH,
-    Engine,
-    GenerateRequest,
-    GenerationResult,
-    ImageToImageRequest,
-    Progress,
-    image_seed,
-)
-from sdbot.services.jobs import IMAGE_TO_IMAGE_KINDS, ActiveJob, JobQueue, run_in_background
+from sdbot.inference.types import Engine, EngineRequest, GenerationResult, Operation, Progress
+from sdbot.params import JobKind
+from sdbot.services.jobs import ActiveJob, JobQueue, run_in_background
 
 log = logging.getLogger(__name__)
 
-ENGINE_METHODS = {"txt2img": "generate", "reroll": "generate", "variation": "variation", "upscale": "upscale"}
-DEFAULT_STRENGTH = {"variation": VARIATION_STRENGTH, "upscale": UPSCALE_STRENGTH}
+OPERATIONS = {
+    JobKind.TXT2IMG: Operation.GENERATE,
+    JobKind.REROLL: Operation.GENERATE,
+    JobKind.VARIATION: Operation.VARIATION,
+    JobKind.UPSCALE: Operation.UPSCALE,
+}
 INTERRUPT_WAIT = 10.0  # seconds an interrupted engine run gets to notice before stop() gives up on it
 _OUT_OF_MEMORY = re.compile(r"out of (gpu |cuda |device )?memory", re.IGNORECASE)
 INTERNAL_ERROR = "the generation failed because of an internal error; the bot's logs have the details"
 
 
 def batch_key(job: ActiveJob) -> tuple[Any, ...]:
-    """Jobs with equal keys can share one engine call. txt2img and reroll are the same engine method."""
-    params = job.params
-    kind = job.record.kind
-    strength = params.get("strength", DEFAULT_STRENGTH[kind]) if kind in IMAGE_TO_IMAGE_KINDS else None
-    return (
-        ENGINE_METHODS[kind],
-        params.get("width"),
-        params.get("height"),
-        params.get("steps"),
-        params.get("guidance"),
-        strength,
-        params.get("scheduler"),
-    )
+    """Jobs with equal keys can share one engine call: the same operation (txt2img and reroll are one) and
+    the same parameters but for prompts, seeds and counts."""
+    return (OPERATIONS[job.record.kind], *job.params.batch_key())
 
 
 @dataclass(frozen=True)
@@ -245,13 +230,11 @@ class Worker:
     async def _call_engine(self, run: _Run) -> list[GenerationResult]:
         """Run ``run`` in the engine thread; one result per slice, in order."""
         sources = {
-            job.id: await self._queue.source_png(job)
-            for job in run.jobs
-            if job.record.kind in IMAGE_TO_IMAGE_KINDS
+            job.id: await self._queue.source_png(job) for job in run.jobs if job.record.kind.from_image
         }
         loop = asyncio.get_running_loop()
-        owners: list[ActiveJob] = []  # the job of each engine request, filled in the engine thread
         last_report = -math.inf
+        owners = [part.job for part in run.slices]  # the job of each engine request
 
         def report(progress: Progress) -> None:
             """Hand a step to the loop, at most every ``progress_interval`` seconds but always the last one:
@@ -268,11 +251,12 @@ class Worker:
                 )
 
         def call() -> list[GenerationResult]:
-            kind = run.jobs[0].record.kind
-            method = getattr(self._engine, ENGINE_METHODS[kind])
-            requests, counts = _requests(run.slices, sources, owners)
-            results = method(requests, on_progress=report, should_cancel=run.should_cancel)
-            return _regroup(results, counts)
+            operation = OPERATIONS[run.jobs[0].record.kind]
+            requests = [_request(part, sources) for part in run.slices]
+            results = self._engine.run(operation, requests, report, run.should_cancel)
+            if len(results) != len(requests):
+                raise GenerationFailed(f"the engine returned {len(results)} results for {len(requests)}")
+            return results
 
         assert self._executor is not None
         return await loop.run_in_executor(self._executor, call)
@@ -291,49 +275,12 @@ class Worker:
             self._queue.progress(job, step, total, mine[0] if mine else None)
 
 
-def _requests(
-    slices: list[_Slice], sources: dict[int, bytes | None], owners: list[ActiveJob]
-) -> tuple[list[GenerateRequest] | list[ImageToImageRequest], list[int]]:
-    """Engine requests for ``slices`` (in the engine thread: decoding a source image is CPU work). Fills
-    ``owners`` (the job of each request) and returns how many requests each slice became."""
-    if slices[0].job.record.kind not in IMAGE_TO_IMAGE_KINDS:
-        generate = [_generate_request(part) for part in slices]
-        owners.extend(part.job for part in slices)
-        return generate, [1] * len(slices)
-    image_to_image: list[ImageToImageRequest] = []
-    counts = []
-    for part in slices:
-        source = _decode_source(sources.get(part.job.id))
-        params = part.job.params
-        for index in range(part.first, part.first + part.count):
-            image_to_image.append(
-                ImageToImageRequest(
-                    source=source,
-                    prompt=params.get("prompt", ""),
-                    negative_prompt=params.get("negative_prompt") or "",
-                    steps=params["steps"],
-                    guidance=params["guidance"],
-                    seed=image_seed(params["seed"], index),
-                    strength=params.get("strength", DEFAULT_STRENGTH[part.job.record.kind]),
-                )
-            )
-            owners.append(part.job)
-        counts.append(part.count)
-    return image_to_image, counts
-
-
-def _generate_request(part: _Slice) -> GenerateRequest:
-    params = part.job.params
-    return GenerateRequest(
-        prompt=params["prompt"],
-        negative_prompt=params.get("negative_prompt") or "",
-        steps=params["steps"],
-        guidance=params["guidance"],
-        width=params["width"],
-        height=params["height"],
-        seed=image_seed(params["seed"], part.first),
-        count=part.count,
-    )
+def _request(part: _Slice, sources: dict[int, bytes | None]) -> EngineRequest:
+    """The engine request for a slice (in the engine thread: decoding a source image is CPU work)."""
+    params = part.job.params.images(part.first, part.count)
+    if not part.job.record.kind.from_image:
+        return EngineRequest(params)
+    return EngineRequest(params, _decode_source(sources.get(part.job.id)))
 
 
 def _decode_source(png: bytes | None) -> Image.Image:
@@ -344,19 +291,6 @@ def _decode_source(png: bytes | None) -> Image.Image:
             return image.convert("RGB")
     except (OSError, ValueError):
         raise GenerationFailed("the source image of this job could not be read") from None
-
-
-def _regroup(results: Sequence[GenerationResult], counts: list[int]) -> list[GenerationResult]:
-    """Merge the per-request results back into one result per slice."""
-    if len(results) != sum(counts):
-        raise GenerationFailed(f"the engine returned {len(results)} results for {sum(counts)} requests")
-    grouped = []
-    start = 0
-    for count in counts:
-        part = results[start : start + count]
-        grouped.append(GenerationResult([image for r in part for image in r.images], part[0].timings))
-        start += count
-    return grouped
 
 
 def _split(slices: list[_Slice], max_images: int) -> list[list[_Slice]]:

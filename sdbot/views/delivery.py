@@ -265,7 +265,7 @@ class Delivery:
 
 
 def _failed_text(job: JobRecord, error: str) -> str:
-    prompt = short(job.params.get("prompt", ""), 200)
+    prompt = short(job.params.prompt, 200)
     # An engine's error text can be long (a library's message): keep the notice well within 2,000 characters.
     return f"Job {job.id} (**{prompt}**) failed: {short(error, 500)}. Nothing was charged."
 
@@ -401,7 +401,7 @@ class JobTracker:
             case JobQueued(position=position) | JobPositionChanged(position=position):
                 await self._edit(content=waiting_text(job, position), view=cancel_view(job.id))
             case JobStarted():
-                text = progress_text(job, 0, job.params.get("steps", 0))
+                text = progress_text(job, 0, job.params.steps)
                 await self._edit(content=text, view=cancel_view(job.id))
             case JobProgress(step=step, total=total, preview=preview):
                 fields: dict[str, Any] = {

@@ -15,12 +15,13 @@ import discord
 
 from sdbot.db import JobRecord
 from sdbot.inference.types import GenerationResult
+from sdbot.params import JobKind
 from sdbot.services.imagine import Disposition, disposition
 from sdbot.views.buttons import result_view
 
 MAX_PROMPT_SHOWN = 600
 MAX_CHANNELS_SHOWN = 20  # 20 mentions of ~22 characters each leave room for the rest of a message
-_KIND_TITLES = {"reroll": "Reroll", "variation": "Variation", "upscale": "Upscale"}
+_KIND_TITLES = {JobKind.REROLL: "Reroll", JobKind.VARIATION: "Variation", JobKind.UPSCALE: "Upscale"}
 
 
 def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
@@ -65,7 +66,7 @@ def find_image(
 
 
 def _title(job: JobRecord) -> str:
-    title = f"**{short(job.params.get('prompt', ''))}**"
+    title = f"**{short(job.params.prompt)}**"
     kind = _KIND_TITLES.get(job.kind)
     if kind is not None and job.parent_id is not None:
         title = f"{kind} of job {job.parent_id}: {title}"
@@ -88,14 +89,14 @@ def summary(job: JobRecord, *, mention: bool, withheld: int) -> str:
     """Prompt, seeds, steps, guidance, size and time of a finished job."""
     params = job.params
     lines = [_title(job) + (f" (<@{job.user_id}>)" if mention else "")]
-    if params.get("negative_prompt"):
-        lines.append(f"Negative: {short(params['negative_prompt'], 300)}")
+    if params.negative_prompt:
+        lines.append(f"Negative: {short(params.negative_prompt, 300)}")
     seeds = ", ".join(str(seed) for seed in job.seeds)
     facts = [
         f"{'Seeds' if len(job.seeds) > 1 else 'Seed'} {seeds}",
-        f"{params['steps']} steps",
-        f"guidance {params['guidance']:g}",
-        f"{params['width']}x{params['height']}",
+        f"{params.steps} steps",
+        f"guidance {params.guidance:g}",
+        f"{params.width}x{params.height}",
     ]
     if job.started_at is not None and job.finished_at is not None:
         facts.append(f"{job.finished_at - job.started_at:.1f} s")
