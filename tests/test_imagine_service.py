@@ -1,12 +1,20 @@
 """The rules of ``sdbot.services.imagine`` that need no Discord: how an image is posted under each NSFW
-policy, and how a size option is read."""
+policy, how a size option is read, and the sizes of jobs made from a result's image (on a real database)."""
 
 from __future__ import annotations
 
-import pytest
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import pytest
+from PIL import Image
+
+from sdbot.config import Settings
 from sdbot.errors import InvalidRequest
-from sdbot.services.imagine import Disposition, disposition, parse_size
+from sdbot.params import JobKind, JobParams
+from sdbot.services.imagine import Disposition, ImagineService, Requester, disposition, parse_size
+from tests.test_queue import ALICE, BOB, CHANNEL, GUILD, Stack, open_stack
 
 PLAIN, SPOILER, WITHHELD = Disposition.PLAIN, Disposition.SPOILER, Disposition.WITHHELD
 
@@ -45,3 +53,61 @@ def test_sizes_are_width_by_height():
     for bad in ("big", "512x", "512*512", "-64x64"):
         with pytest.raises(InvalidRequest, match="WIDTHxHEIGHT"):
             parse_size(bad)
+
+
+def _png(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "red").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+async def _done_job(stack: Stack, width: int, height: int) -> int:
+    """A finished 1-image job of Alice's whose result buttons are clicked."""
+    job = await stack.db.jobs.create(
+        guild_id=GUILD,
+        channel_id=CHANNEL,
+        user_id=ALICE,
+        kind=JobKind.TXT2IMG,
+        params=JobParams("a red cat", steps=10, width=width, height=height, seed=5),
+        image_count=1,
+        now=1.0,
+    )
+    assert await stack.db.jobs.mark_done(job.id, [5], [False], 2.0)
+    return job.id
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[tuple[ImagineService, Stack]]:
+    stack = await open_stack(tmp_path / "sdbot.sqlite3", Settings(daily_quota=100))
+    imagine = ImagineService(stack.db, stack.settings_service, stack.quotas, stack.queue)
+    imagine.mark_ready()
+    yield imagine, stack
+    await stack.db.close()
+
+
+async def test_a_variation_of_an_upscale_is_made_within_the_servers_pixel_budget(service) -> None:
+    imagine, stack = service
+    who = Requester(GUILD, CHANNEL, BOB)
+    budget = (await stack.settings_service.get(GUILD)).max_pixels  # 768 x 768 by default
+    parent = await _done_job(stack, 1536, 1024)  # an upscale of a 768x512 image
+
+    async def upscaled() -> bytes:
+        return _png(1536, 1024)
+
+    job = await imagine.variation(who, parent, 0, upscaled)
+    assert (job.params.width, job.params.height) == (936, 624)  # the largest 3:2 size within the budget
+    assert job.params.pixels <= budget and job.params.width % 8 == job.params.height % 8 == 0
+    with pytest.raises(InvalidRequest, match="too large to upscale on this server"):
+        await imagine.upscale(who, parent, 0, upscaled)
+    assert await stack.reserved_and_used(BOB) == (1, 0)  # the variation's image only
+
+
+async def test_an_upscale_doubles_a_source_within_the_budget(service) -> None:
+    imagine, stack = service
+    parent = await _done_job(stack, 512, 768)
+
+    async def image() -> bytes:
+        return _png(512, 768)
+
+    job = await imagine.upscale(Requester(GUILD, CHANNEL, BOB), parent, 0, image)
+    assert (job.params.width, job.params.height, job.params.seed) == (1024, 1536, 5)
