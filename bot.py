@@ -15,6 +15,7 @@ import discord
 from sdbot.config import Settings, load_settings
 from sdbot.errors import ConfigError
 from sdbot.inference.types import Engine
+from sdbot.library import ModelLibrary, load_library
 from sdbot.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -41,12 +42,13 @@ def engine_factory(settings: Settings) -> Iterator[Callable[[], Engine]]:
         engine.close()
 
 
-async def run(settings: Settings, token: str) -> int:
-    """Run the bot and its engine until the bot stops (see ``run_bot``)."""
+async def run(settings: Settings, token: str, library: ModelLibrary | None = None) -> int:
+    """Run the bot and its engine until the bot stops (see ``run_bot``); ``library`` defaults to the
+    settings'."""
     from sdbot.bot import SDBot
 
     with engine_factory(settings) as load_engine:
-        return await run_bot(SDBot(settings, load_engine), token)
+        return await run_bot(SDBot(settings, load_engine, library=library), token)
 
 
 async def run_bot(bot: SDBot, token: str) -> int:
@@ -77,6 +79,7 @@ async def run_bot(bot: SDBot, token: str) -> int:
 def main() -> int:
     try:
         settings = load_settings()
+        library = load_library(settings)
     except ConfigError as error:
         print(f"sdbot: {error}", file=sys.stderr)
         return 2
@@ -90,7 +93,7 @@ def main() -> int:
     log.info("starting with %r", settings)
     try:
         # asyncio.run cancels the bot's task on Ctrl-C, and ``async with bot`` then closes it in order.
-        return asyncio.run(run(settings, settings.discord_token))
+        return asyncio.run(run(settings, settings.discord_token, library))
     except KeyboardInterrupt:
         log.info("stopped")
         return 0

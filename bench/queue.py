@@ -47,7 +47,6 @@ from collections.abc import Sequence
 import torch
 
 from sdbot.config import Settings
-from sdbot.db import Database
 from sdbot.inference.engine import DiffusersEngine, load_engine
 from sdbot.inference.types import (
     CancelCheck,
@@ -57,9 +56,8 @@ from sdbot.inference.types import (
     ProgressCallback,
 )
 from sdbot.params import JobKind, JobParams
-from sdbot.services.jobs import JobQueue, JobRequest
-from sdbot.services.quotas import QuotaService
-from sdbot.services.settings import SettingsService, defaults_from
+from sdbot.services import open_services
+from sdbot.services.jobs import JobRequest
 from sdbot.services.worker import Worker
 from tests.tiny_model import build_tiny_model
 
@@ -120,11 +118,15 @@ async def run_queued(
 ) -> tuple[float, float, list[float]]:
     """(a): seconds to submit every job (quota reservation + row), seconds from starting the worker until the
     queue is empty, and the loop lags (seconds) meanwhile."""
-    settings = Settings(max_batch=max_batch, max_queue=len(jobs), daily_quota=len(jobs), shutdown_grace=5)
-    db = await Database.open(folder / f"queue-{max_batch}-{time.monotonic_ns()}.sqlite3")
-    settings_service = SettingsService(db, defaults_from(settings))
-    quotas = QuotaService(db, settings_service)
-    queue = JobQueue(db, quotas, settings, settings_service)
+    settings = Settings(
+        max_batch=max_batch,
+        max_queue=len(jobs),
+        daily_quota=len(jobs),
+        shutdown_grace=5,
+        db_path=folder / f"queue-{max_batch}-{time.monotonic_ns()}.sqlite3",
+    )
+    services = await open_services(settings)
+    db, quotas, queue = services.db, services.quotas, services.queue
     worker = Worker(queue, engine, settings)
     submitting = time.perf_counter()
     for index, job in enumerate(jobs):

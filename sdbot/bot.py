@@ -35,10 +35,12 @@ from sdbot.db import Database
 from sdbot.errors import JobNotFound
 from sdbot.health import Heartbeat, heartbeat_path, write_heartbeat
 from sdbot.inference.types import Engine
+from sdbot.library import ModelLibrary, load_library
+from sdbot.services import open_services
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
-from sdbot.services.settings import SettingsService, defaults_from
+from sdbot.services.settings import SettingsService
 from sdbot.services.worker import Worker
 from sdbot.tree import SDTree, report_error
 from sdbot.views.buttons import ButtonHandler, JobButton, is_job_button
@@ -64,6 +66,7 @@ class SDBot(commands.Bot):
         settings: Settings,
         engine_factory: EngineFactory,
         *,
+        library: ModelLibrary | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         intents = discord.Intents.none()
@@ -76,6 +79,7 @@ class SDBot(commands.Bot):
             allowed_mentions=discord.AllowedMentions.none(),
         )
         self.settings = settings
+        self.library = load_library(settings) if library is None else library
         self.clock = clock
         self._engine_factory = engine_factory
         self.fatal_error: BaseException | None = None  # why the bot stopped itself (the model did not load)
@@ -92,12 +96,13 @@ class SDBot(commands.Bot):
         self.delivery: Delivery
 
     async def setup_hook(self) -> None:
-        self.db = await Database.open(self.settings.db_path)
+        services = await open_services(self.settings, self.library, self.clock)
+        self.db = services.db
         log.info("database %s ready (schema version %d)", self.db.path, self.db.schema_version)
-        self.settings_service = SettingsService(self.db, defaults_from(self.settings))
-        self.quotas = QuotaService(self.db, self.settings_service, self.clock)
-        self.queue = JobQueue(self.db, self.quotas, self.settings, self.settings_service, self.clock)
-        self.imagine = ImagineService(self.db, self.settings_service, self.quotas, self.queue, self.clock)
+        self.settings_service = services.settings_service
+        self.quotas = services.quotas
+        self.queue = services.queue
+        self.imagine = services.imagine
         self.delivery = Delivery(self, self.db, self.settings_service, self.settings, self.clock)
         self.queue.add_listener(self.delivery.on_unwatched)
         self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")

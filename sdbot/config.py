@@ -37,6 +37,7 @@ class Settings:
     discord_token: str | None = field(default=None, repr=False)
     model: str = DEFAULT_MODEL
     model_config: str | None = None  # diffusers config folder or repo id for a single-file model
+    models_file: Path | None = None  # a TOML model library (sdbot/library.py); overrides model
     device: str = "auto"
     dtype: str = "auto"
     db_path: Path = Path("data/sdbot.sqlite3")
@@ -70,6 +71,7 @@ def load_settings(
         discord_token=reader.text("DISCORD_TOKEN"),
         model=reader.text("SDBOT_MODEL") or DEFAULT_MODEL,
         model_config=reader.text("SDBOT_MODEL_CONFIG"),
+        models_file=reader.path("SDBOT_MODELS"),
         device=reader.choice("SDBOT_DEVICE", DEVICES, "auto"),
         dtype=reader.choice("SDBOT_DTYPE", DTYPES, "auto"),
         db_path=Path(reader.text("SDBOT_DB") or "data/sdbot.sqlite3"),
@@ -103,6 +105,10 @@ class _Reader:
     def text(self, name: str) -> str | None:
         value = self._values.get(name, "").strip()
         return value or None
+
+    def path(self, name: str) -> Path | None:
+        raw = self.text(name)
+        return None if raw is None else Path(raw).expanduser()
 
     def choice(self, name: str, allowed: tuple[str, ...], default: str, *, upper: bool = False) -> str:
         raw = self.text(name)

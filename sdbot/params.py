@@ -76,7 +76,9 @@ class JobParams:
 
     Image ``i`` uses ``image_seed(seed, i)``. ``seed`` is None only until the job is queued (the queue draws
     one, so that a resumed job makes the same images). ``strength`` is set for the kinds that start from an
-    image: how far the result may move from it (1: nothing of it is kept)."""
+    image: how far the result may move from it (1: nothing of it is kept). ``model`` is the library name
+    of the model that makes the images (empty: the library's default, as jobs stored before there were
+    several models)."""
 
     prompt: str
     negative_prompt: str = ""
@@ -87,6 +89,7 @@ class JobParams:
     seed: int | None = None
     count: int = 1
     strength: float | None = None
+    model: str = ""
 
     @property
     def size(self) -> tuple[int, int]:
@@ -97,9 +100,9 @@ class JobParams:
         return self.width * self.height
 
     def batch_key(self) -> tuple[object, ...]:
-        """What requests must share to run in one pipeline call (one schedule, one size); prompts, seeds and
-        counts may differ."""
-        return (self.steps, self.guidance, self.width, self.height, self.strength)
+        """What requests must share to run in one pipeline call (one model, one schedule, one size); prompts,
+        seeds and counts may differ."""
+        return (self.model, self.steps, self.guidance, self.width, self.height, self.strength)
 
     def images(self, first: int, count: int) -> JobParams:
         """The parameters of images ``first .. first + count - 1`` alone: the same images, seeded from the

@@ -113,3 +113,30 @@ async def test_member_quota_block_and_forget(start_sdbot, fake_discord):
     assert "1 job(s), 1 quota record(s), 1 rule(s) deleted" in forgotten
     status = await bot.quotas.status(fake_discord.guild_id, bob.id, is_manager=False)
     assert status.used == 0 and status.limit == 50
+
+
+async def test_admins_choose_the_models_and_imagine_offers_only_those(
+    start_sdbot, fake_discord, tiny_model_dir, tmp_path
+):
+    models = tmp_path / "models.toml"
+    models.write_text(
+        f'[models.sd14]\nsource = "{tiny_model_dir}"\n\n'
+        f'[models.anime]\nsource = "{tiny_model_dir}"\ndescription = "cel shaded"\n',
+        encoding="utf-8",
+    )
+    running = await start_sdbot(models_file=models)
+    offered = await fake_discord.autocomplete("imagine", "model", "")
+    assert [(c["name"], c["value"]) for c in offered] == [("sd14", "sd14"), ("anime: cel shaded", "anime")]
+    assert [c["value"] for c in await fake_discord.autocomplete("sdadmin model allow", "model", "ANI")] == [
+        "anime"
+    ]
+    assert "(not allowed)" not in await admin(fake_discord, "model list")
+    answer = await admin(fake_discord, "model allow", model="anime")
+    assert "• **sd14** (not allowed)" in answer and "• **anime**: cel shaded (allowed)" in answer
+    assert "Default model: **anime**" in await admin(fake_discord, "model default", model="anime")
+    assert [c["value"] for c in await fake_discord.autocomplete("imagine", "model", "")] == ["anime"]
+    refused = await fake_discord.slash("imagine", prompt="a cat", model="sd14", **SMALL, raw=True)
+    assert "sd14 is not allowed on this server" in await ephemeral_answer(fake_discord, refused)
+    asked = await fake_discord.slash("imagine", prompt="a cat", **SMALL, raw=True)
+    assert "anime ·" in (await result_of(fake_discord, asked)).content
+    assert running.client.queue.queued() == []

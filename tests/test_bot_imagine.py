@@ -239,7 +239,7 @@ async def test_requests_while_the_model_loads_are_told_to_wait(
 
 async def test_queue_command_lists_my_jobs(start_sdbot, fake_discord, tiny_engine):
     gated = GatedEngine(tiny_engine)
-    await start_sdbot(gated)
+    running = await start_sdbot(gated)
     first = await fake_discord.slash("imagine", raw=True, prompt="one", **SMALL)
     await fake_discord.wait_for(lambda: gated.paused.is_set())
     second = await fake_discord.slash("imagine", raw=True, prompt="two", **SMALL)
@@ -247,7 +247,8 @@ async def test_queue_command_lists_my_jobs(start_sdbot, fake_discord, tiny_engin
     overview = await fake_discord.slash("queue")
     text = await ephemeral_answer(fake_discord, overview)
     assert "1 job(s) waiting, 1 running" in text
-    assert "**one**, running now" in text and "**two**, position 1" in text
+    model = running.client.library.default
+    assert f"**one** ({model}), running now" in text and f"**two** ({model}), position 1" in text
     gated.gate.set()
     await asyncio.gather(result_of(fake_discord, first), result_of(fake_discord, second))
 

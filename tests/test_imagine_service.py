@@ -11,9 +11,17 @@ import pytest
 from PIL import Image
 
 from sdbot.config import Settings
-from sdbot.errors import InvalidRequest
+from sdbot.errors import InvalidRequest, InvalidSetting
+from sdbot.library import ModelEntry, ModelLibrary
 from sdbot.params import JobKind, JobParams
-from sdbot.services.imagine import Disposition, ImagineService, Requester, disposition, parse_size
+from sdbot.services.imagine import (
+    Disposition,
+    ImagineOptions,
+    ImagineService,
+    Requester,
+    disposition,
+    parse_size,
+)
 from tests.test_queue import ALICE, BOB, CHANNEL, GUILD, Stack, open_stack
 
 PLAIN, SPOILER, WITHHELD = Disposition.PLAIN, Disposition.SPOILER, Disposition.WITHHELD
@@ -79,9 +87,8 @@ async def _done_job(stack: Stack, width: int, height: int) -> int:
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[tuple[ImagineService, Stack]]:
     stack = await open_stack(tmp_path / "sdbot.sqlite3", Settings(daily_quota=100))
-    imagine = ImagineService(stack.db, stack.settings_service, stack.quotas, stack.queue)
-    imagine.mark_ready()
-    yield imagine, stack
+    stack.imagine.mark_ready()
+    yield stack.imagine, stack
     await stack.db.close()
 
 
@@ -111,3 +118,87 @@ async def test_an_upscale_doubles_a_source_within_the_budget(service) -> None:
 
     job = await imagine.upscale(Requester(GUILD, CHANNEL, BOB), parent, 0, image)
     assert (job.params.width, job.params.height, job.params.seed) == (1024, 1536, 5)
+
+
+LIBRARY = ModelLibrary(
+    (
+        ModelEntry("sd15", "org/sd15", description="SD 1.5, all-round"),
+        ModelEntry("sdxl", "org/sdxl", description="SDXL base", steps=25, guidance=6.0, size=(768, 768)),
+        ModelEntry("anime", "org/anime", description="SD 1.5 anime fine-tune"),
+    ),
+    default="sd15",
+)
+
+
+@pytest.fixture
+async def library_service(tmp_path: Path) -> AsyncIterator[tuple[ImagineService, Stack]]:
+    stack = await open_stack(tmp_path / "sdbot.sqlite3", Settings(daily_quota=100), LIBRARY)
+    stack.imagine.mark_ready()
+    yield stack.imagine, stack
+    await stack.db.close()
+
+
+async def test_a_request_gets_its_model_with_the_models_defaults(library_service) -> None:
+    imagine, stack = library_service
+    who = Requester(GUILD, CHANNEL, ALICE)
+    plain = await imagine.imagine(who, ImagineOptions("a cat"))
+    assert (plain.params.model, plain.params.steps, plain.params.guidance) == ("sd15", 30, 7.5)
+    xl = await imagine.imagine(who, ImagineOptions("a cat", model="sdxl"))
+    assert (xl.params.model, xl.params.steps, xl.params.guidance, xl.params.size) == (
+        "sdxl",
+        25,
+        6.0,
+        (768, 768),
+    )
+    mine = await imagine.imagine(
+        who, ImagineOptions("a cat", model="sdxl", steps=9, guidance=2.0, size="512x512")
+    )
+    assert (mine.params.steps, mine.params.guidance, mine.params.size) == (9, 2.0, (512, 512))
+    await stack.settings_service.set_user_queue_limit(GUILD, 10)
+    await stack.settings_service.set_default_steps(GUILD, 12)  # the server's default wins over the model's
+    assert (await imagine.imagine(who, ImagineOptions("a cat", model="sdxl"))).params.steps == 12
+
+
+async def test_a_server_chooses_its_default_and_allowed_models(library_service) -> None:
+    imagine, stack = library_service
+    who = Requester(GUILD, CHANNEL, ALICE)
+    await stack.settings_service.allow_model(GUILD, "sdxl")
+    await stack.settings_service.allow_model(GUILD, "anime")
+    await stack.settings_service.set_default_model(GUILD, "anime")
+    assert (await imagine.imagine(who, ImagineOptions("a cat"))).params.model == "anime"
+    with pytest.raises(
+        InvalidRequest, match=r"sd15 is not allowed on this server\. Models you can use: sdxl, anime"
+    ):
+        await imagine.imagine(who, ImagineOptions("a cat", model="sd15"))
+    with pytest.raises(InvalidRequest, match="There is no model 'flux' here"):
+        await imagine.imagine(who, ImagineOptions("a cat", model="flux"))
+    assert await stack.reserved_and_used(ALICE) == (1, 0)  # the refusals cost nothing
+    with pytest.raises(InvalidSetting, match="default model: choose another default first"):
+        await stack.settings_service.disallow_model(GUILD, "anime")
+    with pytest.raises(InvalidSetting, match="There is no model 'flux'"):
+        await stack.settings_service.allow_model(GUILD, "flux")
+    choices = await imagine.model_choices(who, "SD")
+    assert [(c.name, c.label) for c in choices] == [
+        ("sdxl", "sdxl: SDXL base"),
+        ("anime", "anime: SD 1.5 anime fine-tune"),
+    ]
+
+
+async def test_a_reroll_keeps_its_model_while_the_server_offers_it(library_service) -> None:
+    imagine, stack = library_service
+    who = Requester(GUILD, CHANNEL, ALICE)
+    job = await imagine.imagine(who, ImagineOptions("a cat", model="anime"))
+    await stack.queue.cancel(job.id)
+    assert (await imagine.reroll(who, job.id)).params.model == "anime"
+    await stack.settings_service.allow_model(GUILD, "sd15")
+    with pytest.raises(InvalidRequest, match="anime is not allowed on this server"):
+        await imagine.reroll(who, job.id)
+
+
+async def test_size_choices_are_the_models_within_the_servers_budget(library_service) -> None:
+    imagine, stack = library_service
+    who = Requester(GUILD, CHANNEL, ALICE)
+    sizes = await imagine.size_choices(who, "sdxl", "")
+    assert sizes[0] == "768x768" and "1024x576" in sizes
+    await stack.settings_service.set_max_pixels(GUILD, 512 * 512)
+    assert await imagine.size_choices(who, None, "") == ["512x512"]

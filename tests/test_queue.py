@@ -14,7 +14,10 @@ import pytest
 from sdbot.config import Settings
 from sdbot.db import Database, JobRecord
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
+from sdbot.library import ModelLibrary
 from sdbot.params import JobKind, JobParams
+from sdbot.services import open_services
+from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import (
     JobCancelled,
     JobEvent,
@@ -25,7 +28,7 @@ from sdbot.services.jobs import (
     JobWatch,
 )
 from sdbot.services.quotas import QuotaService
-from sdbot.services.settings import SettingsService, defaults_from
+from sdbot.services.settings import SettingsService
 from sdbot.services.worker import batch_key
 
 GUILD, CHANNEL = 100, 10
@@ -42,6 +45,7 @@ class Stack:
     settings_service: SettingsService
     quotas: QuotaService
     queue: JobQueue
+    imagine: ImagineService
 
     async def submit(
         self,
@@ -80,11 +84,10 @@ def job_params(prompt: str, **overrides: Any) -> JobParams:
     return replace(JobParams(prompt, steps=2, width=64, height=64, seed=1234), **overrides)
 
 
-async def open_stack(path: Path, settings: Settings) -> Stack:
-    db = await Database.open(path)
-    settings_service = SettingsService(db, defaults_from(settings))
-    quotas = QuotaService(db, settings_service)
-    return Stack(db, settings, settings_service, quotas, JobQueue(db, quotas, settings, settings_service))
+async def open_stack(path: Path, settings: Settings, library: ModelLibrary | None = None) -> Stack:
+    """The services as the bot builds them, over the database at ``path``."""
+    built = await open_services(replace(settings, db_path=path), library)
+    return Stack(built.db, settings, built.settings_service, built.quotas, built.queue, built.imagine)
 
 
 @pytest.fixture
@@ -303,3 +306,30 @@ async def test_a_submit_cancelled_while_writing_still_queues_the_job(
     [queued] = stack.queue.queued()
     assert [job.id for job in await stack.db.jobs.unfinished()] == [queued.id]
     assert await stack.reserved_and_used(ALICE) == (1, 0)
+
+
+async def test_a_job_of_the_loaded_model_goes_first_but_no_job_is_passed_over_more_than_twice(
+    stack: Stack,
+) -> None:
+    """Alice wants model B while A is loaded; Bob and Carol keep asking for A. Their jobs may run before
+    Alice's to spare model switches, but only twice: then Alice's runs though B must be loaded."""
+    alice = await stack.submit(ALICE, model="B")
+    bob = [await stack.submit(BOB, f"b{i}", model="A") for i in range(3)]
+    carol = [await stack.submit(CAROL, f"c{i}", model="A") for i in range(3)]
+    on_gpu = {"A"}
+
+    def take() -> list[int]:
+        batch = stack.queue.take_batch(1, batch_key, prefer=lambda job: job.params.model in on_gpu)
+        on_gpu.clear()
+        on_gpu.add(batch[0].params.model)
+        return [job.id for job in batch]
+
+    assert stack.queue.position(alice.id) == 0  # first in fair order
+    assert [take(), take(), take()] == [[bob[0].id], [carol[0].id], [alice.id]]
+    assert take() == [bob[1].id]  # fair order again, and B being loaded spares nothing for A's jobs
+
+
+async def test_batches_never_mix_models(stack: Stack) -> None:
+    first = await stack.submit(ALICE, "a", model="A")
+    await stack.submit(BOB, "b", model="B")
+    assert stack.take(max_images=4) == [first.id]

@@ -15,7 +15,7 @@ from discord.ext import commands
 
 from sdbot.errors import JobNotFound
 from sdbot.params import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT_LENGTH, MAX_SEED, MAX_STEPS, MIN_GUIDANCE
-from sdbot.services.imagine import SIZE_CHOICES, ImagineOptions, Requester
+from sdbot.services.imagine import ImagineOptions, Requester
 from sdbot.views.buttons import Action
 from sdbot.views.render import find_image
 
@@ -55,10 +55,10 @@ class Imagine(commands.Cog):
         steps="Denoising steps: more is slower and often finer (the server sets the default and the maximum)",
         guidance="How closely to follow the prompt (default 7.5)",
         seed="Start from this seed to repeat an image (random if omitted)",
-        size="Width x height in pixels",
+        size="Width x height in pixels (the model's sizes are offered)",
         count="How many images",
+        model="Which model draws it (the server's default if omitted)",
     )
-    @app_commands.choices(size=[app_commands.Choice(name=size, value=size) for size in SIZE_CHOICES])
     async def imagine(
         self,
         interaction: discord.Interaction,
@@ -67,14 +67,30 @@ class Imagine(commands.Cog):
         steps: app_commands.Range[int, 1, MAX_STEPS] | None = None,
         guidance: app_commands.Range[float, MIN_GUIDANCE, MAX_GUIDANCE] | None = None,
         seed: app_commands.Range[int, 0, MAX_SEED] | None = None,
-        size: str | None = None,
+        size: app_commands.Range[str, 1, 20] | None = None,
         count: app_commands.Range[int, 1, MAX_COUNT] = 1,
+        model: app_commands.Range[str, 1, 100] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        options = ImagineOptions(prompt, negative, steps, guidance, seed, size, count)
+        options = ImagineOptions(prompt, negative, steps, guidance, seed, size, count, model)
         tracker = self.bot.delivery.track(interaction)
         job = await self.bot.imagine.imagine(requester(interaction), options, observer=tracker)
         tracker.begin(job)
+
+    @imagine.autocomplete("model")
+    async def model_choices(
+        self, interaction: discord.Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        choices = await self.bot.imagine.model_choices(requester(interaction), typed)
+        return [app_commands.Choice(name=choice.label, value=choice.name) for choice in choices]
+
+    @imagine.autocomplete("size")
+    async def size_choices(
+        self, interaction: discord.Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        model = getattr(interaction.namespace, "model", None)
+        sizes = await self.bot.imagine.size_choices(requester(interaction), model, typed)
+        return [app_commands.Choice(name=size, value=size) for size in sizes]
 
     async def on_job_button(
         self, interaction: discord.Interaction, action: Action, job_id: int, index: int | None

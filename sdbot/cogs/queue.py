@@ -30,7 +30,8 @@ class Queue(commands.Cog):
         lines = [f"{overview.waiting} job(s) waiting, {overview.running} running."]
         for job, position in overview.mine[:MAX_JOBS_LISTED]:
             where = "running now" if position is None else f"position {position + 1}"
-            lines.append(f"• Job {job.id}: **{short(job.params.prompt, 100)}**, {where}")
+            model = f" ({short(job.params.model, 40)})" if job.params.model else ""
+            lines.append(f"• Job {job.id}: **{short(job.params.prompt, 100)}**{model}, {where}")
         if len(overview.mine) > MAX_JOBS_LISTED:
             lines.append(f"… and {len(overview.mine) - MAX_JOBS_LISTED} more of yours.")
         if not overview.mine:

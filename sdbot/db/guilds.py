@@ -1,4 +1,5 @@
-"""Per-server settings as stored: only what a server changed, plus its channel list and banned words.
+"""Per-server settings as stored: only what a server changed, plus its lists (allowed channels, banned words,
+allowed models).
 
 A NULL column means "the default", so that changing ``SDBOT_DAILY_QUOTA`` (or a built-in default) reaches
 every server that never set its own value. Defaults and validation live in ``sdbot.services.settings``.
@@ -25,43 +26,50 @@ SCALAR_SETTINGS: Mapping[str, type] = MappingProxyType(
         "max_pixels": int,
         "user_queue_limit": int,
         "upscale_allowed": bool,
+        "default_model": str,
+    }
+)
+# Each list setting: its table and value column. An empty list means "no restriction" (channels, models).
+LIST_SETTINGS: Mapping[str, tuple[str, str]] = MappingProxyType(
+    {
+        "channels": ("guild_channels", "channel_id"),
+        "banned_words": ("banned_words", "word"),
+        "models": ("guild_models", "model"),
     }
 )
 
 
 @dataclass(frozen=True)
 class StoredGuildSettings:
-    """What one server changed: ``values`` holds only the scalar settings it set."""
+    """What one server changed: ``values`` holds only the scalar settings it set, ``lists`` every list
+    setting (empty where it has none)."""
 
     values: Mapping[str, Any]
-    channels: frozenset[int]
-    banned_words: frozenset[str]
+    lists: Mapping[str, frozenset[Any]]
 
 
 class GuildsRepository:
-    """Reads and writes ``guild_settings``, ``guild_channels`` and ``banned_words``."""
+    """Reads and writes ``guild_settings`` and the list tables (``LIST_SETTINGS``)."""
 
     def __init__(self, gateway: Gateway) -> None:
         self._gateway = gateway
 
     async def get(self, guild_id: int) -> StoredGuildSettings:
+        lists = {}
         async with self._gateway.reading() as conn:
             async with conn.execute("SELECT * FROM guild_settings WHERE guild_id = ?", (guild_id,)) as cursor:
                 row = await cursor.fetchone()
-            async with conn.execute(
-                "SELECT channel_id FROM guild_channels WHERE guild_id = ?", (guild_id,)
-            ) as cursor:
-                channels = frozenset(r["channel_id"] for r in await cursor.fetchall())
-            async with conn.execute(
-                "SELECT word FROM banned_words WHERE guild_id = ?", (guild_id,)
-            ) as cursor:
-                words = frozenset(r["word"] for r in await cursor.fetchall())
+            for name, (table, column) in LIST_SETTINGS.items():
+                async with conn.execute(
+                    f"SELECT {column} FROM {table} WHERE guild_id = ?", (guild_id,)
+                ) as cursor:
+                    lists[name] = frozenset(r[column] for r in await cursor.fetchall())
         values = {}
         if row is not None:
             values = {
                 name: kind(row[name]) for name, kind in SCALAR_SETTINGS.items() if row[name] is not None
             }
-        return StoredGuildSettings(MappingProxyType(values), channels, words)
+        return StoredGuildSettings(MappingProxyType(values), MappingProxyType(lists))
 
     async def set_value(self, guild_id: int, name: str, value: Any) -> None:
         """Store one scalar setting; ``None`` returns it to the default."""
@@ -73,41 +81,35 @@ class GuildsRepository:
         )
 
     async def reset(self, guild_id: int) -> None:
-        """Return every scalar setting to its default (channels and banned words stay)."""
+        """Return every scalar setting to its default (the lists stay)."""
         await self._gateway.write("DELETE FROM guild_settings WHERE guild_id = ?", (guild_id,))
 
-    async def add_channel(self, guild_id: int, channel_id: int) -> bool:
+    async def add_to_list(self, guild_id: int, name: str, value: Any) -> bool:
+        """Add ``value`` to a list setting; False if it was there already."""
+        table, column = _list_table(name)
         return (
             await self._gateway.write(
-                "INSERT OR IGNORE INTO guild_channels (guild_id, channel_id) VALUES (?, ?)",
-                (guild_id, channel_id),
+                f"INSERT OR IGNORE INTO {table} (guild_id, {column}) VALUES (?, ?)", (guild_id, value)
             )
             == 1
         )
 
-    async def remove_channel(self, guild_id: int, channel_id: int) -> bool:
+    async def remove_from_list(self, guild_id: int, name: str, value: Any) -> bool:
+        """Remove ``value`` from a list setting; False if it was not there."""
+        table, column = _list_table(name)
         return (
             await self._gateway.write(
-                "DELETE FROM guild_channels WHERE guild_id = ? AND channel_id = ?", (guild_id, channel_id)
+                f"DELETE FROM {table} WHERE guild_id = ? AND {column} = ?", (guild_id, value)
             )
             == 1
         )
 
-    async def add_banned_word(self, guild_id: int, word: str) -> bool:
-        return (
-            await self._gateway.write(
-                "INSERT OR IGNORE INTO banned_words (guild_id, word) VALUES (?, ?)", (guild_id, word)
-            )
-            == 1
-        )
 
-    async def remove_banned_word(self, guild_id: int, word: str) -> bool:
-        return (
-            await self._gateway.write(
-                "DELETE FROM banned_words WHERE guild_id = ? AND word = ?", (guild_id, word)
-            )
-            == 1
-        )
+def _list_table(name: str) -> tuple[str, str]:
+    """The table and column of a list setting; names never reach SQL unless they are one of ours."""
+    if name not in LIST_SETTINGS:
+        raise KeyError(f"no stored list named {name!r}")
+    return LIST_SETTINGS[name]
 
 
 def _column(name: str) -> str:

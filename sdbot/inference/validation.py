@@ -25,4 +25,4 @@ def check_batch(operation: Operation, requests: Sequence[EngineRequest]) -> None
         if request.params.strength is None:
             raise ValueError(f"a {operation} request needs a strength")
     if len({request.params.batch_key() for request in requests}) > 1:
-        raise ValueError("requests in one batch must share steps, guidance, size (and strength)")
+        raise ValueError("requests in one batch must share model, steps, guidance, size (and strength)")

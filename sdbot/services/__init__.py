@@ -1,0 +1,51 @@
+"""The services, and the one place that builds them: the bot, the tests and the benchmarks all call
+``open_services`` (or ``build_services`` on an open database), so they run the same wiring."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sdbot.config import Settings
+from sdbot.db import Database
+from sdbot.library import ModelLibrary, load_library
+from sdbot.services.imagine import ImagineService
+from sdbot.services.jobs import JobQueue
+from sdbot.services.models import ModelCatalog
+from sdbot.services.quotas import QuotaService
+from sdbot.services.settings import SettingsService, defaults_from
+
+
+@dataclass(frozen=True)
+class Services:
+    db: Database
+    settings: Settings
+    settings_service: SettingsService
+    quotas: QuotaService
+    queue: JobQueue
+    models: ModelCatalog
+    imagine: ImagineService
+
+
+def build_services(
+    db: Database,
+    settings: Settings,
+    library: ModelLibrary | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Services:
+    """The services over ``db``; ``library`` defaults to the one the settings name."""
+    library = load_library(settings) if library is None else library
+    settings_service = SettingsService(db, defaults_from(settings), library.names)
+    quotas = QuotaService(db, settings_service, clock)
+    queue = JobQueue(db, quotas, settings, settings_service, clock)
+    models = ModelCatalog(library)
+    imagine = ImagineService(db, settings_service, quotas, queue, models, clock)
+    return Services(db, settings, settings_service, quotas, queue, models, imagine)
+
+
+async def open_services(
+    settings: Settings, library: ModelLibrary | None = None, clock: Callable[[], float] = time.time
+) -> Services:
+    """Open the settings' database and build the services over it."""
+    return build_services(await Database.open(settings.db_path), settings, library, clock)

@@ -22,6 +22,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from PIL import Image
 
@@ -38,14 +39,18 @@ from sdbot.errors import (
 from sdbot.inference.types import UPSCALE_FACTOR
 from sdbot.params import JobKind, JobParams, JobState, Limits, check_params, min_steps
 from sdbot.services.jobs import JobQueue, JobRequest, Observer
+from sdbot.services.models import MAX_CHOICES, ModelCatalog, ModelChoice
 from sdbot.services.privacy import forget_user
 from sdbot.services.quotas import QuotaService, QuotaStatus
 from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in
 
+T = TypeVar("T")
+
+DEFAULT_STEPS = 30
 DEFAULT_GUIDANCE = 7.5
 VARIATION_STRENGTH = 0.6
 UPSCALE_STRENGTH = 0.3
-DEFAULT_SIZE = "512x512"
+DEFAULT_SIZE = (512, 512)
 # What /imagine offers; all fit the default pixel budget (768 x 768). Sent raw, any multiple of 8 within the
 # server's budget is accepted.
 SIZE_CHOICES = ("512x512", "640x640", "768x768", "768x512", "512x768", "1024x576", "576x1024")
@@ -79,6 +84,7 @@ class ImagineOptions:
     seed: int | None = None
     size: str | None = None
     count: int = 1
+    model: str | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,7 @@ class ImagineService:
         settings: SettingsService,
         quotas: QuotaService,
         queue: JobQueue,
+        models: ModelCatalog,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
@@ -149,6 +156,7 @@ class ImagineService:
         self._settings = settings
         self._quotas = quotas
         self._queue = queue
+        self.models = models
         self._ready = False
 
     @property
@@ -172,7 +180,7 @@ class ImagineService:
         """The same request again with a new seed."""
         settings = await self._admit(who)
         parent = await self.parent(who, job_id)
-        params = replace(parent.params, seed=None, strength=None)
+        params = replace(parent.params, seed=None, strength=None, model=self._model_of(parent, settings))
         self._check(params, settings)
         return await self._submit(who, JobKind.REROLL, params, parent=parent, observer=observer)
 
@@ -208,6 +216,24 @@ class ImagineService:
         if index is not None and (job.state is not JobState.DONE or not 0 <= index < job.image_count):
             raise JobNotFound("That image no longer exists.")
         return job
+
+    # ----- autocomplete: what a member may choose, from the same rules as the checks
+
+    async def model_choices(self, who: Requester, typed: str) -> list[ModelChoice]:
+        return self.models.choices(typed, await self._settings.get(who.guild_id))
+
+    async def size_choices(self, who: Requester, model: str | None, typed: str) -> list[str]:
+        """The model's sizes (its library default first) within the server's pixel budget."""
+        settings = await self._settings.get(who.guild_id)
+        try:
+            entry = self.models.resolve(model, settings)
+        except InvalidRequest:
+            entry = self.models.default_for(settings)
+        sizes = [parse_size(size) for size in SIZE_CHOICES]
+        if entry.size is not None:
+            sizes.insert(0, entry.size)
+        shown = dict.fromkeys(f"{w}x{h}" for w, h in sizes if w * h <= settings.max_pixels)
+        return [size for size in shown if typed.strip().lower() in size][:MAX_CHOICES]
 
     # ----- the member's view of the queue
 
@@ -283,19 +309,28 @@ class ImagineService:
         return settings
 
     def _txt2img_params(self, options: ImagineOptions, settings: GuildSettings) -> JobParams:
-        width, height = parse_size(options.size or DEFAULT_SIZE)
+        """The request's parameters: what the member set, else the server's default steps, else the model's
+        own defaults. Steps a member did not choose are capped at the server's maximum."""
+        model = self.models.resolve(options.model, settings)
+        width, height = parse_size(options.size) if options.size else model.size or DEFAULT_SIZE
+        steps = _first(options.steps, settings.default_steps, model.steps, DEFAULT_STEPS)
         params = JobParams(
             prompt=options.prompt.strip(),
             negative_prompt=(options.negative or "").strip(),
-            steps=settings.default_steps if options.steps is None else options.steps,
-            guidance=DEFAULT_GUIDANCE if options.guidance is None else options.guidance,
+            steps=steps if options.steps is not None else min(steps, settings.max_steps),
+            guidance=_first(options.guidance, model.guidance, DEFAULT_GUIDANCE),
             width=width,
             height=height,
             seed=options.seed,
             count=options.count,
+            model=model.name,
         )
         self._check(params, settings)
         return params
+
+    def _model_of(self, parent: JobRecord, settings: GuildSettings) -> str:
+        """The model a job made from ``parent`` runs: the parent's, if it is still offered here."""
+        return self.models.resolve(parent.params.model or None, settings).name
 
     @staticmethod
     def _check(params: JobParams, settings: GuildSettings, limits: Limits | None = None) -> None:
@@ -339,6 +374,7 @@ class ImagineService:
             strength = VARIATION_STRENGTH
         params = replace(
             parent.params,
+            model=self._model_of(parent, settings),
             # An image-to-image run denoises steps x strength times: keep at least one step.
             steps=max(parent.params.steps, min_steps(strength)),
             width=size[0],
@@ -375,6 +411,11 @@ class ImagineService:
         )
         # From here the queue owns the reservation: it refunds it if the job is not queued.
         return await self._queue.submit(replace(request, reservation_id=reservation), observer=observer)
+
+
+def _first(*values: T | None) -> T:
+    """The first value that is set (the last one always is)."""
+    return next(value for value in values if value is not None)
 
 
 def _limits(settings: GuildSettings) -> Limits:

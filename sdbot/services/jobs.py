@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MAX_PASSED_OVER = 2  # batches a job may be passed over for a job of a model already loaded
+
 
 @dataclass(frozen=True)
 class JobRequest:
@@ -165,6 +167,7 @@ class ActiveJob:
 
     record: JobRecord
     finished: bool = False  # set, synchronously, by whoever finishes the job first
+    passed_over: int = 0  # batches that ran before it though it was first in fair order
     images: dict[int, list[GeneratedImage]] = field(default_factory=dict)  # by first image index
     timings: list[Timings] = field(default_factory=list)
 
@@ -437,16 +440,29 @@ class JobQueue:
     def wake(self) -> None:
         self._work.set()
 
-    def take_batch(self, max_images: int, batch_key: Callable[[ActiveJob], Any]) -> list[ActiveJob]:
+    def take_batch(
+        self,
+        max_images: int,
+        batch_key: Callable[[ActiveJob], Any],
+        prefer: Callable[[ActiveJob], bool] | None = None,
+    ) -> list[ActiveJob]:
         """Take the next job in fair order and the jobs right after it with the same batch key, while their
-        images fit in ``max_images`` (the first job is taken whatever its size)."""
+        images fit in ``max_images`` (the first job is taken whatever its size).
+
+        ``prefer`` (the jobs whose model is already on the GPU) may put a later job first, sparing a model
+        switch, but only past jobs passed over fewer than ``MAX_PASSED_OVER`` times: no job waits more than
+        that many batches longer than the fair order would make it."""
         order = self._order.order()
         if not order:
             return []
-        key = batch_key(order[0])
-        batch = [order[0]]
-        images = order[0].image_count
-        for job in order[1:]:
+        first = _first_preferred(order, prefer) if prefer is not None else 0
+        for passed in order[:first]:
+            passed.passed_over += 1
+        head = order[first]
+        key = batch_key(head)
+        batch = [head]
+        images = head.image_count
+        for job in order[first + 1 :]:
             if batch_key(job) != key or images + job.image_count > max_images:
                 break
             batch.append(job)
@@ -618,6 +634,17 @@ class JobQueue:
             return
         if inspect.isawaitable(outcome):
             run_in_background(self._observer_tasks, outcome, "an async observer failed")
+
+
+def _first_preferred(order: list[ActiveJob], prefer: Callable[[ActiveJob], bool]) -> int:
+    """The index of the job to run first: the first preferred one that passes over only jobs that may still
+    be passed over; else the first in fair order."""
+    for index, job in enumerate(order):
+        if prefer(job):
+            return index
+        if job.passed_over >= MAX_PASSED_OVER:
+            return 0
+    return 0
 
 
 def run_in_background(tasks: set[asyncio.Future[Any]], work: Awaitable[Any], failure: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,7 +42,7 @@ class GuildSettings:
     nsfw_policy: str = "block"  # block | spoiler | allow (allow: only in age-restricted channels)
     daily_quota: int = 50  # images per member per rolling 24 h; 0 switches generation off for members
     managers_exempt: bool = True  # members with Manage Server have no quota (unless a personal one is set)
-    default_steps: int = 30
+    default_steps: int | None = None  # None: each model's own default
     max_steps: int = 50
     max_count: int = 4  # images per /imagine
     max_pixels: int = 768 * 768  # width * height; 512x768 and 768x768 fit
@@ -49,9 +50,14 @@ class GuildSettings:
     channels: frozenset[int] = field(default_factory=frozenset)  # empty: every channel
     banned_words: frozenset[str] = field(default_factory=frozenset)
     upscale_allowed: bool = True
+    default_model: str | None = None  # None: the library's default
+    models: frozenset[str] = field(default_factory=frozenset)  # models members may use; empty: every one
 
     def channel_allowed(self, channel_id: int) -> bool:
         return not self.channels or channel_id in self.channels
+
+    def model_allowed(self, name: str) -> bool:
+        return not self.models or name in self.models
 
 
 def defaults_from(config: Settings) -> GuildSettings:
@@ -97,9 +103,12 @@ def _check_range(label: str, value: int, bounds: tuple[int, int]) -> int:
 class SettingsService:
     """Reads and changes server settings and member overrides."""
 
-    def __init__(self, db: Database, defaults: GuildSettings | None = None) -> None:
+    def __init__(
+        self, db: Database, defaults: GuildSettings | None = None, model_names: Sequence[str] = ()
+    ) -> None:
         self._db = db
         self.defaults = GuildSettings() if defaults is None else defaults
+        self._model_names = tuple(model_names)  # the library's, which a server may choose from
         self._cache: dict[int, GuildSettings] = {}
         self._writes = 0  # bumped by every write, so a read that raced one is not cached
 
@@ -109,9 +118,7 @@ class SettingsService:
             return cached
         writes = self._writes
         stored = await self._db.guilds.get(guild_id)
-        settings = replace(
-            self.defaults, **stored.values, channels=stored.channels, banned_words=stored.banned_words
-        )
+        settings = replace(self.defaults, **stored.values, **stored.lists)
         if writes == self._writes:
             self._cache[guild_id] = settings
         return settings
@@ -131,7 +138,10 @@ class SettingsService:
     async def set_managers_exempt(self, guild_id: int, exempt: bool) -> GuildSettings:
         return await self._set(guild_id, "managers_exempt", bool(exempt))
 
-    async def set_default_steps(self, guild_id: int, steps: int) -> GuildSettings:
+    async def set_default_steps(self, guild_id: int, steps: int | None) -> GuildSettings:
+        """Steps for every model when a member gives none; None returns to each model's own default."""
+        if steps is None:
+            return await self._set(guild_id, "default_steps", None)
         _check_range("Default steps", steps, STEPS_RANGE)
         current = await self.get(guild_id)
         if steps > current.max_steps:
@@ -144,7 +154,7 @@ class SettingsService:
     async def set_max_steps(self, guild_id: int, steps: int) -> GuildSettings:
         _check_range("Max steps", steps, STEPS_RANGE)
         current = await self.get(guild_id)
-        if steps < current.default_steps:
+        if current.default_steps is not None and steps < current.default_steps:
             raise InvalidSetting(
                 f"Max steps ({steps}) cannot be below default steps ({current.default_steps}): "
                 "lower default steps first."
@@ -175,16 +185,12 @@ class SettingsService:
         return await self._reload(guild_id)
 
     async def add_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
-        current = await self.get(guild_id)
-        if channel_id not in current.channels and len(current.channels) >= MAX_CHANNELS:
-            raise InvalidSetting(f"A server can list at most {MAX_CHANNELS} channels.")
-        await self._db.guilds.add_channel(guild_id, channel_id)
-        return await self._reload(guild_id)
+        return await self._add_to_list(guild_id, "channels", channel_id, MAX_CHANNELS, "channels")
 
     async def remove_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
-        if not await self._db.guilds.remove_channel(guild_id, channel_id):
-            raise InvalidSetting(f"<#{channel_id}> is not in this server's channel list.")
-        return await self._reload(guild_id)
+        return await self._remove_from_list(
+            guild_id, "channels", channel_id, f"<#{channel_id}> is not in this server's channel list."
+        )
 
     async def add_banned_word(self, guild_id: int, word: str) -> GuildSettings:
         value = _normalise_word(word)
@@ -194,17 +200,35 @@ class SettingsService:
             raise InvalidSetting(
                 f"A banned word or phrase can be at most {MAX_BANNED_WORD_LENGTH} characters."
             )
-        current = await self.get(guild_id)
-        if value not in current.banned_words and len(current.banned_words) >= MAX_BANNED_WORDS:
-            raise InvalidSetting(f"A server can ban at most {MAX_BANNED_WORDS} words; remove some first.")
-        await self._db.guilds.add_banned_word(guild_id, value)
-        return await self._reload(guild_id)
+        return await self._add_to_list(guild_id, "banned_words", value, MAX_BANNED_WORDS, "banned words")
 
     async def remove_banned_word(self, guild_id: int, word: str) -> GuildSettings:
         value = _normalise_word(word)
-        if not await self._db.guilds.remove_banned_word(guild_id, value):
-            raise InvalidSetting(f"{value!r} is not a banned word on this server.")
-        return await self._reload(guild_id)
+        return await self._remove_from_list(
+            guild_id, "banned_words", value, f"{value!r} is not a banned word on this server."
+        )
+
+    async def set_default_model(self, guild_id: int, name: str | None) -> GuildSettings:
+        """The model members get when they name none; None returns to the library's default."""
+        if name is not None:
+            self._check_model(name)
+            if not (await self.get(guild_id)).model_allowed(name):
+                raise InvalidSetting(f"Allow {name} on this server first (`/sdadmin model allow`).")
+        return await self._set(guild_id, "default_model", name)
+
+    async def allow_model(self, guild_id: int, name: str) -> GuildSettings:
+        """Add a model to the ones members may use (once any is listed, only those)."""
+        self._check_model(name)
+        return await self._add_to_list(guild_id, "models", name, len(self._model_names), "models")
+
+    async def disallow_model(self, guild_id: int, name: str) -> GuildSettings:
+        """Remove a model from the list (an empty list allows every model again)."""
+        current = await self.get(guild_id)
+        if current.default_model == name:
+            raise InvalidSetting(f"{name} is this server's default model: choose another default first.")
+        return await self._remove_from_list(
+            guild_id, "models", name, f"{name} is not in this server's list of models."
+        )
 
     async def member(self, guild_id: int, user_id: int) -> MemberOverride:
         return await self._db.members.get(guild_id, user_id)
@@ -223,6 +247,26 @@ class SettingsService:
     async def unblock(self, guild_id: int, user_id: int) -> MemberOverride:
         await self._db.members.set_blocked(guild_id, user_id, False)
         return await self.member(guild_id, user_id)
+
+    def _check_model(self, name: str) -> None:
+        if name not in self._model_names:
+            raise InvalidSetting(
+                f"There is no model {name!r}; the models are {', '.join(self._model_names)}."
+            )
+
+    async def _add_to_list(
+        self, guild_id: int, name: str, value: Any, limit: int, noun: str
+    ) -> GuildSettings:
+        current: frozenset[Any] = getattr(await self.get(guild_id), name)
+        if value not in current and len(current) >= limit:
+            raise InvalidSetting(f"A server can list at most {limit} {noun}; remove some first.")
+        await self._db.guilds.add_to_list(guild_id, name, value)
+        return await self._reload(guild_id)
+
+    async def _remove_from_list(self, guild_id: int, name: str, value: Any, missing: str) -> GuildSettings:
+        if not await self._db.guilds.remove_from_list(guild_id, name, value):
+            raise InvalidSetting(missing)
+        return await self._reload(guild_id)
 
     async def _set(self, guild_id: int, name: str, value: Any) -> GuildSettings:
         await self._db.guilds.set_value(guild_id, name, value)

@@ -8,7 +8,9 @@ handed back to the loop with ``call_soon_threadsafe``. The worker talks to the e
 Batching: the next job in fair order and the jobs right after it with the same batch key (the engine operation
 and ``JobParams.batch_key``) run in one engine call, up to ``Settings.max_batch`` images; each keeps its own
 prompt and seeds, and its images do not depend on the batch (the engine seeds every image). A job with more
-images than ``max_batch`` runs in several calls, image ``i`` always with seed ``seed + i``.
+images than ``max_batch`` runs in several calls, image ``i`` always with seed ``seed + i``. Batches never mix
+models; a job of the model that ran last may go first, sparing a model switch, within the queue's bound
+(``JobQueue.take_batch``).
 
 Faults, each ending in exactly one of done / failed / cancelled / requeued per job: an engine error fails only
 its own job (a failed batch is retried job by job once); out of memory on several images retries at half the
@@ -107,6 +109,7 @@ class Worker:
         self._stopping = False
         self._shutdown = threading.Event()
         self._current: list[ActiveJob] = []
+        self._last_model: str | None = None  # the model of the last batch: surely still on the GPU
         self._completing: set[asyncio.Future[Any]] = set()
 
     async def start(self) -> None:
@@ -145,11 +148,12 @@ class Worker:
 
     async def _consume(self) -> None:
         while not self._stopping:
-            batch = self._queue.take_batch(self._settings.max_batch, batch_key)
+            batch = self._queue.take_batch(self._settings.max_batch, batch_key, prefer=self._model_loaded)
             if not batch:
                 await self._queue.wait_for_work()
                 continue
             self._current = batch
+            self._last_model = batch[0].params.model
             try:
                 await self._run_batch(batch)
             except Exception:
@@ -158,6 +162,10 @@ class Worker:
                     await self._fail_quietly(job, INTERNAL_ERROR)
             finally:
                 self._current = []
+
+    def _model_loaded(self, job: ActiveJob) -> bool:
+        """Whether ``job`` runs without a model switch (the queue may run it a little early for that)."""
+        return job.params.model == self._last_model
 
     async def _run_batch(self, batch: list[ActiveJob]) -> None:
         started = [job for job in batch if self._queue.start(job)]

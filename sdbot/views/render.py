@@ -98,6 +98,8 @@ def summary(job: JobRecord, *, mention: bool, withheld: int) -> str:
         f"guidance {params.guidance:g}",
         f"{params.width}x{params.height}",
     ]
+    if params.model:
+        facts.insert(0, short(params.model, 40))
     if job.started_at is not None and job.finished_at is not None:
         facts.append(f"{job.finished_at - job.started_at:.1f} s")
     lines.append(" · ".join(facts))

@@ -138,6 +138,33 @@ def build_options(
     return sent
 
 
+def option_definition(definition: dict[str, Any], path: list[str], name: str) -> dict[str, Any]:
+    """The definition of option ``name`` of the (sub)command ``path`` names below ``definition``."""
+    children = definition.get("options") or []
+    if path:
+        word, *rest = path
+        child = next(
+            c for c in children if c["name"] == word and c["type"] in (SUB_COMMAND, SUB_COMMAND_GROUP)
+        )
+        return option_definition(child, rest, name)
+    for child in children:
+        if child["name"] == name:
+            return child
+    raise RefusedByClient(f"/{definition['name']} has no option {name!r}")
+
+
+def mark_focused(options: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """Mark option ``name`` (in the innermost subcommand) as the one being typed in, as Discord's client
+    does in an autocomplete interaction; returns it."""
+    for option in options:
+        if option["type"] in (SUB_COMMAND, SUB_COMMAND_GROUP):
+            return mark_focused(option["options"], name)
+        if option["name"] == name:
+            option["focused"] = True
+            return option
+    raise RefusedByClient(f"no option {name!r} to focus")
+
+
 def _check_value(option: dict[str, Any], option_type: int, name: str, value: Any) -> None:
     python_types = _PYTHON_TYPES[option_type]
     if not isinstance(value, python_types) or (isinstance(value, bool) and option_type != BOOLEAN):

@@ -280,6 +280,10 @@ class Rest:
         is_component = interaction.type == 3
         if callback_type in (6, 7) and not is_component:
             raise form_error(f"callback type {callback_type} only answers a component interaction")
+        if (callback_type == 8) != (interaction.type == 4):
+            raise form_error("an autocomplete interaction is answered with choices (8), and only it")
+        if callback_type == 8 and len(data.get("choices") or []) > 25:
+            raise form_error("at most 25 autocomplete choices")
         message: Message | None = None
         flags = int(data.get("flags") or 0) & EPHEMERAL
         if callback_type == 4:

@@ -23,7 +23,16 @@ import discord
 import yarl
 from aiohttp import web
 
-from .commands import Resolved, Upload, build_options, check_visible, find_command
+from .commands import (
+    RefusedByClient,
+    Resolved,
+    Upload,
+    build_options,
+    check_visible,
+    find_command,
+    mark_focused,
+    option_definition,
+)
 from .gateway import Gateway, Session
 from .rest import (
     BODY,
@@ -498,13 +507,51 @@ class FakeDiscord:
         """
         member, where = self.member(user), self.channel(channel)
         values = {**values, **(options or {})}
+        data = self._command_data(name, member, where, values, raw=raw)
+        return await self._dispatch_interaction(2, member, where, data)
+
+    async def autocomplete(
+        self,
+        name: str,
+        /,
+        focused: str,
+        typed: str = "",
+        *,
+        user: Member | str | None = None,
+        channel: Channel | str | None = None,
+        **values: Any,
+    ) -> list[dict[str, Any]]:
+        """Type ``typed`` into option ``focused`` of a slash command (the other options as filled in so far)
+        and return the choices the bot answers with, as Discord's client asks for them (an
+        APPLICATION_COMMAND_AUTOCOMPLETE interaction). Raises ``RefusedByClient`` for an option without
+        autocomplete, which Discord's client would never ask about."""
+        member, where = self.member(user), self.channel(channel)
+        data = self._command_data(name, member, where, {**values, focused: typed}, raw=True)
+        option = mark_focused(data["options"], focused)
+        definition = option_definition(self._find(name)[0], name.split()[1:], focused)
+        if not definition.get("autocomplete"):
+            raise RefusedByClient(f"option {focused!r} of /{name} has no autocomplete")
+        if definition["type"] != option["type"]:
+            raise RefusedByClient(f"option {focused!r} is typed {definition['type']}, not {option['type']}")
+        interaction = await self._dispatch_interaction(4, member, where, data)
+        await self.wait_for_ack(interaction)
+        assert interaction.response_data is not None
+        return list(interaction.response_data["choices"])
+
+    def _find(self, name: str) -> tuple[dict[str, Any], list[str]]:
+        """A synced command by path; guild commands win over global ones of the same name."""
         guild_commands = self.commands(guild=True)
         scope = (
             guild_commands
             if name.split()[0] in {c["name"] for c in guild_commands}
             else self.commands(guild=False)
         )
-        command, path = find_command(scope, name)
+        return find_command(scope, name)
+
+    def _command_data(
+        self, name: str, member: Member, where: Channel, values: dict[str, Any], *, raw: bool
+    ) -> dict[str, Any]:
+        command, path = self._find(name)
         if not raw:
             check_visible(command, member)
         resolved = Resolved(store_upload=lambda upload: self._store_upload(upload, where))
@@ -518,7 +565,7 @@ class FakeDiscord:
             data["guild_id"] = command["guild_id"]
         if resolved.data:
             data["resolved"] = resolved.data
-        return await self._dispatch_interaction(2, member, where, data)
+        return data
 
     async def click(
         self, message: Message, label_or_custom_id: str, /, *, user: Member | str | None = None
