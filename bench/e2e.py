@@ -81,7 +81,7 @@ from sdbot.inference.types import Engine, EngineRequest, Operation
 from sdbot.params import JobParams
 from tests.fakediscord import FakeDiscord, Interaction
 from tests.fakediscord.fixtures import RunningBot
-from tests.tiny_model import build_tiny_model
+from tests.tiny_models import build_tiny_model
 
 T = TypeVar("T")
 

@@ -177,7 +177,7 @@ def build_clip_tokenizer(vocab_size: int) -> CLIPTokenizer:
 
 def build_tiny(folder: Path) -> Path:
     """The tests' tiny SD pipeline (with a safety checker that flags nothing), for ``--tiny``."""
-    from tests.tiny_model import build_tiny_model
+    from tests.tiny_models import build_tiny_model
 
     return build_tiny_model(folder, nsfw=False)
 

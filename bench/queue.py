@@ -59,7 +59,7 @@ from sdbot.params import JobKind, JobParams
 from sdbot.services import open_services
 from sdbot.services.jobs import JobRequest
 from sdbot.services.worker import Worker
-from tests.tiny_model import build_tiny_model
+from tests.tiny_models import build_tiny_model
 
 GUILD, CHANNEL = 1, 1
 SIZE = 64

@@ -7,7 +7,7 @@ instead of waiting on the network.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,7 @@ import pytest
 from sdbot.config import Settings
 from sdbot.db import Database
 
-# Before anything imports huggingface_hub (tests.tiny_model, diffusers), which reads it once.
+# Before anything imports huggingface_hub (tests.tiny_models, diffusers), which reads it once.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Before torch starts, here and in the engine processes the tests spawn (they inherit it): see ``_build``.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -26,14 +26,18 @@ def tiny_settings(model: Path | str, **overrides: object) -> Settings:
     return Settings(model=str(model), device="cpu", dtype="float32", **overrides)
 
 
-def _build(factory: pytest.TempPathFactory, name: str, nsfw: bool | None) -> Path:
+def _one_thread() -> None:
     import torch
 
-    from tests.tiny_model import build_tiny_model
-
-    # The tiny model's tensors are so small that handing work to a second thread costs more than it
-    # saves: one intra-op thread runs its steps about 10x faster on a busy 2-core machine.
+    # The tiny models' tensors are so small that handing work to a second thread costs more than it
+    # saves: one intra-op thread runs their steps about 10x faster on a busy 2-core machine.
     torch.set_num_threads(1)
+
+
+def _build(factory: pytest.TempPathFactory, name: str, nsfw: bool | None) -> Path:
+    from tests.tiny_models import build_tiny_model
+
+    _one_thread()
     return build_tiny_model(factory.mktemp(name), nsfw=nsfw)
 
 
@@ -53,6 +57,43 @@ def tiny_nsfw_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tiny_unchecked_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same weights, saved without a safety checker."""
     return _build(tmp_path_factory, "tiny-model-unchecked", nsfw=None)
+
+
+@pytest.fixture(scope="session")
+def tiny_family(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Path]:
+    """``tiny_family(name)``: the folder of a tiny pipeline of a family in ``tests.tiny_models.TINY_FAMILIES``
+    ("sd1", "sdxl", "flux-schnell", ...), built on first use ("sd1" is ``tiny_model_dir``)."""
+    from tests.tiny_models import TINY_FAMILIES
+
+    built: dict[str, Path] = {}
+
+    def folder(name: str) -> Path:
+        if name == "sd1":
+            return request.getfixturevalue("tiny_model_dir")
+        if name not in built:
+            _one_thread()
+            built[name] = TINY_FAMILIES[name](tmp_path_factory.mktemp(name))
+        return built[name]
+
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_safety_checker(tmp_path_factory: pytest.TempPathFactory) -> Callable[[bool], Path]:
+    """``tiny_safety_checker(flag_all)``: a folder laid out like the hub's standalone SD safety checker,
+    whose tiny checker flags every image (True) or none (False)."""
+    from tests.tiny_models.parts import save_standalone_checker
+
+    built: dict[bool, Path] = {}
+
+    def folder(flag_all: bool) -> Path:
+        if flag_all not in built:
+            built[flag_all] = save_standalone_checker(tmp_path_factory.mktemp("checker"), flag_all=flag_all)
+        return built[flag_all]
+
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from sdbot.inference.types import EngineRequest, Operation, Progress
 from sdbot.params import MAX_SEED, JobParams
 from tests.conftest import tiny_settings
 from tests.engines import generate
-from tests.tiny_model import save_single_file
+from tests.tiny_models.single_file import save_single_file
 
 SIZE = 64
 STEPS = 2
