@@ -87,8 +87,7 @@ class BusyEngine:
 
     def __init__(self, engine: DiffusersEngine) -> None:
         self._engine = engine
-        self.model_name = engine.model_name
-        self.has_safety_checker = engine.has_safety_checker
+        self.models = engine.models
         self.busy = 0.0
 
     def run(

@@ -176,7 +176,9 @@ def _doctor(settings: Settings, size: tuple[int, int]) -> int:
         return 1
     print(f"model load    ok in {time.perf_counter() - started:.1f} s")
     print(f"device        {engine.device} ({str(engine.dtype).removeprefix('torch.')})")
-    print(f"safety check  {'yes' if engine.has_safety_checker else 'NO: flags are unknown'}")
+    for info in engine.models.values():
+        print(f"family        {info.profile.label} ({info.profile.pipeline})")
+        print(f"safety check  {'yes' if info.checked else 'NO: flags are unknown'}")
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:

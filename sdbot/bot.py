@@ -140,7 +140,7 @@ class SDBot(commands.Bot):
             return
         finally:
             executor.shutdown(wait=False)
-        log.info("model %s loaded in %.1f s", engine.model_name, time.monotonic() - started)
+        log.info("models %s loaded in %.1f s", ", ".join(engine.models), time.monotonic() - started)
         self.worker = Worker(self.queue, engine, self.settings)
         await self.worker.start()
         # What is loaded by now (modules, discord.py's caches, the model's Python objects when it runs in

@@ -10,6 +10,7 @@ This module imports nothing from ``sdbot`` except its errors, so every layer can
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,8 @@ from dotenv import dotenv_values
 from sdbot.errors import ConfigError
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+# The standalone checker every model without its own is checked by (it classifies any RGB image).
+DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -54,6 +57,9 @@ class Settings:
     vae_tiling: bool = True
     compile: bool = False
     preview_decoder: str | None = None
+    safety_checker: str | None = DEFAULT_SAFETY_CHECKER  # None: models without their own run unchecked
+    gpu_memory: int | None = None  # bytes models may hold on the GPU; None: its memory less a margin
+    cpu_memory: int | None = None  # bytes models moved off the GPU may hold in RAM; None: half the RAM
     engine_process: bool = True  # run the engine in a process of its own (sdbot/inference/process.py)
     log_level: str = "INFO"
 
@@ -88,6 +94,9 @@ def load_settings(
         vae_tiling=reader.flag("SDBOT_VAE_TILING", True),
         compile=reader.flag("SDBOT_COMPILE", False),
         preview_decoder=reader.text("SDBOT_PREVIEW_DECODER"),
+        safety_checker=reader.optional("SDBOT_SAFETY_CHECKER", DEFAULT_SAFETY_CHECKER),
+        gpu_memory=reader.size("SDBOT_GPU_MEMORY"),
+        cpu_memory=reader.size("SDBOT_CPU_MEMORY"),
         engine_process=reader.flag("SDBOT_ENGINE_PROCESS", True),
         log_level=reader.choice("SDBOT_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
     )
@@ -109,6 +118,23 @@ class _Reader:
     def path(self, name: str) -> Path | None:
         raw = self.text(name)
         return None if raw is None else Path(raw).expanduser()
+
+    def optional(self, name: str, default: str) -> str | None:
+        """A text that ``none`` switches off; unset, ``default``."""
+        raw = self.text(name)
+        if raw is None:
+            return default
+        return None if raw.lower() == "none" else raw
+
+    def size(self, name: str) -> int | None:
+        """A memory size in bytes: ``24GiB``, ``1500MiB``, ``24GB``, ``512M``; a bare number is GiB."""
+        raw = self.text(name)
+        if raw is None:
+            return None
+        match = _SIZE.fullmatch(raw.replace(" ", ""))
+        if match is None or float(match[1]) <= 0:
+            raise ConfigError(f"{name}={raw!r} is not allowed: use a size such as 24GiB, 1500MiB or 24 (GiB)")
+        return int(float(match[1]) * _SIZE_UNITS[(match[2] or "gi").lower().removesuffix("b")])
 
     def choice(self, name: str, allowed: tuple[str, ...], default: str, *, upper: bool = False) -> str:
         raw = self.text(name)
@@ -149,6 +175,20 @@ class _Reader:
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):  # type: ignore[operator]
             raise ConfigError(f"{name}={raw!r} is not allowed: use {bounds}")
         return value
+
+
+_SIZE = re.compile(r"(\d+(?:\.\d+)?)([kmgt]i?b?|b)?", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1,  # "b"
+    "k": 10**3,
+    "m": 10**6,
+    "g": 10**9,
+    "t": 10**12,
+    "ki": 2**10,
+    "mi": 2**20,
+    "gi": 2**30,
+    "ti": 2**40,
+}
 
 
 def _describe_bounds(kind: Callable[[str], object], minimum: float | None, maximum: float | None) -> str:

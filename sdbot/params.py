@@ -131,13 +131,16 @@ class JobParams:
 @dataclass(frozen=True)
 class Limits:
     """The bounds a job's parameters must keep. ``ENGINE_LIMITS`` are what the engine accepts at all; a
-    server's limits (its settings) are tighter."""
+    server's limits (its settings) are tighter, and a model's family adds its own
+    (``sdbot.inference.families.model_limits``: its size multiple, whether it takes a negative prompt)."""
 
     max_steps: int = MAX_STEPS
     max_count: int = MAX_COUNT
     max_pixels: int = MAX_SIDE * MAX_SIDE
     size_multiple: int = 8
     owner: str = "the engine"  # whose limits these are, as messages name them ("this server")
+    negative_prompt: bool = True  # False: the model has no negative prompt to honour
+    model: str = "the model"  # the model these limits are for, as messages name it
 
 
 ENGINE_LIMITS = Limits()
@@ -154,6 +157,8 @@ def check_params(params: JobParams, limits: Limits = ENGINE_LIMITS) -> None:
             raise PromptRejected(
                 f"the {label} has {len(text):,} characters; the most is {MAX_PROMPT_LENGTH:,}"
             )
+    if params.negative_prompt.strip() and not limits.negative_prompt:
+        raise InvalidRequest(f"{limits.model} takes no negative prompt: leave it out.")
     _check_range("Steps", params.steps, MIN_STEPS, min(MAX_STEPS, limits.max_steps), server)
     _check_range("Guidance", params.guidance, MIN_GUIDANCE, MAX_GUIDANCE, False)
     if params.seed is not None:

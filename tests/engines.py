@@ -15,19 +15,22 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from PIL import Image
 
 from sdbot.config import Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed
+from sdbot.inference import families
 from sdbot.inference.types import (
     CancelCheck,
     Engine,
     EngineRequest,
     GeneratedImage,
     GenerationResult,
+    ModelInfo,
+    ModelSpec,
     Operation,
     Progress,
     ProgressCallback,
@@ -55,11 +58,15 @@ def always(error: Exception) -> Fault:
     return lambda requests: error
 
 
+def fake_library(name: str) -> dict[str, ModelInfo]:
+    """The ``models`` of a fake engine: one unchecked SD 1.x model called ``name``."""
+    return {name: ModelInfo(name, families.SD1, checked=False)}
+
+
 class StepEngine:
     """A fake engine that steps like the real one."""
 
-    model_name = "step-engine"
-    has_safety_checker = False
+    models = fake_library("step-engine")
 
     def __init__(self, *, step_seconds: float = 0.0, fault: Fault | None = None) -> None:
         self.step_seconds = step_seconds
@@ -113,12 +120,8 @@ class EngineWrapper:
         self._engine = engine
 
     @property
-    def model_name(self) -> str:
-        return self._engine.model_name
-
-    @property
-    def has_safety_checker(self) -> bool:
-        return self._engine.has_safety_checker
+    def models(self) -> Mapping[str, ModelInfo]:
+        return self._engine.models
 
     def run(
         self,
@@ -216,8 +219,7 @@ class CountingEngine(EngineWrapper):
 class CrashingEngine:
     """Exits its process, as a CUDA fault or the kernel's OOM killer would, on the prompt "crash"."""
 
-    model_name = "crashing"
-    has_safety_checker = False
+    models = fake_library("crashing")
 
     def run(self, operation, requests, on_progress=None, should_cancel=None) -> list[GenerationResult]:
         if requests[0].params.prompt == "crash":
@@ -228,8 +230,7 @@ class CrashingEngine:
 class HangingEngine:
     """Reports one step, then never ends and never looks at ``should_cancel``: a kernel that hangs."""
 
-    model_name = "hanging"
-    has_safety_checker = False
+    models = fake_library("hanging")
 
     def run(self, operation, requests, on_progress=None, should_cancel=None) -> list[GenerationResult]:
         on_progress(Progress(1, 10))
@@ -237,9 +238,9 @@ class HangingEngine:
         return []
 
 
-def load_crashing_engine(settings: Settings) -> CrashingEngine:
+def load_crashing_engine(settings: Settings, models: Sequence[ModelSpec] | None) -> CrashingEngine:
     return CrashingEngine()
 
 
-def load_hanging_engine(settings: Settings) -> HangingEngine:
+def load_hanging_engine(settings: Settings, models: Sequence[ModelSpec] | None) -> HangingEngine:
     return HangingEngine()

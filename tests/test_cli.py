@@ -136,7 +136,7 @@ def test_doctor_reports_versions_device_model_and_a_timed_generation(
     for package in ("torch", "diffusers", "transformers", "discord.py"):
         assert f"{package} {metadata.version(package)}" in report
     assert f"model {tiny_model_dir} model load ok in" in report
-    assert "device cpu (float32) safety check yes" in report
+    assert "device cpu (float32) family SD 1.x (StableDiffusionPipeline) safety check yes" in report
     assert re.search(r"generation 64x64, 4 steps: \d+\.\d\d s \(denoise", report)
 
 

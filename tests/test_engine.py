@@ -16,9 +16,10 @@ from PIL import Image
 from sdbot.config import Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed, ModelLoadFailed
 from sdbot.inference.engine import DiffusersEngine, load_engine
+from sdbot.inference.families import Size
 from sdbot.inference.loading import resolve_placement
 from sdbot.inference.pngmeta import ImageParameters, format_parameters, parse_parameters, read_parameters
-from sdbot.inference.types import EngineRequest, Operation, Progress
+from sdbot.inference.types import EngineRequest, Operation, Progress, default_model
 from sdbot.params import MAX_SEED, JobParams
 from tests.conftest import tiny_settings
 from tests.engines import generate
@@ -91,7 +92,7 @@ def test_missing_seed_is_drawn_in_range(tiny_engine: DiffusersEngine) -> None:
 
 def test_clean_images_are_not_flagged(tiny_engine: DiffusersEngine) -> None:
     [result] = generate(tiny_engine, [request(count=2)])
-    assert tiny_engine.has_safety_checker
+    assert tiny_engine.models[default_model(tiny_engine)].checked
     assert result.nsfw == [False, False]
 
 
@@ -110,10 +111,10 @@ def test_flagged_images_keep_their_pixels_and_carry_the_flag(
 def test_model_without_safety_checker_reports_unknown_flags_and_warns(
     tiny_unchecked_model_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="sdbot.inference.engine"):
+    with caplog.at_level(logging.WARNING, logger="sdbot.inference"):
         engine = load_engine(tiny_settings(tiny_unchecked_model_dir))
     assert "no safety checker" in caplog.text
-    assert not engine.has_safety_checker
+    assert not engine.models[tiny_unchecked_model_dir.name].checked
     [result] = generate(engine, [request(count=2)])
     assert result.nsfw == [None, None]
 
@@ -206,7 +207,7 @@ def test_png_carries_parameters_that_read_back(tiny_engine: DiffusersEngine) -> 
         seed=77,
         width=SIZE,
         height=SIZE,
-        model=tiny_engine.model_name,
+        model=default_model(tiny_engine),
     )
     with Image.open(io.BytesIO(result.images[0].png)) as decoded:
         assert decoded.size == (SIZE, SIZE)
@@ -300,7 +301,8 @@ def test_upscale_doubles_the_size(tiny_engine: DiffusersEngine) -> None:
         Operation.UPSCALE, [from_image(source.images[0].image, 2, steps=4, seed=3, strength=0.3)]
     )
     assert upscaled.images[0].image.size == (2 * SIZE, 2 * SIZE)
-    assert not tiny_engine.pipelines[1].vae.use_tiling  # tiled for the upscale only
+    vae = tiny_engine.runner(default_model(tiny_engine)).model.text_to_image.vae
+    assert not vae.use_tiling  # tiled for the upscale only
     assert read_parameters(upscaled.images[0].png).width == 2 * SIZE
 
 
@@ -317,7 +319,9 @@ def test_image_to_image_rejects_bad_strength_and_sizes(tiny_engine: DiffusersEng
 
 
 def test_image_to_image_shares_the_text_to_image_weights(tiny_engine: DiffusersEngine) -> None:
-    txt2img, img2img = tiny_engine.pipelines
+    model = tiny_engine.runner(default_model(tiny_engine)).model
+    txt2img, img2img = model.text_to_image, model.image_to_image
+    assert img2img is not None
     assert img2img.unet is txt2img.unet
     assert img2img.vae is txt2img.vae
     assert img2img.text_encoder is txt2img.text_encoder
@@ -328,8 +332,8 @@ def test_single_checkpoint_file_loads_offline_with_a_local_config(
 ) -> None:
     checkpoint = save_single_file(tiny_model_dir, tmp_path / "tiny-sd.safetensors")
     engine = load_engine(tiny_settings(checkpoint, model_config=str(tiny_model_dir)))
-    assert engine.model_name == "tiny-sd"
-    assert engine.has_safety_checker  # from the config folder: single files carry none
+    assert list(engine.models) == ["tiny-sd"]
+    assert engine.models["tiny-sd"].checked  # from the config folder: single files carry none
     [from_file] = generate(engine, [request(seed=21)])
     [from_folder] = generate(tiny_engine, [request(seed=21)])
     assert np.array_equal(pixels(from_file.images[0].image), pixels(from_folder.images[0].image))
@@ -374,7 +378,8 @@ def test_low_memory_options_keep_the_pixels(
 def test_image_to_image_pipeline_keeps_the_chosen_precision(tiny_model_dir: Path) -> None:
     engine = load_engine(Settings(model=str(tiny_model_dir), device="cpu", dtype="bfloat16"))
     assert engine.dtype == torch.bfloat16
-    for pipeline in engine.pipelines:  # the two share their modules: casting one casts both
+    model = engine.runner(tiny_model_dir.name).model
+    for pipeline in (model.text_to_image, model.image_to_image):  # sharing modules: casting one casts both
         for name in ("unet", "vae", "text_encoder", "safety_checker"):
             assert getattr(pipeline, name).dtype == torch.bfloat16, name
 
@@ -390,5 +395,5 @@ def test_warm_up_runs_each_batch_size_split_into_requests_of_at_most_four(
         return run(operation, requests, *args, **kwargs)
 
     monkeypatch.setattr(tiny_engine, "run", recording)
-    assert tiny_engine.warm_up(64, 64, batch_sizes=(1, 6)) > 0
+    assert tiny_engine.warm_up(default_model(tiny_engine), batch_sizes=(1, 6), size=Size(64, 64)) > 0
     assert batches == [[1], [4, 2]]

@@ -47,7 +47,7 @@ def engine(tiny_model_dir: Path) -> Iterator[EngineProcess]:
 def test_the_child_gives_the_same_images_as_the_engine_in_this_process(engine, tiny_engine) -> None:
     batch = [request(count=2), request("a blue dog", seed=2**32 - 1)]
     remote, local = generate(engine, batch), generate(tiny_engine, batch)
-    assert engine.model_name == tiny_engine.model_name and engine.has_safety_checker
+    assert engine.models == tiny_engine.models
     for theirs, ours in zip(remote, local, strict=True):
         assert theirs.seeds == ours.seeds and theirs.nsfw == ours.nsfw
         for a, b in zip(theirs.images, ours.images, strict=True):

@@ -16,14 +16,9 @@ from PIL import Image
 from sdbot.errors import ModelLoadFailed
 from sdbot.inference.checkpoints import detect_checkpoint
 from sdbot.inference.families import Family, Size
-from sdbot.inference.latents import (
-    LinearPreview,
-    TinyDecoderPreview,
-    decode_to_images,
-    latent_format,
-    spatial,
-)
-from sdbot.inference.pipelines import ModelPipelines, denoiser, load_model
+from sdbot.inference.latents import decode_to_images, spatial
+from sdbot.inference.pipelines import ModelPipelines, denoiser, load_model, load_safety_checker
+from sdbot.inference.previews import LinearPreview, TinyDecoderPreview, latent_format
 from sdbot.inference.safety import SafetyCheck
 from tests.tiny_models.single_file import save_single_file
 
@@ -43,12 +38,12 @@ EXPECTED = {  # family, label, pipeline class, latent channels, packed latents
 @pytest.fixture(scope="module")
 def models(tiny_family: Callable[[str], Path]) -> Callable[[str], ModelPipelines]:
     """``models(name)``: the family's tiny model loaded by ``load_model`` in float32 (once per module), with
-    no standalone checker (the hub is unreachable; the checker tests load a local one)."""
+    no standalone checker (the checker tests load a local one)."""
     loaded: dict[str, ModelPipelines] = {}
 
     def model(name: str) -> ModelPipelines:
         if name not in loaded:
-            loaded[name] = load_model(str(tiny_family(name)), dtype=torch.float32, safety_checker=None)
+            loaded[name] = load_model(str(tiny_family(name)), dtype=torch.float32)
         return loaded[name]
 
     return model
@@ -106,7 +101,7 @@ def test_image_to_image_and_inpaint_hold_the_same_modules(
 
 
 def test_siblings_keep_the_loaded_precision(tiny_family: Callable[[str], Path]) -> None:
-    model = load_model(str(tiny_family("sdxl")), dtype=torch.bfloat16, safety_checker=None)
+    model = load_model(str(tiny_family("sdxl")), dtype=torch.bfloat16)
     assert model.image_to_image is not None
     assert model.image_to_image.unet is model.text_to_image.unet
     assert {p.dtype for p in model.text_to_image.unet.parameters()} == {torch.bfloat16}
@@ -189,35 +184,26 @@ def test_tiny_autoencoder_previews_come_out_at_full_size(
 def test_a_family_without_a_checker_gets_the_standalone_one(
     tiny_family: Callable[[str], Path], tiny_safety_checker: Callable[[bool], Path], flag_all: bool
 ) -> None:
-    model = load_model(
-        str(tiny_family("sdxl")), dtype=torch.float32, safety_checker=str(tiny_safety_checker(flag_all))
-    )
-    assert model.safety is not None and model.safety.source == str(tiny_safety_checker(flag_all))
-    check = SafetyCheck(
-        model.safety.checker, model.safety.feature_extractor, torch.device("cpu"), torch.float32
-    )
+    source = str(tiny_safety_checker(flag_all))
+    checker = load_safety_checker(source, dtype=torch.float32)
+    model = load_model(str(tiny_family("sdxl")), dtype=torch.float32, standalone_checker=lambda: checker)
+    assert model.safety is checker and checker is not None and checker.source == source
+    check = SafetyCheck(checker.checker, checker.feature_extractor)
     assert check([render(model, 1), render(model, 2)]) == [flag_all, flag_all]
 
 
 def test_a_model_with_its_own_checker_keeps_it(
     tiny_model_dir: Path, tiny_safety_checker: Callable[[bool], Path]
 ) -> None:
-    model = load_model(
-        str(tiny_model_dir), dtype=torch.float32, safety_checker=str(tiny_safety_checker(True))
-    )
+    standalone = load_safety_checker(str(tiny_safety_checker(True)), dtype=torch.float32)
+    model = load_model(str(tiny_model_dir), dtype=torch.float32, standalone_checker=lambda: standalone)
     assert model.safety is not None and model.safety.source == "the model's own"
     assert model.safety.checker is model.text_to_image.safety_checker
 
 
-def test_no_loadable_checker_means_unchecked(
-    tiny_family: Callable[[str], Path], caplog: pytest.LogCaptureFixture
-) -> None:
-    model = load_model(
-        str(tiny_family("sdxl")),
-        dtype=torch.float32,
-        safety_checker="CompVis/stable-diffusion-safety-checker",
-    )
-    assert model.safety is None
+def test_an_unreachable_checker_is_none_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """Offline without a cached copy of the hub's checker: the models it was for run unchecked."""
+    assert load_safety_checker("CompVis/stable-diffusion-safety-checker", dtype=torch.float32) is None
     assert "could not load the safety checker from CompVis/stable-diffusion-safety-checker" in caplog.text
 
 
@@ -228,7 +214,7 @@ def test_single_file_sdxl_is_detected_and_pixel_identical_to_its_folder(
     checkpoint = save_single_file(folder, tmp_path / "tiny-sdxl.safetensors")
     layout = detect_checkpoint(checkpoint)
     assert (layout.family, layout.denoiser_only) == (Family.SDXL, False)
-    model = load_model(str(checkpoint), dtype=torch.float32, config=str(folder), safety_checker=None)
+    model = load_model(str(checkpoint), dtype=torch.float32, config=str(folder))
     assert model.profile == models("sdxl").profile
     assert np.array_equal(pixels(render(model, 4)), pixels(render(models("sdxl"), 4)))
 
@@ -238,7 +224,7 @@ def test_single_file_sd1_is_detected_and_keeps_the_config_folders_checker(
 ) -> None:
     checkpoint = save_single_file(tiny_model_dir, tmp_path / "tiny-sd1.safetensors")
     assert detect_checkpoint(checkpoint).family is Family.SD1
-    model = load_model(str(checkpoint), dtype=torch.float32, config=str(tiny_model_dir), safety_checker=None)
+    model = load_model(str(checkpoint), dtype=torch.float32, config=str(tiny_model_dir))
     assert model.profile.family is Family.SD1
     assert model.safety is not None and model.safety.source == str(tiny_model_dir)
 
@@ -258,8 +244,8 @@ def test_a_flux_transformer_file_loads_with_its_config_folder(
         name == "flux-dev",
     )
     with pytest.raises(ModelLoadFailed, match="holds only the transformer: set its config"):
-        load_model(str(checkpoint), dtype=torch.float32, safety_checker=None)
-    model = load_model(str(checkpoint), dtype=torch.float32, config=str(folder), safety_checker=None)
+        load_model(str(checkpoint), dtype=torch.float32)
+    model = load_model(str(checkpoint), dtype=torch.float32, config=str(folder))
     assert model.profile == models(name).profile
     assert denoiser(model.text_to_image) is model.text_to_image.transformer
     assert np.array_equal(pixels(render(model, 4)), pixels(render(models(name), 4)))

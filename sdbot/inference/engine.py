@@ -1,127 +1,102 @@
-"""The in-process diffusers engine: batches of requests in, PNGs with seeds, NSFW flags and timings out.
+"""The in-process diffusers engine: a library of models of any family, batches of requests in, PNGs with
+seeds, NSFW flags and timings out.
 
-One engine call is one pipeline run over every image of every request in the batch. Each image has its
-own seeded generator (image ``i`` of a request uses ``seed + i``), so an image's pixels depend only on its
-own request: reproducible alone, and the same whether batched with others or not. The pipeline returns
-latents; the engine decodes them and runs the safety checker itself, so a flagged image keeps its pixels.
-Progress, previews and cancellation go through diffusers' ``callback_on_step_end``.
+Each request names its model (``JobParams.model``; None: the library's first, the default), and a batch is of
+one model (the model is part of the batch key). Before a batch runs, the memory manager
+(``sdbot.inference.memory``) brings its model onto the device, parking or dropping the least recently used
+others to keep within the memory budgets; the seconds that took are each result's ``Timings.switch``. A
+model's runner (``sdbot.inference.runner``) then makes the images. Models are loaded (and moved) by the
+``ModelLoader`` (``sdbot.inference.loading``), which applies the memory and speed options.
 
 Calls block. The engine serialises them with a lock, so one worker thread (or several) may call it.
 """
 
 from __future__ import annotations
 
-import functools
-import gc
 import logging
 import threading
 import time
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 
 import torch
-from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
-from PIL import Image
 
 from sdbot.config import Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed
-from sdbot.inference import loading
-from sdbot.inference.pngmeta import ImageParameters, encode_png, sampler_name
-from sdbot.inference.previews import LinearPreview, PreviewMaker, TinyDecoderPreview, preview_interval
-from sdbot.inference.safety import SafetyCheck
+from sdbot.inference.families import Size
+from sdbot.inference.loading import (
+    ModelLoader,
+    default_models,
+    free_memory,
+    memory_budgets,
+    model_size,
+    resolve_placement,
+)
+from sdbot.inference.memory import ModelMemory, Residence
+from sdbot.inference.runner import Batch, ModelRunner
 from sdbot.inference.types import (
     CancelCheck,
     EngineRequest,
-    GeneratedImage,
     GenerationResult,
+    ModelInfo,
+    ModelSpec,
     Operation,
-    Progress,
     ProgressCallback,
-    Timings,
 )
 from sdbot.inference.validation import check_batch
-from sdbot.params import MAX_COUNT, JobParams, image_seed, random_seed
+from sdbot.params import MAX_COUNT, JobParams
 
 log = logging.getLogger(__name__)
 
 WARM_UP_STEPS = 2
 
 
-@dataclass(frozen=True)
-class _Image:
-    """One image of a batch: the request it belongs to and its own seed."""
-
-    request: int
-    prompt: str
-    negative_prompt: str
-    seed: int
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """One pipeline run: its images and the parameters they share (``params``: the first request's; the
-    batch key is the same for all)."""
-
-    images: list[_Image]
-    request_count: int
-    params: JobParams
-    pipe_kwargs: dict[str, object]
-    tile_vae: bool = False  # encode and decode in tiles (upscales: the VAE's memory grows with the area)
-
-
 class DiffusersEngine:
-    """Runs SD 1.x/2.x pipelines. Build it with ``load_engine``; tests may pass a pipeline directly."""
+    """Runs the models of ``specs`` (the first is the default). Build it with ``load_engine``."""
 
     def __init__(
         self,
-        pipe: StableDiffusionPipeline,
+        loader: ModelLoader,
+        specs: Sequence[ModelSpec],
         *,
-        model_name: str,
-        previews: PreviewMaker | None = None,
-        tile_upscales: bool = True,
+        device_budget: int | None = None,
+        parked_budget: int | None = None,
     ) -> None:
-        self._txt2img = pipe
-        # Built on the text-to-image pipeline's modules: no second copy of the weights. (Not ``from_pipe``,
-        # which casts the shared modules to its ``torch_dtype``, float32 unless told otherwise.)
-        self._img2img = StableDiffusionImg2ImgPipeline(
-            **pipe.components, requires_safety_checker=pipe.config.requires_safety_checker
-        )
-        self._model_name = model_name
-        self._previews = previews or LinearPreview()
-        self._tile_upscales = tile_upscales
+        if not specs:
+            raise ValueError("an engine needs at least one model")
+        self._loader = loader
+        self._specs = {spec.name: spec for spec in specs}
+        self._runners: dict[str, ModelRunner] = {}
+        self._infos: dict[str, ModelInfo] = {}
+        self._memory = ModelMemory(self, device_budget=device_budget, parked_budget=parked_budget)
         self._lock = threading.Lock()
-        self._safety = None
-        if pipe.safety_checker is not None and pipe.feature_extractor is not None:
-            self._safety = SafetyCheck(pipe.safety_checker, pipe.feature_extractor, self.device, self.dtype)
-        else:
-            log.warning(
-                "model %s has no safety checker: NSFW flags are unknown and SDBOT_UNCHECKED_POLICY applies",
-                model_name,
-            )
-        for pipeline in (self._txt2img, self._img2img):
-            pipeline.set_progress_bar_config(disable=True)
+        for spec in specs:
+            runner = self._runners[spec.name] = loader.load(spec)
+            self._infos[spec.name] = runner.info
+            self._memory.add(spec.name, model_size(runner.model))
 
     @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def has_safety_checker(self) -> bool:
-        return self._safety is not None
+    def models(self) -> Mapping[str, ModelInfo]:
+        return self._infos
 
     @property
     def device(self) -> torch.device:
-        return self._txt2img._execution_device
+        return self._loader.placement.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self._txt2img.unet.dtype
+        return self._loader.placement.dtype
 
-    @property
-    def pipelines(self) -> tuple[StableDiffusionPipeline, StableDiffusionImg2ImgPipeline]:
-        """The text-to-image and image-to-image pipelines (they share their modules)."""
-        return self._txt2img, self._img2img
+    def residence(self, model: str) -> Residence:
+        """Where ``model``'s weights are now: on the device, parked in CPU memory, or dropped."""
+        return self._memory.residence(model)
+
+    def runner(self, model: str) -> ModelRunner:
+        """The runner of ``model``, on the device (tests and benchmarks look inside)."""
+        with self._lock:
+            self._memory.acquire(model)
+            return self._runners[model]
 
     def run(
         self,
@@ -130,227 +105,87 @@ class DiffusersEngine:
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]:
-        check_batch(operation, requests)
-        first = requests[0].params
-        images = _plan([request.params for request in requests])
-        if operation is Operation.GENERATE:
-            pipe: StableDiffusionPipeline | StableDiffusionImg2ImgPipeline = self._txt2img
-            pipe_kwargs: dict[str, object] = {"width": first.width, "height": first.height}
-        else:
-            pipe = self._img2img
-            sources = [_prepared_source(request.source, request.params) for request in requests]
-            pipe_kwargs = {"image": [sources[image.request] for image in images], "strength": first.strength}
-        batch = _Batch(
-            images=images,
-            request_count=len(requests),
-            params=first,
-            pipe_kwargs=pipe_kwargs,
-            tile_vae=self._tile_upscales and operation is Operation.UPSCALE,
-        )
-        return self._run(pipe, batch, on_progress, should_cancel)
-
-    def warm_up(self, width: int = 512, height: int = 512, batch_sizes: Sequence[int] = (1,)) -> float:
-        """Short generations at each batch size, so that compilation and allocator growth happen before the
-        first user waits. After two sizes torch.compile makes the batch dimension dynamic, so warming up 1
-        and the largest batch covers the sizes between. Returns the seconds taken."""
-        started = time.perf_counter()
-        for images in batch_sizes:
-            counts = [min(MAX_COUNT, images - first) for first in range(0, images, MAX_COUNT)]
-            params = JobParams("warm-up", steps=WARM_UP_STEPS, width=width, height=height, seed=0)
-            self.run(Operation.GENERATE, [EngineRequest(replace(params, count=n)) for n in counts])
-        return time.perf_counter() - started
-
-    def _run(
-        self,
-        pipe: StableDiffusionPipeline | StableDiffusionImg2ImgPipeline,
-        batch: _Batch,
-        on_progress: ProgressCallback | None,
-        should_cancel: CancelCheck | None,
-    ) -> list[GenerationResult]:
+        model = check_batch(operation, requests, self._infos)
+        batch = Batch.plan(operation, list(requests))
         with self._lock:
             if should_cancel is not None and should_cancel():
                 raise GenerationCancelled("cancelled before it started")
-            if batch.tile_vae:
-                pipe.vae.enable_tiling()
             try:
-                return self._run_locked(pipe, batch, on_progress, should_cancel)
+                switch = self._memory.acquire(model)
+                return self._runners[model].run(batch, on_progress, should_cancel, switch=switch)
             except RuntimeError as error:
                 if not _is_out_of_memory(error):
                     raise
                 # The traceback keeps every frame of the failed run alive, and with them its tensors: let
                 # those go, so that emptying the cache hands their memory back.
                 traceback.clear_frames(error.__traceback__)
-                _free_memory()
+                free_memory()
                 raise GenerationFailed(
                     "out of GPU memory: try fewer images or a smaller size "
-                    "(admins: SDBOT_OFFLOAD and SDBOT_ATTENTION_SLICING lower memory use)"
+                    "(admins: SDBOT_GPU_MEMORY, SDBOT_OFFLOAD and SDBOT_ATTENTION_SLICING lower memory use)"
                 ) from error
-            finally:
-                if batch.tile_vae:
-                    pipe.vae.disable_tiling()
 
-    @torch.no_grad()
-    def _run_locked(
-        self,
-        pipe: StableDiffusionPipeline | StableDiffusionImg2ImgPipeline,
-        batch: _Batch,
-        on_progress: ProgressCallback | None,
-        should_cancel: CancelCheck | None,
-    ) -> list[GenerationResult]:
+    def warm_up(self, model: str, batch_sizes: Sequence[int] = (1,), size: Size | None = None) -> float:
+        """Short generations of ``model`` at ``size`` (default: its native size) and each batch size, so that
+        compilation and allocator growth happen before the first user waits. After two sizes torch.compile
+        makes the batch dimension dynamic, so warming up 1 and the largest batch covers the sizes between.
+        Returns the seconds taken."""
         started = time.perf_counter()
-        images = batch.images
-        # CPU generators: the same seed gives the same starting noise on every device.
-        generators = [torch.Generator("cpu").manual_seed(image.seed) for image in images]
-        firsts = [
-            next(i for i, image in enumerate(images) if image.request == r)
-            for r in range(batch.request_count)
-        ]
-        step_end = _StepHook(on_progress, should_cancel, self._previews, firsts)
-        latents = pipe(
-            prompt=[image.prompt for image in images],
-            negative_prompt=[image.negative_prompt for image in images],
-            num_inference_steps=batch.params.steps,
-            guidance_scale=batch.params.guidance,
-            generator=generators,
-            output_type="latent",
-            callback_on_step_end=step_end,
-            callback_on_step_end_tensor_inputs=["latents"],
-            **batch.pipe_kwargs,
-        ).images
-        if step_end.cancelled_at is not None:
-            raise GenerationCancelled(f"cancelled after step {step_end.cancelled_at} of {step_end.total}")
-        denoised = time.perf_counter()
-        pictures = self._decode(latents)
-        decoded = time.perf_counter()
-        flags: list[bool | None] = list(self._safety(pictures)) if self._safety else [None] * len(pictures)
-        checked = time.perf_counter()
-        results: list[list[GeneratedImage]] = [[] for _ in range(batch.request_count)]
-        sampler = sampler_name(type(pipe.scheduler).__name__)
-        for image, picture, flag in zip(images, pictures, flags, strict=True):
-            params = ImageParameters(
-                prompt=image.prompt,
-                negative_prompt=image.negative_prompt,
-                steps=batch.params.steps,
-                sampler=sampler,
-                guidance=batch.params.guidance,
-                seed=image.seed,
-                width=batch.params.width,
-                height=batch.params.height,
-                model=self._model_name,
-                strength=batch.params.strength,
-            )
-            results[image.request].append(
-                GeneratedImage(picture, image.seed, flag, encode_png(picture, params))
-            )
-        timings = Timings(
-            denoise=denoised - started,
-            decode=decoded - denoised,
-            safety=checked - decoded,
-            total=time.perf_counter() - started,
-        )
-        return [GenerationResult(request_images, timings) for request_images in results]
+        width, height = size or self._infos[model].profile.native_size
+        params = JobParams("warm-up", steps=WARM_UP_STEPS, width=width, height=height, seed=0, model=model)
+        for images in batch_sizes:
+            counts = [min(MAX_COUNT, images - first) for first in range(0, images, MAX_COUNT)]
+            self.run(Operation.GENERATE, [EngineRequest(replace(params, count=n)) for n in counts])
+        return time.perf_counter() - started
 
-    def _decode(self, latents: torch.Tensor) -> list[Image.Image]:
-        vae = self._txt2img.vae
-        scaled = latents / vae.config.scaling_factor
-        if getattr(vae.config, "shift_factor", None):
-            scaled = scaled + vae.config.shift_factor
-        decoded = vae.decode(scaled.to(vae.dtype), return_dict=False)[0]
-        return self._txt2img.image_processor.postprocess(decoded, output_type="pil")
+    # The memory manager's moves (``sdbot.inference.memory.Mover``), called with the lock held.
+
+    def to_device(self, name: str) -> None:
+        self._loader.to_device(self._runners[name])
+
+    def park(self, name: str) -> None:
+        self._loader.park(self._runners[name])
+
+    def drop(self, name: str) -> None:
+        del self._runners[name]
+        free_memory()
+
+    def reload(self, name: str) -> None:
+        self._runners[name] = self._loader.load(self._specs[name])
 
 
-class _StepHook:
-    """``callback_on_step_end``: reports progress and previews, and interrupts the pipeline on cancel."""
+def load_engine(settings: Settings, models: Sequence[ModelSpec] | None = None) -> DiffusersEngine:
+    """Load ``models`` (default: ``SDBOT_MODEL`` alone) onto the chosen device, with the memory and speed
+    options, within the memory budgets.
 
-    def __init__(
-        self,
-        on_progress: ProgressCallback | None,
-        should_cancel: CancelCheck | None,
-        previews: PreviewMaker,
-        firsts: list[int],
-    ) -> None:
-        self._on_progress = on_progress
-        self._should_cancel = should_cancel
-        self._previews = previews
-        self._firsts = firsts
-        self.total = 0
-        self.cancelled_at: int | None = None
-
-    def __call__(
-        self, pipe, index: int, timestep, tensors: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        step, self.total = index + 1, pipe.num_timesteps
-        if self._on_progress is not None:
-            make_previews = None
-            if step < self.total and step % preview_interval(self.total) == 0:
-                make_previews = functools.partial(self._render_previews, tensors["latents"])
-            self._on_progress(Progress(step, self.total, make_previews))
-        if self._should_cancel is not None and self._should_cancel():
-            pipe._interrupt = True  # diffusers skips the remaining steps
-            self.cancelled_at = step
-        return tensors
-
-    def _render_previews(self, latents: torch.Tensor) -> list[Image.Image]:
-        return self._previews(latents[self._firsts])
-
-
-def load_engine(settings: Settings) -> DiffusersEngine:
-    """Load the model named by the settings onto the chosen device, with the memory and speed options.
-
-    Raises ``ModelLoadFailed`` with a one-line reason when the model cannot be loaded.
+    Raises ``ModelLoadFailed`` with a one-line reason when a model cannot be loaded.
     """
-    placement = loading.resolve_placement(settings.device, settings.dtype)
-    pipe = loading.load_pipeline(settings, placement)
-    compiled = loading.prepare_pipeline(pipe, settings, placement)
-    decoder = loading.load_preview_decoder(settings, placement)
+    placement = resolve_placement(settings.device, settings.dtype)
+    loader = ModelLoader(settings, placement)
+    device_budget, parked_budget = memory_budgets(settings, placement)
     engine = DiffusersEngine(
-        pipe,
-        model_name=loading.model_display_name(settings.model),
-        previews=TinyDecoderPreview(decoder) if decoder is not None else None,
-        tile_upscales=settings.vae_tiling,
+        loader,
+        models or default_models(settings),
+        device_budget=device_budget,
+        parked_budget=parked_budget,
     )
-    log.info(
-        "loaded %s on %s as %s",
-        engine.model_name,
-        placement.device,
-        str(placement.dtype).removeprefix("torch."),
-    )
-    if compiled:
-        sizes = sorted({1, settings.max_batch})
-        log.info("compiling the UNet (warm-up generations at batch sizes %s)...", sizes)
-        log.info("warm-up took %.1f s", engine.warm_up(batch_sizes=sizes))
-    return engine
-
-
-def _plan(requests: list[JobParams]) -> list[_Image]:
-    """Flatten requests into images; draw missing seeds."""
-    images = []
-    for index, params in enumerate(requests):
-        base = params.seed if params.seed is not None else random_seed()
-        images.extend(
-            _Image(index, params.prompt, params.negative_prompt, image_seed(base, i))
-            for i in range(params.count)
+    for info in engine.models.values():
+        log.info(
+            "loaded %s (%s) on %s as %s, %s",
+            info.name,
+            info.profile.label,
+            placement.device,
+            str(placement.dtype).removeprefix("torch."),
+            engine.residence(info.name),
         )
-    return images
-
-
-def _prepared_source(source: Image.Image | None, params: JobParams) -> Image.Image:
-    """The source in RGB at the request's size (an upscale's is twice the source's)."""
-    assert source is not None  # check_batch made sure
-    source = source.convert("RGB")
-    if source.size == params.size:
-        return source
-    return source.resize(params.size, Image.Resampling.LANCZOS)
+    if loader.compiles:
+        sizes = sorted({1, settings.max_batch})
+        for name in engine.models:
+            log.info("compiling %s (warm-up generations at batch sizes %s)...", name, sizes)
+            log.info("warm-up took %.1f s", engine.warm_up(name, batch_sizes=sizes))
+    return engine
 
 
 def _is_out_of_memory(error: RuntimeError) -> bool:
     """CUDA raises ``OutOfMemoryError``; MPS raises a plain RuntimeError saying "out of memory"."""
     return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
-def _free_memory() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    if torch.backends.mps.is_available():
-        torch.mps.empty_cache()

@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any, NamedTuple
 
+from sdbot.params import Limits
+
 
 class Family(StrEnum):
     """A model family: one architecture and latent space, sharing sizes, defaults and previews."""
@@ -225,4 +227,15 @@ def other_profile(
         image_to_image=image_to_image,
         inpaint=inpaint,
         guidance_parameter=guidance_parameter,
+    )
+
+
+def model_limits(profile: FamilyProfile, limits: Limits, name: str) -> Limits:
+    """``limits`` (the engine's or a server's) narrowed by what model ``name`` of ``profile`` can do: its
+    size multiple, and whether it honours a negative prompt (``check_params`` then refuses one)."""
+    return replace(
+        limits,
+        size_multiple=max(limits.size_multiple, profile.size_multiple),
+        negative_prompt=limits.negative_prompt and profile.negative_prompt,
+        model=f"{name} ({profile.label})",
     )

@@ -1,37 +1,52 @@
-"""Loading the Stable Diffusion pipeline the settings name, and fitting it to the hardware.
+"""Loading the models the settings name, and fitting them to the hardware.
 
-Owns: where the model comes from (hub repo id, local diffusers folder, or one ``.safetensors``/``.ckpt``
-file), which device and dtype it runs in, and the memory and speed options (CPU offload, attention
-slicing, VAE slicing, channels-last, TF32, fused QKV projections, ``torch.compile``). The engine gets a
-ready pipeline and never looks at the settings' memory options again.
+Owns: which device and dtype the models run in; the memory and speed options (CPU offload, attention
+slicing, VAE slicing, channels-last, TF32, fused QKV projections, ``torch.compile``), applied to each model
+once when it loads; moving a model between the device and CPU memory (the memory manager decides when);
+the memory budgets; the standalone safety checker, loaded once and shared by every model without its own;
+and each model's preview maker (a tiny autoencoder per family from ``SDBOT_PREVIEW_DECODER``, else the
+linear approximation). Every model comes out as a ``ModelRunner``; the engine never reads the memory
+options again.
 """
 
 from __future__ import annotations
 
+import functools
+import gc
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderTiny, StableDiffusionPipeline
-from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-from transformers import CLIPImageProcessor
+from diffusers import AutoencoderTiny
 
 from sdbot.config import Settings
 from sdbot.errors import ModelLoadFailed
+from sdbot.inference.families import Family
+from sdbot.inference.pipelines import ModelPipelines, SafetyModel, denoiser, load_model, load_safety_checker
+from sdbot.inference.previews import (
+    TINY_DECODERS,
+    LinearPreview,
+    PreviewMaker,
+    TinyDecoderPreview,
+    latent_format,
+)
+from sdbot.inference.runner import ModelRunner
+from sdbot.inference.types import ModelSpec
 
 log = logging.getLogger(__name__)
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-# Where single-file checkpoints (which carry no safety checker) get one when their config folder has none:
-# the checker SD 1.x ships with; the repo also holds its image preprocessor config.
-HUB_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+# Below the GPU's memory, what the weights may not take: activations (a 1024² SDXL batch of four needs a few
+# GiB), the CUDA context and the allocator's fragmentation.
+GPU_MARGIN_FRACTION, GPU_MARGIN_MIN = 0.2, 3 * 2**30
+ALL_FAMILIES = "tiny"  # SDBOT_PREVIEW_DECODER value: each family's tiny autoencoder from the hub
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where the model runs and in which precision."""
+    """Where the models run and in which precision."""
 
     device: torch.device
     dtype: torch.dtype
@@ -63,105 +78,194 @@ def model_display_name(model: str) -> str:
     return model
 
 
-def load_pipeline(settings: Settings, placement: Placement) -> StableDiffusionPipeline:
-    """The text-to-image pipeline, weights in ``placement.dtype`` but still on the CPU."""
-    model = settings.model
-    path = Path(model).expanduser()
-    try:
-        if path.suffix.lower() in SINGLE_FILE_SUFFIXES:
-            if not path.is_file():
-                raise ModelLoadFailed(f"SDBOT_MODEL={model!r}: no such file")
-            return _load_single_file(path, settings, placement)
-        return StableDiffusionPipeline.from_pretrained(
-            str(path) if path.is_dir() else model, torch_dtype=placement.dtype, token=settings.hf_token
+def default_models(settings: Settings) -> list[ModelSpec]:
+    """The one-model library of ``SDBOT_MODEL`` (and ``SDBOT_MODEL_CONFIG``)."""
+    return [ModelSpec(model_display_name(settings.model), settings.model, settings.model_config)]
+
+
+def memory_budgets(settings: Settings, placement: Placement) -> tuple[int | None, int | None]:
+    """Bytes of weights the device and CPU memory may hold (None: no bound).
+
+    The device's: ``SDBOT_GPU_MEMORY``, else a CUDA GPU's memory less a margin (a fifth, at least 3 GiB);
+    none on a CPU or Apple's shared memory, and none with CPU offload, which keeps only the running
+    component on the GPU anyway. CPU memory's (models moved off the device): ``SDBOT_CPU_MEMORY``, else half
+    the machine's RAM."""
+    device_budget = settings.gpu_memory
+    if settings.offload != "none":
+        device_budget = None
+    elif device_budget is None and placement.device.type == "cuda":
+        total = torch.cuda.get_device_properties(placement.device).total_memory
+        device_budget = total - max(GPU_MARGIN_MIN, int(total * GPU_MARGIN_FRACTION))
+    parked_budget = settings.cpu_memory
+    if parked_budget is None:
+        parked_budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    return device_budget, parked_budget
+
+
+def model_size(model: ModelPipelines) -> int:
+    """Bytes of a model's weights (each tensor once; the shared standalone checker is not the model's)."""
+    tensors = {
+        tensor.data_ptr(): tensor.numel() * tensor.element_size()
+        for module in model.text_to_image.components.values()
+        if isinstance(module, torch.nn.Module)
+        for tensor in (*module.parameters(), *module.buffers())
+    }
+    return sum(tensors.values())
+
+
+class ModelLoader:
+    """Loads models as runners with the settings' options, and moves them on and off the device."""
+
+    def __init__(self, settings: Settings, placement: Placement) -> None:
+        self._settings = settings
+        self._placement = placement
+        self._decoder_sources = preview_decoder_sources(settings.preview_decoder)
+        self._warned_offload = False
+        self._decoders: dict[str, AutoencoderTiny] = {}  # by source: shared by the models of a family
+
+    @property
+    def placement(self) -> Placement:
+        return self._placement
+
+    def load(self, spec: ModelSpec) -> ModelRunner:
+        """Load ``spec`` into CPU memory, with the memory and speed options applied."""
+        settings = self._settings
+        model = load_model(
+            spec.source,
+            dtype=self._placement.dtype,
+            config=spec.config,
+            token=settings.hf_token,
+            standalone_checker=lambda: self._shared_checker,
         )
-    except ModelLoadFailed:
-        raise
-    except Exception as error:  # diffusers raises OSError, ValueError, hub errors...: one message for all
-        raise ModelLoadFailed(f"could not load model {model!r}: {type(error).__name__}: {error}") from error
-
-
-def _load_single_file(path: Path, settings: Settings, placement: Placement) -> StableDiffusionPipeline:
-    """One checkpoint file. Its component configs come from ``SDBOT_MODEL_CONFIG`` when set (needed offline),
-    else from the hub repo diffusers infers for the checkpoint; the safety checker comes from the config
-    folder when it has one, else from the hub, else the model runs unchecked."""
-    checker, extractor = _single_file_safety_checker(settings, placement)
-    return StableDiffusionPipeline.from_single_file(
-        str(path),
-        config=settings.model_config,
-        torch_dtype=placement.dtype,
-        token=settings.hf_token,
-        safety_checker=checker,
-        feature_extractor=extractor,
-    )
-
-
-def _single_file_safety_checker(
-    settings: Settings, placement: Placement
-) -> tuple[StableDiffusionSafetyChecker | None, CLIPImageProcessor | None]:
-    config = settings.model_config
-    local = config is not None and Path(config, "safety_checker").is_dir()
-    repo, checker_folder, extractor_folder = (
-        (config, "safety_checker", "feature_extractor") if local else (HUB_SAFETY_CHECKER, None, None)
-    )
-    try:
-        checker = StableDiffusionSafetyChecker.from_pretrained(
-            repo, subfolder=checker_folder, torch_dtype=placement.dtype, token=settings.hf_token
+        if model.safety is None:
+            log.warning(
+                "model %s has no safety checker: NSFW flags are unknown and SDBOT_UNCHECKED_POLICY applies",
+                spec.name,
+            )
+        self._configure(model)
+        return ModelRunner(
+            spec.name, model, previews=self._previews(spec.name, model), tile_upscales=settings.vae_tiling
         )
-        extractor = CLIPImageProcessor.from_pretrained(
-            repo, subfolder=extractor_folder, token=settings.hf_token
+
+    def to_device(self, runner: ModelRunner) -> None:
+        pipe = runner.model.text_to_image
+        if self._settings.offload == "none" or self._placement.device.type == "cpu":
+            pipe.to(self._placement.device)
+        elif getattr(pipe, "_offload_gpu_id", None) is None:  # offloading hooks are set once
+            if self._settings.offload == "model":
+                pipe.enable_model_cpu_offload(device=self._placement.device)
+            else:
+                pipe.enable_sequential_cpu_offload(device=self._placement.device)
+
+    def park(self, runner: ModelRunner) -> None:
+        runner.model.text_to_image.to("cpu")
+        free_memory()
+
+    @property
+    def compiles(self) -> bool:
+        """Whether models are compiled (their first call per shape compiles: warm them up)."""
+        return (
+            self._settings.compile
+            and self._placement.device.type == "cuda"
+            and self._settings.offload == "none"
         )
-    except Exception as error:  # offline without a cached checker: run unchecked, and say so at start-up
-        log.warning("no safety checker for %s (%s)", settings.model, error)
-        return None, None
-    return checker, extractor
+
+    def _configure(self, model: ModelPipelines) -> None:
+        settings, placement = self._settings, self._placement
+        pipe = model.text_to_image
+        unet, vae = pipe.components.get("unet"), pipe.vae
+        on_cuda = placement.device.type == "cuda"
+        if on_cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            for convolutional in (unet, vae):
+                if convolutional is not None:
+                    convolutional.to(memory_format=torch.channels_last)
+            if not settings.attention_slicing:
+                for module in (denoiser(pipe), vae):
+                    if hasattr(module, "fuse_qkv_projections"):
+                        module.fuse_qkv_projections()
+        if settings.attention_slicing and hasattr(pipe, "enable_attention_slicing"):
+            pipe.enable_attention_slicing()
+        if settings.offload != "none" or settings.attention_slicing:
+            vae.enable_slicing()  # decode a batch one image at a time
+        if settings.offload != "none" and placement.device.type == "cpu" and not self._warned_offload:
+            log.info("SDBOT_OFFLOAD=%s has no effect on the CPU", settings.offload)
+            self._warned_offload = True
+        if settings.compile and not self.compiles:
+            log.warning("SDBOT_COMPILE=1 needs a CUDA GPU without offloading: not compiling")
+        if self.compiles:
+            # in place: the image-to-image and inpainting pipelines hold the same module
+            denoiser(pipe).compile(mode="max-autotune", fullgraph=True)
+
+    @functools.cached_property
+    def _shared_checker(self) -> SafetyModel | None:
+        source = self._settings.safety_checker
+        if source is None:
+            return None
+        checker = load_safety_checker(source, dtype=self._placement.dtype, token=self._settings.hf_token)
+        if checker is not None:
+            checker.checker.to(self._placement.device)  # small, and every model's images go through it
+        return checker
+
+    def _previews(self, name: str, model: ModelPipelines) -> PreviewMaker | None:
+        profile = model.profile
+        source = self._decoder_sources.get(profile.family) or self._decoder_sources.get(None)
+        if source is not None:
+            decoder = self._tiny_decoder(source)
+            if decoder.config.latent_channels == profile.latent_channels:
+                return TinyDecoderPreview(decoder)
+            if profile.family in self._decoder_sources:
+                raise ModelLoadFailed(
+                    f"preview decoder {source!r} has {decoder.config.latent_channels} latent channels; "
+                    f"model {name} ({profile.label}) has {profile.latent_channels}"
+                )
+        known = latent_format(profile, model.text_to_image.vae.config)
+        if known is None:
+            log.info("no previews for model %s: sdbot knows no RGB factors for its latents", name)
+            return None
+        return LinearPreview(known)
+
+    def _tiny_decoder(self, source: str) -> AutoencoderTiny:
+        if source in self._decoders:
+            return self._decoders[source]
+        try:
+            decoder = AutoencoderTiny.from_pretrained(
+                source, torch_dtype=self._placement.dtype, token=self._settings.hf_token
+            )
+        except Exception as error:
+            raise ModelLoadFailed(
+                f"could not load preview decoder {source!r}: {type(error).__name__}: {error}"
+            ) from error
+        self._decoders[source] = decoder.to(self._placement.device).eval()
+        return self._decoders[source]
 
 
-def prepare_pipeline(pipe: StableDiffusionPipeline, settings: Settings, placement: Placement) -> bool:
-    """Apply the memory and speed options, then put the pipeline on its device (or set up offloading).
-
-    Returns whether the UNet was compiled: its first call per shape compiles, so the caller warms it up."""
-    on_cuda = placement.device.type == "cuda"
-    low_memory = settings.offload != "none" or settings.attention_slicing
-    if on_cuda:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-        if not settings.attention_slicing:
-            pipe.fuse_qkv_projections()
-    if settings.attention_slicing:
-        pipe.enable_attention_slicing()
-    if low_memory:
-        pipe.vae.enable_slicing()  # decode a batch one image at a time
-    if settings.offload != "none" and placement.device.type == "cpu":
-        log.info("SDBOT_OFFLOAD=%s has no effect on the CPU", settings.offload)
-        pipe.to(placement.device)
-    elif settings.offload == "model":
-        pipe.enable_model_cpu_offload(device=placement.device)
-    elif settings.offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=placement.device)
-    else:
-        pipe.to(placement.device)
-    if not settings.compile:
-        return False
-    if not on_cuda or settings.offload != "none":
-        log.warning("SDBOT_COMPILE=1 needs a CUDA GPU without offloading: not compiling")
-        return False
-    pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
-    return True
+def preview_decoder_sources(value: str | None) -> dict[Family | None, str]:
+    """``SDBOT_PREVIEW_DECODER``: comma-separated ``family=source`` entries (``sdxl=madebyollin/taesdxl``),
+    ``tiny`` for each family's tiny autoencoder from the hub, or one bare source for the models whose
+    latent channels match it (the key None)."""
+    sources: dict[Family | None, str] = {}
+    for entry in filter(None, (part.strip() for part in (value or "").split(","))):
+        family, separator, source = entry.partition("=")
+        if entry == ALL_FAMILIES:
+            sources |= TINY_DECODERS
+        elif separator:
+            try:
+                sources[Family(family.strip().lower())] = source.strip()
+            except ValueError:
+                families = ", ".join(f.value for f in Family)
+                raise ModelLoadFailed(
+                    f"SDBOT_PREVIEW_DECODER: {family!r} is no model family (use one of {families})"
+                ) from None
+        else:
+            sources[None] = entry
+    return sources
 
 
-def load_preview_decoder(settings: Settings, placement: Placement) -> AutoencoderTiny | None:
-    """The tiny autoencoder named by ``SDBOT_PREVIEW_DECODER``, or None for linear previews."""
-    if settings.preview_decoder is None:
-        return None
-    try:
-        decoder = AutoencoderTiny.from_pretrained(
-            settings.preview_decoder, torch_dtype=placement.dtype, token=settings.hf_token
-        )
-    except Exception as error:
-        raise ModelLoadFailed(
-            f"could not load preview decoder {settings.preview_decoder!r}: {type(error).__name__}: {error}"
-        ) from error
-    return decoder.to(placement.device).eval()
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    if torch.backends.mps.is_available():
+        torch.mps.empty_cache()

@@ -19,6 +19,7 @@ when given, else from the hub. When none can be loaded the model runs unchecked,
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,6 @@ from sdbot.inference.families import Family, FamilyProfile
 
 log = logging.getLogger(__name__)
 
-HUB_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
 # The pipeline class of each family whose checkpoints load from one file, and its denoiser's class.
 SINGLE_FILE_PIPELINES: dict[Family, type[DiffusionPipeline]] = {
     Family.SD1: StableDiffusionPipeline,
@@ -104,12 +104,13 @@ def load_model(
     dtype: torch.dtype,
     config: str | None = None,
     token: str | None = None,
-    safety_checker: str | None = HUB_SAFETY_CHECKER,
+    standalone_checker: Callable[[], SafetyModel | None] = lambda: None,
 ) -> ModelPipelines:
     """Load ``source`` (hub repo id, diffusers folder, or checkpoint file) in ``dtype`` on the CPU.
 
-    ``safety_checker``: the folder or repo of the standalone checker for a model without its own; None runs
-    such a model unchecked. Raises ``ModelLoadFailed`` with a one-line reason."""
+    A model without its own checker gets the one in a single file's config folder, else
+    ``standalone_checker()`` (the engine loads that once and shares it; None: the model runs unchecked).
+    Raises ``ModelLoadFailed`` with a one-line reason."""
     path = Path(source).expanduser()
     single_file = path.suffix.lower() in SINGLE_FILE_SUFFIXES
     try:
@@ -124,11 +125,10 @@ def load_model(
     except Exception as error:  # diffusers raises OSError, ValueError, hub errors...: one message for all
         raise ModelLoadFailed(f"could not load model {source!r}: {type(error).__name__}: {error}") from error
     safety = _own_safety_checker(pipe)
+    if safety is None and single_file and config is not None and Path(config, "safety_checker").is_dir():
+        safety = load_safety_checker(config, dtype=dtype, token=token)
     if safety is None:
-        checker_source = (
-            config if single_file and config and Path(config, "safety_checker").is_dir() else None
-        )
-        safety = load_safety_checker(checker_source or safety_checker, dtype=dtype, token=token)
+        safety = standalone_checker()
     return ModelPipelines(
         text_to_image=pipe,
         image_to_image=sibling(pipe, Task.IMAGE_TO_IMAGE),
@@ -150,15 +150,11 @@ def sibling(pipe: DiffusionPipeline, task: Task) -> DiffusionPipeline | None:
     return cls(**kwargs)
 
 
-def load_safety_checker(
-    source: str | None, *, dtype: torch.dtype, token: str | None = None
-) -> SafetyModel | None:
+def load_safety_checker(source: str, *, dtype: torch.dtype, token: str | None = None) -> SafetyModel | None:
     """The standalone SD safety checker from ``source``: a hub repo or folder laid out like
     ``CompVis/stable-diffusion-safety-checker`` (model and preprocessor config side by side), or a diffusers
     pipeline folder (``safety_checker/`` and ``feature_extractor/``). None, with a warning, when it cannot
     be loaded (offline without a cached copy, say)."""
-    if source is None:
-        return None
     pipeline_layout = Path(source, "safety_checker").is_dir()
     checker_folder, extractor_folder = (
         ("safety_checker", "feature_extractor") if pipeline_layout else ("", "")

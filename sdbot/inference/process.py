@@ -9,7 +9,8 @@ one call instead of taking the bot down; and a call stuck inside a step, which n
 when its process is killed.
 
 The two processes talk over one pipe, in pickled tuples:
-- child to parent, once: ``("ready", model_name, has_safety_checker)`` or ``("failed", error)``;
+- child to parent, once: ``("ready", models)`` (a ``ModelInfo`` per model: name, family profile, whether it
+  is checked) or ``("failed", error)``;
 - parent to child: ``("call", operation, requests)``; the child answers ``("progress", step, total,
   previews)`` after every step, then ``("done", results)`` or ``("error", error)``.
 
@@ -33,7 +34,7 @@ import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
@@ -48,6 +49,8 @@ from sdbot.inference.types import (
     Engine,
     EngineRequest,
     GenerationResult,
+    ModelInfo,
+    ModelSpec,
     Operation,
     Progress,
     ProgressCallback,
@@ -56,7 +59,7 @@ from sdbot.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
-EngineLoader = Callable[[Settings], Engine]
+EngineLoader = Callable[[Settings, Sequence[ModelSpec] | None], Engine]
 
 POLL_INTERVAL = 0.5  # seconds between two checks of ``should_cancel`` while the child sends nothing
 PREVIEW_INTERVAL = 0.2  # seconds; the worker's default progress interval
@@ -65,17 +68,24 @@ STOP_WAIT = 5.0  # seconds ``close`` waits for the process to exit after asking 
 
 
 class EngineProcess:
-    """An ``Engine`` that runs ``loader(settings)`` (default: ``load_engine``) in a child process.
+    """An ``Engine`` that runs ``loader(settings, models)`` (default: ``load_engine``; ``models`` None: the
+    one model of ``SDBOT_MODEL``) in a child process.
 
     ``start`` spawns the process and blocks until the model is loaded; ``close`` ends it. Calls are
     serialised, as ``DiffusersEngine`` serialises them. ``loader`` must be importable by name (the process
     is spawned)."""
 
     def __init__(
-        self, settings: Settings, *, loader: EngineLoader | None = None, kill_after: float = KILL_AFTER
+        self,
+        settings: Settings,
+        models: Sequence[ModelSpec] | None = None,
+        *,
+        loader: EngineLoader | None = None,
+        kill_after: float = KILL_AFTER,
     ) -> None:
         # The child needs no Discord token; it keeps the Hugging Face token for downloads.
         self._settings = dataclasses.replace(settings, discord_token=None)
+        self._specs = None if models is None else list(models)
         self._loader = loader
         self._kill_after = kill_after
         self._context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
@@ -83,16 +93,12 @@ class EngineProcess:
         self._process: BaseProcess | None = None
         self._connection: Connection | None = None
         self._cancel: Event | None = None  # one per child, set to ask its running call to stop
-        self._model_name = ""
-        self._has_safety_checker = False
+        self._models: dict[str, ModelInfo] = {}
 
     @property
-    def model_name(self) -> str:
-        return self._model_name
-
-    @property
-    def has_safety_checker(self) -> bool:
-        return self._has_safety_checker
+    def models(self) -> Mapping[str, ModelInfo]:
+        """The child's models, as it reported them when it was ready."""
+        return self._models
 
     @property
     def pid(self) -> int | None:
@@ -150,7 +156,7 @@ class EngineProcess:
         cancel = self._context.Event()
         process = self._context.Process(
             target=serve,
-            args=(self._settings, child_end, cancel, self._loader, logging.getLogger().level),
+            args=(self._settings, self._specs, child_end, cancel, self._loader, logging.getLogger().level),
             name="sdbot-engine",
             daemon=True,  # ended when the bot exits; if the bot is killed, the closed pipe ends it
         )
@@ -168,7 +174,7 @@ class EngineProcess:
             raise ModelLoadFailed(
                 f"the engine's process exited with code {process.exitcode} while loading the model"
             )
-        _, self._model_name, self._has_safety_checker = message
+        self._models = {info.name: info for info in message[1]}
         self._process, self._connection, self._cancel = process, parent_end, cancel
         log.info("the engine runs in process %d", process.pid)
 
@@ -241,6 +247,7 @@ class EngineProcess:
 
 def serve(
     settings: Settings,
+    models: Sequence[ModelSpec] | None,
     connection: Connection,
     cancel: Event,
     loader: EngineLoader | None,
@@ -251,11 +258,11 @@ def serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(logging.getLevelName(log_level))
     try:
-        engine = _default_loader()(settings) if loader is None else loader(settings)
+        engine = (loader or _default_loader())(settings, models)
     except Exception as error:
         connection.send(("failed", _portable(error)))
         return
-    connection.send(("ready", engine.model_name, engine.has_safety_checker))
+    connection.send(("ready", list(engine.models.values())))
     with contextlib.suppress(EOFError, BrokenPipeError):  # the bot closed the pipe: it wants us gone
         while True:
             _, operation, requests = connection.recv()

@@ -1,10 +1,11 @@
 """The engine's contract: what a caller asks for and what it gets back.
 
 The job worker talks to an ``Engine`` only through these types, so an in-process diffusers engine, the engine
-in its own process and a remote backend are interchangeable. A call runs one ``Operation`` on a *batch*:
-several requests whose ``JobParams`` share their batch key (steps, guidance, size, strength) but keep their
-own prompts and seeds. A request's images depend only on the request itself, never on what else was in the
-batch (each image has its own seeded generator).
+in its own process and a remote backend are interchangeable. An engine holds a library of models, each
+known by its name and described by a ``ModelInfo`` (its family profile among them). A call runs one
+``Operation`` on a *batch*: several requests whose ``JobParams`` share their batch key (model, steps,
+guidance, size, strength) but keep their own prompts and seeds. A request's images depend only on the
+request itself, never on what else was in the batch (each image has its own seeded generator).
 
 No discord and no asyncio here: an engine call blocks, and the worker runs it in a thread.
 """
@@ -12,12 +13,13 @@ No discord and no asyncio here: an engine call blocks, and the worker runs it in
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from PIL import Image
 
+from sdbot.inference.families import FamilyProfile
 from sdbot.params import JobParams
 
 UPSCALE_FACTOR = 2  # how much an upscale enlarges its source
@@ -30,6 +32,34 @@ class Operation(enum.StrEnum):
     GENERATE = "generate"
     VARIATION = "variation"
     UPSCALE = "upscale"  # like a variation, but large: the VAE works in tiles (when enabled)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model for the engine to load: ``name`` is what requests (``JobParams.model``), PNGs and members
+    call it; ``source`` a hub repo id, a diffusers folder or a checkpoint file; ``config`` the folder or
+    repo a single file takes its component configs from (a local folder loads offline)."""
+
+    name: str
+    source: str
+    config: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the rest of the bot knows of a loaded model: its name, its family profile (sizes, defaults,
+    capabilities), and whether a safety checker sees its images (False: the unchecked policy applies)."""
+
+    name: str
+    profile: FamilyProfile
+    checked: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "profile": self.profile.to_dict(), "checked": self.checked}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
+        return cls(data["name"], FamilyProfile.from_dict(data["profile"]), data["checked"])
 
 
 @dataclass(frozen=True)
@@ -52,8 +82,11 @@ class GeneratedImage:
 
 @dataclass(frozen=True)
 class Timings:
-    """Seconds spent in each phase of one engine call (shared by every request of a batch)."""
+    """Seconds spent in each phase of one engine call (shared by every request of a batch). ``switch``:
+    bringing the batch's model onto the device first (moving it from CPU memory, or loading it again), 0
+    when it was there."""
 
+    switch: float = 0.0
     denoise: float = 0.0
     decode: float = 0.0
     safety: float = 0.0
@@ -92,15 +125,14 @@ CancelCheck = Callable[[], bool]
 
 
 class Engine(Protocol):
-    """What the worker needs from a backend. ``run`` blocks and may raise ``GenerationFailed`` (out of memory,
-    broken model), ``GenerationCancelled`` (``should_cancel`` returned True) or ``ValueError`` (parameters out
-    of range, or a batch whose requests do not share the batch key). It returns one result per request."""
+    """What the worker needs from a backend. ``models``: the loaded models by name, the default first (the
+    model of requests whose ``JobParams.model`` is None). ``run`` blocks and may raise ``GenerationFailed``
+    (out of memory, broken model), ``GenerationCancelled`` (``should_cancel`` returned True) or
+    ``ValueError`` (an unknown model, parameters out of its range, or a batch whose requests do not share
+    the batch key). It returns one result per request."""
 
     @property
-    def model_name(self) -> str: ...
-
-    @property
-    def has_safety_checker(self) -> bool: ...
+    def models(self) -> Mapping[str, ModelInfo]: ...
 
     def run(
         self,
@@ -109,3 +141,8 @@ class Engine(Protocol):
         on_progress: ProgressCallback | None = None,
         should_cancel: CancelCheck | None = None,
     ) -> list[GenerationResult]: ...
+
+
+def default_model(engine: Engine) -> str:
+    """The name of the engine's default model: the first of its library."""
+    return next(iter(engine.models))
