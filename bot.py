@@ -25,17 +25,17 @@ log = logging.getLogger("sdbot")
 
 
 @contextlib.contextmanager
-def engine_factory(settings: Settings) -> Iterator[Callable[[], Engine]]:
-    """How the bot gets its engine: in a process of its own (the default; ``SDBOT_ENGINE_PROCESS``), ended
-    when the bot stops, or in the bot's own process."""
+def engine_factory(settings: Settings, library: ModelLibrary) -> Iterator[Callable[[], Engine]]:
+    """How the bot gets its engine for the models of ``library``: in a process of its own (the default;
+    ``SDBOT_ENGINE_PROCESS``), ended when the bot stops, or in the bot's own process."""
     if not settings.engine_process:
         from sdbot.inference.engine import load_engine
 
-        yield lambda: load_engine(settings)
+        yield lambda: load_engine(settings, library)
         return
     from sdbot.inference.process import EngineProcess
 
-    engine = EngineProcess(settings)
+    engine = EngineProcess(settings, library)
     try:
         yield engine.start
     finally:
@@ -47,7 +47,8 @@ async def run(settings: Settings, token: str, library: ModelLibrary | None = Non
     settings'."""
     from sdbot.bot import SDBot
 
-    with engine_factory(settings) as load_engine:
+    library = load_library(settings) if library is None else library
+    with engine_factory(settings, library) as load_engine:
         return await run_bot(SDBot(settings, load_engine, library=library), token)
 
 

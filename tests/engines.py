@@ -30,11 +30,11 @@ from sdbot.inference.types import (
     GeneratedImage,
     GenerationResult,
     ModelInfo,
-    ModelSpec,
     Operation,
     Progress,
     ProgressCallback,
 )
+from sdbot.library import ModelLibrary
 from sdbot.params import JobParams, image_seed
 
 Fault = Callable[[Sequence[EngineRequest]], Exception | None]
@@ -238,9 +238,9 @@ class HangingEngine:
         return []
 
 
-def load_crashing_engine(settings: Settings, models: Sequence[ModelSpec] | None) -> CrashingEngine:
+def load_crashing_engine(settings: Settings, library: ModelLibrary | None) -> CrashingEngine:
     return CrashingEngine()
 
 
-def load_hanging_engine(settings: Settings, models: Sequence[ModelSpec] | None) -> HangingEngine:
+def load_hanging_engine(settings: Settings, library: ModelLibrary | None) -> HangingEngine:
     return HangingEngine()

@@ -16,6 +16,7 @@ from pathlib import Path
 import psutil
 
 import bot as entry
+from sdbot.library import load_library
 from tests.conftest import tiny_settings
 from tests.fakediscord import FakeDiscord
 
@@ -139,6 +140,6 @@ def test_engine_process_off_loads_the_engine_in_the_bots_process(tiny_model_dir,
     from sdbot.inference.engine import DiffusersEngine
 
     settings = tiny_settings(tiny_model_dir, db_path=tmp_path / "bot.sqlite3", engine_process=False)
-    with entry.engine_factory(settings) as load_engine:
+    with entry.engine_factory(settings, load_library(settings)) as load_engine:
         assert isinstance(load_engine(), DiffusersEngine)
     assert engine_processes() == []

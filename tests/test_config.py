@@ -91,3 +91,22 @@ def test_tokens_never_appear_in_repr() -> None:
     assert settings.discord_token == "MTIz.secret-token" and settings.hf_token == "hf_secret"
     assert "secret" not in repr(settings)
     assert "secret" not in str(settings)
+
+
+def test_memory_budgets_read_as_bytes_and_a_bad_one_says_how_to_write_it() -> None:
+    settings = load_settings({"SDBOT_GPU_MEMORY": "20GiB", "SDBOT_CPU_MEMORY": "1500 MiB"}, dotenv_path=None)
+    assert (settings.gpu_memory, settings.cpu_memory) == (20 * 2**30, 1500 * 2**20)
+    assert load_settings({"SDBOT_GPU_MEMORY": "24"}, dotenv_path=None).gpu_memory == 24 * 2**30
+    assert load_settings({"SDBOT_GPU_MEMORY": "8GB"}, dotenv_path=None).gpu_memory == 8 * 10**9
+    with pytest.raises(
+        ConfigError, match=r"^SDBOT_GPU_MEMORY='lots' is not allowed: use a size such as 24GiB"
+    ):
+        load_settings({"SDBOT_GPU_MEMORY": "lots"}, dotenv_path=None)
+
+
+def test_the_standalone_safety_checker_can_be_switched_off() -> None:
+    assert Settings().safety_checker == "CompVis/stable-diffusion-safety-checker"
+    assert load_settings({"SDBOT_SAFETY_CHECKER": "none"}, dotenv_path=None).safety_checker is None
+    assert load_settings({"SDBOT_SAFETY_CHECKER": "/models/checker"}, dotenv_path=None).safety_checker == (
+        "/models/checker"
+    )

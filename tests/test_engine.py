@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import weakref
@@ -331,12 +332,18 @@ def test_single_checkpoint_file_loads_offline_with_a_local_config(
     tiny_engine: DiffusersEngine, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     checkpoint = save_single_file(tiny_model_dir, tmp_path / "tiny-sd.safetensors")
-    engine = load_engine(tiny_settings(checkpoint, model_config=str(tiny_model_dir)))
+    settings = tiny_settings(checkpoint, model_config=str(tiny_model_dir), db_path=tmp_path / "sdbot.sqlite3")
+    engine = load_engine(settings)
     assert list(engine.models) == ["tiny-sd"]
     assert engine.models["tiny-sd"].checked  # from the config folder: single files carry none
     [from_file] = generate(engine, [request(seed=21)])
     [from_folder] = generate(tiny_engine, [request(seed=21)])
     assert np.array_equal(pixels(from_file.images[0].image), pixels(from_folder.images[0].image))
+    # A1111's hash of the file, hashed once and kept beside the database
+    written = read_parameters(from_file.images[0].png)
+    assert written.model == "tiny-sd"
+    assert written.extra == {"Model hash": hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:10]}
+    assert (tmp_path / "model-hashes.json").is_file()
 
 
 def test_unloadable_models_raise_model_load_failed(tmp_path: Path) -> None:

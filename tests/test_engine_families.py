@@ -16,7 +16,8 @@ from sdbot.inference.engine import DiffusersEngine, load_engine
 from sdbot.inference.loading import model_size
 from sdbot.inference.memory import Residence
 from sdbot.inference.pngmeta import read_parameters
-from sdbot.inference.types import EngineRequest, ModelInfo, ModelSpec, Operation, Progress, default_model
+from sdbot.inference.types import EngineRequest, ModelInfo, Operation, Progress, default_model
+from sdbot.library import ModelEntry, ModelLibrary
 from sdbot.params import JobParams
 from tests.conftest import tiny_settings
 from tests.engines import generate
@@ -36,14 +37,14 @@ def pixels(image: Image.Image) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def library(tiny_family: Callable[[str], Path]) -> list[ModelSpec]:
-    return [ModelSpec(name, str(tiny_family(name))) for name in FAMILIES]
+def library(tiny_family: Callable[[str], Path]) -> ModelLibrary:
+    return ModelLibrary(tuple(ModelEntry(name, str(tiny_family(name))) for name in FAMILIES), "sd1")
 
 
 @pytest.fixture(scope="module")
-def engine(library: list[ModelSpec], tiny_safety_checker: Callable[[bool], Path]) -> DiffusersEngine:
+def engine(library: ModelLibrary, tiny_safety_checker: Callable[[bool], Path]) -> DiffusersEngine:
     """Every family in one engine; the models without a checker of their own get the tiny standalone one."""
-    settings = tiny_settings(library[0].source, safety_checker=str(tiny_safety_checker(False)))
+    settings = tiny_settings(library["sd1"].source, safety_checker=str(tiny_safety_checker(False)))
     return load_engine(settings, library)
 
 
@@ -133,10 +134,11 @@ def test_a_request_naming_no_model_runs_the_default(engine: DiffusersEngine) -> 
 
 
 def test_a_family_without_its_own_checker_is_flagged_by_the_standalone_one(
-    library: list[ModelSpec], tiny_safety_checker: Callable[[bool], Path]
+    library: ModelLibrary, tiny_safety_checker: Callable[[bool], Path]
 ) -> None:
-    [sdxl] = [spec for spec in library if spec.name == "sdxl"]
-    flagging = load_engine(tiny_settings(sdxl.source, safety_checker=str(tiny_safety_checker(True))), [sdxl])
+    sdxl = library["sdxl"]
+    settings = tiny_settings(sdxl.source, safety_checker=str(tiny_safety_checker(True)))
+    flagging = load_engine(settings, ModelLibrary((sdxl,), "sdxl"))
     [result] = generate(flagging, [params("sdxl", count=2)])
     assert result.nsfw == [True, True]
     assert pixels(result.images[0].image).max() > 0  # the pixels are kept for the server's policy
@@ -146,17 +148,17 @@ def test_a_family_without_its_own_checker_is_flagged_by_the_standalone_one(
 
 
 @pytest.fixture
-def two_models(library: list[ModelSpec], engine: DiffusersEngine) -> tuple[list[ModelSpec], int]:
+def two_models(library: ModelLibrary, engine: DiffusersEngine) -> tuple[ModelLibrary, int]:
     """SD 1.x and SDXL, and a budget of bytes that holds the larger of them but not both."""
-    specs = [spec for spec in library if spec.name in ("sd1", "sdxl")]
-    return specs, max(model_size(engine.runner(spec.name).model) for spec in specs)
+    pair = ModelLibrary((library["sd1"], library["sdxl"]), "sd1")
+    return pair, max(model_size(engine.runner(name).model) for name in pair.names)
 
 
 def test_a_gpu_budget_for_one_model_parks_the_least_recently_used(
-    engine: DiffusersEngine, two_models: tuple[list[ModelSpec], int]
+    engine: DiffusersEngine, two_models: tuple[ModelLibrary, int]
 ) -> None:
-    specs, budget = two_models
-    tight = load_engine(tiny_settings(specs[0].source, gpu_memory=budget, safety_checker=None), specs)
+    pair, budget = two_models
+    tight = load_engine(tiny_settings(pair["sd1"].source, gpu_memory=budget, safety_checker=None), pair)
     assert (tight.residence("sd1"), tight.residence("sdxl")) == (Residence.DEVICE, Residence.PARKED)
     [sdxl] = generate(tight, [params("sdxl", seed=9)])
     assert (tight.residence("sd1"), tight.residence("sdxl")) == (Residence.PARKED, Residence.DEVICE)
@@ -171,11 +173,11 @@ def test_a_gpu_budget_for_one_model_parks_the_least_recently_used(
 
 
 def test_past_the_cpu_budget_a_model_is_dropped_and_loaded_again_when_needed(
-    engine: DiffusersEngine, two_models: tuple[list[ModelSpec], int]
+    engine: DiffusersEngine, two_models: tuple[ModelLibrary, int]
 ) -> None:
-    specs, budget = two_models
-    settings = tiny_settings(specs[0].source, gpu_memory=budget, cpu_memory=1, safety_checker=None)
-    tight = load_engine(settings, specs)
+    pair, budget = two_models
+    settings = tiny_settings(pair["sd1"].source, gpu_memory=budget, cpu_memory=1, safety_checker=None)
+    tight = load_engine(settings, pair)
     assert tight.residence("sdxl") is Residence.DROPPED
     [sdxl] = generate(tight, [params("sdxl", seed=4)])
     assert (tight.residence("sd1"), tight.residence("sdxl")) == (Residence.DROPPED, Residence.DEVICE)

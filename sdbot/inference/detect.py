@@ -22,9 +22,16 @@ from diffusers.pipelines.auto_pipeline import (
 )
 
 from sdbot.inference import families
-from sdbot.inference.families import CLIP_TOKENS, FamilyProfile
+from sdbot.inference.families import CLIP_TOKENS, Family, FamilyProfile
 
 SD2_CROSS_ATTENTION = 1024  # OpenCLIP ViT-H's width
+# The text-to-image pipeline class of each family in the table (SD 2.x shares SD 1.x's, told apart by config).
+PIPELINE_FAMILIES = {
+    "StableDiffusionPipeline": Family.SD1,
+    "StableDiffusionXLPipeline": Family.SDXL,
+    "StableDiffusion3Pipeline": Family.SD3,
+    "FluxPipeline": Family.FLUX,
+}
 
 
 class Task(StrEnum):
@@ -58,18 +65,18 @@ def profile_from_pipeline(pipe: DiffusionPipeline) -> FamilyProfile:
 
 
 def _table_profile(pipe: DiffusionPipeline) -> FamilyProfile | None:
-    match type(pipe).__name__:
-        case "StableDiffusionPipeline":
+    match PIPELINE_FAMILIES.get(type(pipe).__name__):
+        case Family.SD1:
             unet = pipe.unet.config
             if not (unet.use_linear_projection or unet.cross_attention_dim == SD2_CROSS_ATTENTION):
                 return families.SD1
             v_prediction = pipe.scheduler.config.get("prediction_type") == "v_prediction"
             return families.SD2 if v_prediction else families.SD2_BASE
-        case "StableDiffusionXLPipeline":
+        case Family.SDXL:
             return families.SDXL
-        case "StableDiffusion3Pipeline":
+        case Family.SD3:
             return families.SD3
-        case "FluxPipeline":
+        case Family.FLUX:
             return families.FLUX_DEV if pipe.transformer.config.guidance_embeds else families.FLUX_SCHNELL
     return None
 

@@ -1,8 +1,9 @@
 """The in-process diffusers engine: a library of models of any family, batches of requests in, PNGs with
 seeds, NSFW flags and timings out.
 
-Each request names its model (``JobParams.model``; None: the library's first, the default), and a batch is of
-one model (the model is part of the batch key). Before a batch runs, the memory manager
+The engine loads the operator's model library (``sdbot.library``). Each request names its model
+(``JobParams.model``; empty: the library's default), and a batch is of one model (the model is part of the
+batch key). Before a batch runs, the memory manager
 (``sdbot.inference.memory``) brings its model onto the device, parking or dropping the least recently used
 others to keep within the memory budgets; the seconds that took are each result's ``Timings.switch``. A
 model's runner (``sdbot.inference.runner``) then makes the images. Models are loaded (and moved) by the
@@ -25,14 +26,7 @@ import torch
 from sdbot.config import Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed
 from sdbot.inference.families import Size
-from sdbot.inference.loading import (
-    ModelLoader,
-    default_models,
-    free_memory,
-    memory_budgets,
-    model_size,
-    resolve_placement,
-)
+from sdbot.inference.loading import ModelLoader, free_memory, memory_budgets, model_size, resolve_placement
 from sdbot.inference.memory import ModelMemory, Residence
 from sdbot.inference.runner import Batch, ModelRunner
 from sdbot.inference.types import (
@@ -40,11 +34,11 @@ from sdbot.inference.types import (
     EngineRequest,
     GenerationResult,
     ModelInfo,
-    ModelSpec,
     Operation,
     ProgressCallback,
 )
 from sdbot.inference.validation import check_batch
+from sdbot.library import ModelEntry, ModelLibrary, load_library
 from sdbot.params import MAX_COUNT, JobParams
 
 log = logging.getLogger(__name__)
@@ -53,28 +47,30 @@ WARM_UP_STEPS = 2
 
 
 class DiffusersEngine:
-    """Runs the models of ``specs`` (the first is the default). Build it with ``load_engine``."""
+    """Runs the models of ``library``, loaded (and moved) by ``loader`` within the budgets (bytes; None: no
+    bound). The default model loads first, so it is the last to make room. Build it with ``load_engine``."""
 
     def __init__(
         self,
         loader: ModelLoader,
-        specs: Sequence[ModelSpec],
+        library: ModelLibrary,
         *,
         device_budget: int | None = None,
         parked_budget: int | None = None,
     ) -> None:
-        if not specs:
-            raise ValueError("an engine needs at least one model")
         self._loader = loader
-        self._specs = {spec.name: spec for spec in specs}
+        default = library[library.default]
+        self._entries: dict[str, ModelEntry] = {
+            entry.name: entry for entry in (default, *(e for e in library.models if e is not default))
+        }
         self._runners: dict[str, ModelRunner] = {}
         self._infos: dict[str, ModelInfo] = {}
         self._memory = ModelMemory(self, device_budget=device_budget, parked_budget=parked_budget)
         self._lock = threading.Lock()
-        for spec in specs:
-            runner = self._runners[spec.name] = loader.load(spec)
-            self._infos[spec.name] = runner.info
-            self._memory.add(spec.name, model_size(runner.model))
+        for name, entry in self._entries.items():
+            runner = self._runners[name] = loader.load(entry)
+            self._infos[name] = runner.info
+            self._memory.add(name, model_size(runner.model))
 
     @property
     def models(self) -> Mapping[str, ModelInfo]:
@@ -151,12 +147,12 @@ class DiffusersEngine:
         free_memory()
 
     def reload(self, name: str) -> None:
-        self._runners[name] = self._loader.load(self._specs[name])
+        self._runners[name] = self._loader.load(self._entries[name])
 
 
-def load_engine(settings: Settings, models: Sequence[ModelSpec] | None = None) -> DiffusersEngine:
-    """Load ``models`` (default: ``SDBOT_MODEL`` alone) onto the chosen device, with the memory and speed
-    options, within the memory budgets.
+def load_engine(settings: Settings, library: ModelLibrary | None = None) -> DiffusersEngine:
+    """Load the models of ``library`` (default: the settings', ``SDBOT_MODELS`` or ``SDBOT_MODEL`` alone) onto
+    the chosen device, with the memory and speed options, within the memory budgets.
 
     Raises ``ModelLoadFailed`` with a one-line reason when a model cannot be loaded.
     """
@@ -165,7 +161,7 @@ def load_engine(settings: Settings, models: Sequence[ModelSpec] | None = None) -
     device_budget, parked_budget = memory_budgets(settings, placement)
     engine = DiffusersEngine(
         loader,
-        models or default_models(settings),
+        load_library(settings) if library is None else library,
         device_budget=device_budget,
         parked_budget=parked_budget,
     )

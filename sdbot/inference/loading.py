@@ -24,7 +24,15 @@ from diffusers import AutoencoderTiny
 from sdbot.config import Settings
 from sdbot.errors import ModelLoadFailed
 from sdbot.inference.families import Family
-from sdbot.inference.pipelines import ModelPipelines, SafetyModel, denoiser, load_model, load_safety_checker
+from sdbot.inference.modelhash import model_hash
+from sdbot.inference.pipelines import (
+    ModelPipelines,
+    SafetyModel,
+    denoiser,
+    load_model,
+    load_safety_checker,
+    source_family,
+)
 from sdbot.inference.previews import (
     TINY_DECODERS,
     LinearPreview,
@@ -33,7 +41,7 @@ from sdbot.inference.previews import (
     latent_format,
 )
 from sdbot.inference.runner import ModelRunner
-from sdbot.inference.types import ModelSpec
+from sdbot.library import ModelEntry
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +50,9 @@ _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torc
 # GiB), the CUDA context and the allocator's fragmentation.
 GPU_MARGIN_FRACTION, GPU_MARGIN_MIN = 0.2, 3 * 2**30
 ALL_FAMILIES = "tiny"  # SDBOT_PREVIEW_DECODER value: each family's tiny autoencoder from the hub
+MODEL_HASH_CACHE = "model-hashes.json"  # beside the database: checkpoint files' hashes, by file version
+# Trained in bfloat16: their T5 or language-model text encoders overflow in float16 (black or NaN images).
+BFLOAT16_FAMILIES = frozenset({Family.SD3, Family.FLUX, Family.OTHER})
 
 
 @dataclass(frozen=True)
@@ -68,19 +79,6 @@ def resolve_placement(device: str, dtype: str) -> Placement:
     if dtype != "auto":
         return Placement(torch.device(device), _DTYPES[dtype])
     return Placement(torch.device(device), torch.float32 if device == "cpu" else torch.float16)
-
-
-def model_display_name(model: str) -> str:
-    """The name written into PNGs and shown to users: a repo id as is, a local path by its last part."""
-    path = Path(model).expanduser()
-    if path.exists():
-        return path.stem if path.is_file() else path.name
-    return model
-
-
-def default_models(settings: Settings) -> list[ModelSpec]:
-    """The one-model library of ``SDBOT_MODEL`` (and ``SDBOT_MODEL_CONFIG``)."""
-    return [ModelSpec(model_display_name(settings.model), settings.model, settings.model_config)]
 
 
 def memory_budgets(settings: Settings, placement: Placement) -> tuple[int | None, int | None]:
@@ -122,34 +120,57 @@ class ModelLoader:
         self._decoder_sources = preview_decoder_sources(settings.preview_decoder)
         self._warned_offload = False
         self._decoders: dict[str, AutoencoderTiny] = {}  # by source: shared by the models of a family
+        self._hash_cache = settings.db_path.with_name(MODEL_HASH_CACHE)
 
     @property
     def placement(self) -> Placement:
         return self._placement
 
-    def load(self, spec: ModelSpec) -> ModelRunner:
-        """Load ``spec`` into CPU memory, with the memory and speed options applied."""
+    def load(self, entry: ModelEntry) -> ModelRunner:
+        """Load ``entry`` into CPU memory, with the memory and speed options applied."""
         settings = self._settings
         model = load_model(
-            spec.source,
-            dtype=self._placement.dtype,
-            config=spec.config,
+            entry.source,
+            dtype=self.dtype_for(entry),
+            config=entry.config,
             token=settings.hf_token,
             standalone_checker=lambda: self._shared_checker,
         )
         if model.safety is None:
             log.warning(
                 "model %s has no safety checker: NSFW flags are unknown and SDBOT_UNCHECKED_POLICY applies",
-                spec.name,
+                entry.name,
             )
         self._configure(model)
         return ModelRunner(
-            spec.name, model, previews=self._previews(spec.name, model), tile_upscales=settings.vae_tiling
+            entry.name,
+            model,
+            previews=self._previews(entry.name, model),
+            tile_upscales=settings.vae_tiling,
+            model_hash=model_hash(Path(entry.source), self._hash_cache) if entry.is_file else None,
         )
+
+    def dtype_for(self, entry: ModelEntry) -> torch.dtype:
+        """The precision ``entry`` runs in: ``SDBOT_DTYPE``, or for ``auto`` on a CUDA GPU float16, except
+        bfloat16 for the families trained in it (when the GPU has it)."""
+        placement = self._placement
+        if (
+            self._settings.dtype != "auto"
+            or placement.device.type != "cuda"
+            or not torch.cuda.is_bf16_supported()
+        ):
+            return placement.dtype
+        try:
+            family = source_family(entry.source, token=self._settings.hf_token)
+        except ModelLoadFailed:
+            return placement.dtype  # loading it says what is wrong
+        return torch.bfloat16 if family in BFLOAT16_FAMILIES else placement.dtype
 
     def to_device(self, runner: ModelRunner) -> None:
         pipe = runner.model.text_to_image
-        if self._settings.offload == "none" or self._placement.device.type == "cpu":
+        if self._placement.device.type == "cpu":
+            return  # it loaded there
+        if self._settings.offload == "none":
             pipe.to(self._placement.device)
         elif getattr(pipe, "_offload_gpu_id", None) is None:  # offloading hooks are set once
             if self._settings.offload == "model":
@@ -158,8 +179,9 @@ class ModelLoader:
                 pipe.enable_sequential_cpu_offload(device=self._placement.device)
 
     def park(self, runner: ModelRunner) -> None:
-        runner.model.text_to_image.to("cpu")
-        free_memory()
+        """To CPU memory. Its GPU memory stays with torch's allocator, for the model that comes next."""
+        if self._placement.device.type != "cpu":
+            runner.model.text_to_image.to("cpu")
 
     @property
     def compiles(self) -> bool:

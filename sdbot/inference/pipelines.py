@@ -40,14 +40,10 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from transformers import CLIPImageProcessor
 
 from sdbot.errors import ModelLoadFailed
-from sdbot.inference.checkpoints import (
-    SINGLE_FILE_SUFFIXES,
-    CheckpointLayout,
-    detect_checkpoint,
-    detect_layout,
-)
-from sdbot.inference.detect import Task, profile_from_pipeline, sibling_class
+from sdbot.inference.checkpoints import CheckpointLayout, detect_checkpoint, detect_layout
+from sdbot.inference.detect import PIPELINE_FAMILIES, Task, profile_from_pipeline, sibling_class
 from sdbot.inference.families import Family, FamilyProfile
+from sdbot.library import SINGLE_FILE_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +134,23 @@ def load_model(
     )
 
 
+def source_family(source: str, *, token: str | None = None) -> Family:
+    """A model's family before it loads: from a checkpoint's tensor names, or from the pipeline class its
+    ``model_index.json`` names (a legacy ``.ckpt`` pickle is taken for SD 1.x/2.x, the era of the format).
+    Raises ``ModelLoadFailed`` when neither can be read."""
+    path = Path(source).expanduser()
+    suffix = path.suffix.lower()
+    if suffix == ".ckpt":
+        return Family.SD1
+    if suffix in SINGLE_FILE_SUFFIXES:
+        return detect_checkpoint(path).family
+    try:
+        index = DiffusionPipeline.load_config(str(path) if path.is_dir() else source, token=token)
+    except Exception as error:  # hub errors, a folder without model_index.json
+        raise ModelLoadFailed(f"could not read the pipeline of {source!r}: {error}") from error
+    return PIPELINE_FAMILIES.get(index.get("_class_name", ""), Family.OTHER)
+
+
 def sibling(pipe: DiffusionPipeline, task: Task) -> DiffusionPipeline | None:
     """``pipe``'s family pipeline for ``task``, holding the very same modules (and pipeline options, such as
     SDXL's ``force_zeros_for_empty_prompt``); None where the family has no such pipeline."""
@@ -184,6 +197,10 @@ def _load_single_file(
     """One checkpoint file, loaded as its detected family."""
     if not path.is_file():
         raise ModelLoadFailed(f"{path}: no such file")
+    if path.suffix.lower() not in (".safetensors", ".ckpt"):
+        raise ModelLoadFailed(
+            f"{path.name}: diffusers loads .safetensors and .ckpt files: rename it {path.stem}.safetensors"
+        )
     layout = _detect(path)
     options: dict[str, object] = {"config": config, "torch_dtype": dtype, "token": token}
     if config is not None and Path(config).is_dir():

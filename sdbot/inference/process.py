@@ -50,16 +50,16 @@ from sdbot.inference.types import (
     EngineRequest,
     GenerationResult,
     ModelInfo,
-    ModelSpec,
     Operation,
     Progress,
     ProgressCallback,
 )
+from sdbot.library import ModelLibrary
 from sdbot.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
-EngineLoader = Callable[[Settings, Sequence[ModelSpec] | None], Engine]
+EngineLoader = Callable[[Settings, ModelLibrary | None], Engine]
 
 POLL_INTERVAL = 0.5  # seconds between two checks of ``should_cancel`` while the child sends nothing
 PREVIEW_INTERVAL = 0.2  # seconds; the worker's default progress interval
@@ -68,8 +68,8 @@ STOP_WAIT = 5.0  # seconds ``close`` waits for the process to exit after asking 
 
 
 class EngineProcess:
-    """An ``Engine`` that runs ``loader(settings, models)`` (default: ``load_engine``; ``models`` None: the
-    one model of ``SDBOT_MODEL``) in a child process.
+    """An ``Engine`` that runs ``loader(settings, library)`` (default: ``load_engine``; ``library`` None: the
+    settings' own) in a child process.
 
     ``start`` spawns the process and blocks until the model is loaded; ``close`` ends it. Calls are
     serialised, as ``DiffusersEngine`` serialises them. ``loader`` must be importable by name (the process
@@ -78,14 +78,14 @@ class EngineProcess:
     def __init__(
         self,
         settings: Settings,
-        models: Sequence[ModelSpec] | None = None,
+        library: ModelLibrary | None = None,
         *,
         loader: EngineLoader | None = None,
         kill_after: float = KILL_AFTER,
     ) -> None:
         # The child needs no Discord token; it keeps the Hugging Face token for downloads.
         self._settings = dataclasses.replace(settings, discord_token=None)
-        self._specs = None if models is None else list(models)
+        self._library = library
         self._loader = loader
         self._kill_after = kill_after
         self._context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
@@ -156,7 +156,7 @@ class EngineProcess:
         cancel = self._context.Event()
         process = self._context.Process(
             target=serve,
-            args=(self._settings, self._specs, child_end, cancel, self._loader, logging.getLogger().level),
+            args=(self._settings, self._library, child_end, cancel, self._loader, logging.getLogger().level),
             name="sdbot-engine",
             daemon=True,  # ended when the bot exits; if the bot is killed, the closed pipe ends it
         )
@@ -247,7 +247,7 @@ class EngineProcess:
 
 def serve(
     settings: Settings,
-    models: Sequence[ModelSpec] | None,
+    library: ModelLibrary | None,
     connection: Connection,
     cancel: Event,
     loader: EngineLoader | None,
@@ -258,7 +258,7 @@ def serve(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     setup_logging(logging.getLevelName(log_level))
     try:
-        engine = (loader or _default_loader())(settings, models)
+        engine = (loader or _default_loader())(settings, library)
     except Exception as error:
         connection.send(("failed", _portable(error)))
         return

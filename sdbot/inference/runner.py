@@ -90,14 +90,22 @@ class Batch:
 
 
 class ModelRunner:
-    """Runs batches on one model (``model``: its pipelines, profile and checker), named ``name`` in PNGs.
-    Not thread-safe: the engine serialises calls."""
+    """Runs batches on one model (``model``: its pipelines, profile and checker), named ``name`` in PNGs
+    (with ``model_hash`` when it is a checkpoint file). Not thread-safe: the engine serialises calls."""
 
     def __init__(
-        self, name: str, model: ModelPipelines, *, previews: PreviewMaker | None, tile_upscales: bool
+        self,
+        name: str,
+        model: ModelPipelines,
+        *,
+        previews: PreviewMaker | None,
+        tile_upscales: bool,
+        model_hash: str | None = None,
     ) -> None:
         self.name = name
         self.model = model
+        # what the PNGs say besides the model's name: A1111's hash of a checkpoint file
+        self._png_extra = {} if model_hash is None else {"Model hash": model_hash}
         self._previews = previews
         self._tile_upscales = tile_upscales
         safety = model.safety
@@ -222,6 +230,7 @@ class ModelRunner:
                 height=params.height,
                 model=self.name,
                 strength=params.strength,
+                extra=self._png_extra,
             )
             results[image.request].append(
                 GeneratedImage(picture, image.seed, flag, encode_png(picture, written))

@@ -35,17 +35,6 @@ class Operation(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """A model for the engine to load: ``name`` is what requests (``JobParams.model``), PNGs and members
-    call it; ``source`` a hub repo id, a diffusers folder or a checkpoint file; ``config`` the folder or
-    repo a single file takes its component configs from (a local folder loads offline)."""
-
-    name: str
-    source: str
-    config: str | None = None
-
-
-@dataclass(frozen=True)
 class ModelInfo:
     """What the rest of the bot knows of a loaded model: its name, its family profile (sizes, defaults,
     capabilities), and whether a safety checker sees its images (False: the unchecked policy applies)."""
@@ -125,11 +114,11 @@ CancelCheck = Callable[[], bool]
 
 
 class Engine(Protocol):
-    """What the worker needs from a backend. ``models``: the loaded models by name, the default first (the
-    model of requests whose ``JobParams.model`` is None). ``run`` blocks and may raise ``GenerationFailed``
-    (out of memory, broken model), ``GenerationCancelled`` (``should_cancel`` returned True) or
-    ``ValueError`` (an unknown model, parameters out of its range, or a batch whose requests do not share
-    the batch key). It returns one result per request."""
+    """What the worker needs from a backend. ``models``: the loaded models by name, the library's default
+    first (the model of requests whose ``JobParams.model`` is empty). ``run`` blocks and may raise
+    ``GenerationFailed`` (out of memory, broken model), ``GenerationCancelled`` (``should_cancel`` returned
+    True) or ``ValueError`` (an unknown model, parameters out of its range, or a batch whose requests do not
+    share the batch key). It returns one result per request."""
 
     @property
     def models(self) -> Mapping[str, ModelInfo]: ...
