@@ -10,18 +10,27 @@ the way users do. In one run, at 512x512 and 50 steps, it measures:
 - ``sdbot``: ``load_engine`` with sdbot's default settings, one request (with the progress and cancel
   callbacks the worker passes);
 - ``compiled``: the same with ``compile=True`` (``load_engine`` runs its own warm-up);
-- ``batch4`` and ``batch4_compiled``: four requests in one ``engine.generate`` call, as the queue batches
-  them.
+- ``batch4`` and ``batch4_compiled``: four requests in one ``engine.run`` call, as the queue batches
+  them;
+- ``sdxl``/``sdxl_batch4`` and ``flux``/``flux_batch4``: sdbot's engine on full-size SDXL (1024x1024, 30
+  steps) and Flux.1 schnell (1024x1024, 4 steps) with random weights (``bench/full_models.py``), checked by
+  the standalone safety checker as sdbot checks them;
+- ``switch``: both in one engine whose GPU budget (``SDBOT_GPU_MEMORY``) holds one of them, called
+  alternately (1024x1024, 4 steps each): every call first parks the other model in CPU memory and brings its
+  own back; ``switch_ms`` is the median of what that took (``Timings.switch``).
 
-For each it prints ms per step (wall time of a call over its steps), images/s, peak VRAM, the ratio to the
-notebook and the fraction of the hardware limit: images/s times the work per image (the UNet's CFG steps plus
-one VAE decode, counted with torch's FLOP counter on the real architecture: about 1.6 TFLOP a step and 2.5
-TFLOP a decode at 512x512) over the GPU's dense fp16/bf16 peak. The last line is machine-readable.
+For each it prints ms per step (wall time of a call over its steps), images/s, peak VRAM, and for the SD 1.5
+cases the ratio to the notebook and the fraction of the hardware limit: images/s times the work per image
+(the UNet's CFG steps plus one VAE decode, counted with torch's FLOP counter on the real architecture: about
+1.6 TFLOP a step and 2.5 TFLOP a decode at 512x512) over the GPU's dense fp16/bf16 peak. The last line is
+machine-readable.
 
 ``load_s`` is the seconds to load (for the compiled engine, including its compile warm-up; the batch-4 shape
-compiles in the case's own warm-up call). ``--tiny`` runs the same cases on the tests' tiny model on a CPU in
-seconds (CI runs it so the script never rots). On a GPU: ``python bench/gpu.py``; in a short session, the
-cases without compile first (``--only notebook,sdbot,batch4``), then ``--only compiled,batch4_compiled``.
+compiles in the case's own warm-up call). ``--tiny`` runs the same cases on the tests' tiny models (SD 1.x,
+SDXL, Flux schnell) on a CPU in seconds (CI runs it so the script never rots). On a GPU: ``python
+bench/gpu.py``; in a short session, the cases without compile first (``--only notebook,sdbot,batch4``), then
+``--only compiled,batch4_compiled``, then ``--only sdxl,sdxl_batch4,flux,flux_batch4,switch`` (Flux needs
+about 40 GB of GPU memory and 35 GB of disk for its saved folder).
 """
 
 from __future__ import annotations
@@ -36,7 +45,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,13 +68,16 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPTextConfig, CLIPTex
 from transformers.convert_slow_tokenizer import bytes_to_unicode  # noqa: E402
 from transformers.utils import logging as transformers_logging  # noqa: E402
 
+from bench.full_models import FULL_BUILDERS  # noqa: E402
 from sdbot.config import Settings  # noqa: E402
 from sdbot.inference.engine import DiffusersEngine, load_engine  # noqa: E402
 from sdbot.inference.types import EngineRequest, Operation, Progress  # noqa: E402
+from sdbot.library import ModelEntry, ModelLibrary  # noqa: E402
 from sdbot.params import JobParams  # noqa: E402
 
 CONFIGS = ROOT / "bench" / "configs" / "sd15"
-CASES = ("notebook", "sdbot", "batch4", "compiled", "batch4_compiled")
+SD15_CASES = ("notebook", "sdbot", "batch4", "compiled", "batch4_compiled")
+CASES = (*SD15_CASES, "sdxl", "sdxl_batch4", "flux", "flux_batch4", "switch")
 PROMPTS = (
     "a photo of an astronaut riding a horse on mars",
     "a watercolor painting of a lighthouse at dawn",
@@ -105,12 +117,31 @@ class Plan:
 
 
 @dataclass(frozen=True)
+class FamilyBench:
+    """A family case: the model (a ``tests.tiny_models`` name with ``--tiny``, else a ``bench/full_models``
+    one), and its size and steps at full size."""
+
+    model: str
+    size: int
+    steps: int
+
+
+FAMILY_BENCHES = {
+    "sdxl": FamilyBench("sdxl", 1024, 30),
+    "flux": FamilyBench("flux-schnell", 1024, 4),
+}
+
+
+@dataclass(frozen=True)
 class Measurement:
     case: str
     batch: int
     seconds: list[float]  # wall time of each timed call
     peak_vram_bytes: int | None
     load_seconds: float
+    model: str = "sd15"
+    steps: int | None = None  # None: the plan's
+    switch_seconds: tuple[float, ...] = ()  # the timed calls' model switches
 
     @property
     def call_seconds(self) -> float:
@@ -182,6 +213,38 @@ def build_tiny(folder: Path) -> Path:
     return build_tiny_model(folder, nsfw=False)
 
 
+def build_family(name: str, folder: Path, plan: Plan) -> Path:
+    """The model of a family case: the tests' tiny one with ``--tiny``, else full size in sdbot's precision
+    for it on a GPU (float16 for SDXL, bfloat16 for Flux)."""
+    model = FAMILY_BENCHES[name].model
+    if plan.tiny:
+        from tests.tiny_models import TINY_FAMILIES
+
+        return TINY_FAMILIES[model](folder)
+    dtype = torch.bfloat16 if name == "flux" else torch.float16
+    built = FULL_BUILDERS[model](folder, plan.device, dtype, build_clip_tokenizer)
+    _free_memory(plan.device)
+    return built
+
+
+def build_checker(folder: Path, plan: Plan) -> Path:
+    """The standalone safety checker the family cases are checked by: the tests' tiny one with ``--tiny``,
+    else SD's (CLIP ViT-L/14 vision) with random weights, laid out as its hub repo is."""
+    if plan.tiny:
+        from tests.tiny_models.parts import save_standalone_checker
+
+        return save_standalone_checker(folder, flag_all=False)
+    with torch.device(plan.device):
+        checker = StableDiffusionSafetyChecker(
+            CLIPConfig(**_read_json(CONFIGS / "safety_checker" / "config.json"))
+        )
+    checker.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+    CLIPImageProcessor(
+        **_read_json(CONFIGS / "feature_extractor" / "preprocessor_config.json")
+    ).save_pretrained(folder)
+    return folder
+
+
 def step_and_decode_flops(folder: Path, size: int) -> tuple[float, float]:
     """FLOPs of one CFG step of the UNet (batch 2) and of one VAE decode for the model saved in ``folder``.
 
@@ -250,17 +313,65 @@ def measure_engine(
     started = time.perf_counter()
     engine = load_engine(Settings(model=str(folder), device=plan.device.type, compile=compiled))
     load_seconds = time.perf_counter() - started
-    if single_case in cases:
-        yield measure(single_case, 1, _engine_call(engine, plan, 1), plan, load_seconds)
-    if batch_case in cases:
-        yield measure(batch_case, 4, _engine_call(engine, plan, 4), plan, load_seconds)
+    for case, batch in ((single_case, 1), (batch_case, 4)):
+        if case in cases:
+            call = _engine_call(engine, batch, plan.size, plan.steps)
+            yield measure(case, batch, call, plan, load_seconds)
 
 
-def _engine_call(engine: DiffusersEngine, plan: Plan, batch: int) -> Callable[[], None]:
-    """One ``engine.run`` call of ``batch`` requests, with the callbacks the job worker passes."""
+def measure_family(
+    name: str, folder: Path, checker: Path, plan: Plan, cases: Sequence[str]
+) -> Iterator[Measurement]:
+    """sdbot's engine on one family's model (checked by the standalone checker in ``checker``), at batch 1 and
+    batch 4, in the family's size and steps (the plan's with ``--tiny``)."""
+    bench = FAMILY_BENCHES[name]
+    size, steps = _family_size_and_steps(bench, plan)
+    started = time.perf_counter()
+    library = ModelLibrary((ModelEntry(bench.model, str(folder)),), bench.model)
+    engine = load_engine(Settings(device=plan.device.type, safety_checker=str(checker)), library)
+    load_seconds = time.perf_counter() - started
+    for case, batch in ((name, 1), (f"{name}_batch4", 4)):
+        if case in cases:
+            call = _engine_call(engine, batch, size, steps, bench.model)
+            yield replace(measure(case, batch, call, plan, load_seconds), model=bench.model, steps=steps)
+
+
+def measure_switch(folders: dict[str, Path], checker: Path, plan: Plan) -> Measurement:
+    """SDXL and Flux schnell in one engine with room on the GPU for one: calls alternate between them, so each
+    first parks the other model in CPU memory and brings its own back."""
+    steps = FAMILY_BENCHES["flux"].steps if not plan.tiny else plan.steps
+    size = FAMILY_BENCHES["flux"].size if not plan.tiny else plan.size
+    entries = tuple(ModelEntry(FAMILY_BENCHES[case].model, str(folders[case])) for case in ("sdxl", "flux"))
+    names = [entry.name for entry in entries]
+    library = ModelLibrary(entries, names[0])
+    budget = max(_weights_on_disk(folders[case]) for case in folders)  # one fits, both do not
+    started = time.perf_counter()
+    settings = Settings(device=plan.device.type, safety_checker=str(checker), gpu_memory=budget)
+    engine = load_engine(settings, library)
+    load_seconds = time.perf_counter() - started
+    switches: list[float] = []
+    # the second model first: it waits in CPU memory after loading, so every call switches
+    calls = itertools.cycle([_engine_call(engine, 1, size, steps, name, switches) for name in names[::-1]])
+    measured = measure("switch", 1, lambda: next(calls)(), plan, load_seconds)
+    timed = switches[1:]  # the warm-up call's switch is not one of the timed calls'
+    if len(timed) != plan.reps or not all(timed):
+        raise RuntimeError(f"switch: expected a model switch in each of {plan.reps} calls, got {timed}")
+    return replace(measured, model="+".join(names), steps=steps, switch_seconds=tuple(timed))
+
+
+def _engine_call(
+    engine: DiffusersEngine,
+    batch: int,
+    size: int,
+    steps: int,
+    model: str = "",
+    switches: list[float] | None = None,
+) -> Callable[[], None]:
+    """One ``engine.run`` call of ``batch`` requests of ``model``, with the callbacks the job worker passes;
+    each call's model switch (seconds) goes to ``switches``."""
     requests = [
         EngineRequest(
-            JobParams(prompt=PROMPTS[i], steps=plan.steps, width=plan.size, height=plan.size, seed=1000 + i)
+            JobParams(prompt=PROMPTS[i], steps=steps, width=size, height=size, seed=1000 + i, model=model)
         )
         for i in range(batch)
     ]
@@ -277,8 +388,19 @@ def _engine_call(engine: DiffusersEngine, plan: Plan, batch: int) -> Callable[[]
         _expect_images("sdbot", sum(len(result.images) for result in results), batch)
         if not reported or reported[-1].step != reported[-1].total:
             raise RuntimeError("sdbot: the engine did not report progress up to its last step")
+        if switches is not None:
+            switches.append(results[0].timings.switch)
 
     return run
+
+
+def _family_size_and_steps(bench: FamilyBench, plan: Plan) -> tuple[int, int]:
+    return (plan.size, plan.steps) if plan.tiny else (bench.size, bench.steps)
+
+
+def _weights_on_disk(folder: Path) -> int:
+    """Bytes of a saved model's weights (its safetensors files hold them in the precision it loads in)."""
+    return sum(path.stat().st_size for path in folder.rglob("*.safetensors"))
 
 
 # --- reporting -----------------------------------------------------------------------------------------
@@ -298,15 +420,22 @@ def peak_tflops_by_name(name: str) -> float | None:
 
 
 def case_line(m: Measurement, notebook: Measurement | None, plan: Plan, flops_per_image: float) -> str:
-    """One ``key=value`` line for a measured case."""
+    """One ``key=value`` line for a measured case (the notebook and the hardware's peak are SD 1.5's)."""
+    sd15 = m.case in SD15_CASES
     fields = {
         "case": m.case,
+        "model": m.model,
         "batch": m.batch,
-        "ms_per_step": f"{m.call_seconds / plan.steps * 1000:.2f}",
+        "ms_per_step": f"{m.call_seconds / (m.steps or plan.steps) * 1000:.2f}",
         "images_per_s": f"{m.images_per_second:.4f}",
+        "switch_ms": _number(
+            statistics.median(m.switch_seconds) * 1000 if m.switch_seconds else None, "{:.1f}"
+        ),
         "peak_vram_mib": _number(None if m.peak_vram_bytes is None else m.peak_vram_bytes / 2**20, "{:.0f}"),
-        "vs_notebook": _number(notebook and m.images_per_second / notebook.images_per_second, "{:.3f}"),
-        "fraction_of_peak": _number(fraction_of_peak(m, plan, flops_per_image), "{:.4f}"),
+        "vs_notebook": _number(
+            m.images_per_second / notebook.images_per_second if sd15 and notebook else None, "{:.3f}"
+        ),
+        "fraction_of_peak": _number(fraction_of_peak(m, plan, flops_per_image) if sd15 else None, "{:.4f}"),
         "load_s": f"{m.load_seconds:.1f}",
         "reps_s": ",".join(f"{s:.3f}" for s in m.seconds),
     }
@@ -316,8 +445,13 @@ def case_line(m: Measurement, notebook: Measurement | None, plan: Plan, flops_pe
 def summary_line(measurements: list[Measurement], plan: Plan, flops_per_image: float) -> str:
     """The machine-readable last line; ``n/a`` for cases not run (or a peak not known)."""
     ips = {m.case: m.images_per_second for m in measurements}
+    switches = [seconds for m in measurements for seconds in m.switch_seconds]
     sdbot, base = ips.get("sdbot"), ips.get("notebook")
-    fractions = [f for m in measurements if (f := fraction_of_peak(m, plan, flops_per_image)) is not None]
+    fractions = [
+        f
+        for m in measurements
+        if m.case in SD15_CASES and (f := fraction_of_peak(m, plan, flops_per_image)) is not None
+    ]
     summary = {
         "notebook_ips": _number(base, "{:.4f}"),
         "sdbot_ips": _number(sdbot, "{:.4f}"),
@@ -326,6 +460,9 @@ def summary_line(measurements: list[Measurement], plan: Plan, flops_per_image: f
         "batch4_compiled_ips": _number(ips.get("batch4_compiled"), "{:.4f}"),
         "speedup": _number(sdbot and base and sdbot / base, "{:.3f}"),
         "best_fraction_of_peak": _number(max(fractions, default=None), "{:.4f}"),
+        "sdxl_ips": _number(ips.get("sdxl"), "{:.4f}"),
+        "flux_ips": _number(ips.get("flux"), "{:.4f}"),
+        "switch_ms": _number(statistics.median(switches) * 1000 if switches else None, "{:.1f}"),
     }
     return " ".join(f"{key}={value}" for key, value in summary.items())
 
@@ -389,6 +526,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def measure_families(tmp: Path, plan: Plan, cases: Sequence[str]) -> Iterator[Measurement]:
+    """The family cases and the switch case, each model built once (and freed before the next is built
+    when the switch case does not need it)."""
+    wanted = [name for name in FAMILY_BENCHES if {name, f"{name}_batch4"} & set(cases)]
+    switch = "switch" in cases
+    if not wanted and not switch:
+        return
+    checker = build_checker(tmp / "checker", plan)
+    folders: dict[str, Path] = {}
+    for name in FAMILY_BENCHES:
+        if name in wanted or switch:
+            folders[name] = build_family(name, tmp / name, plan)
+        if name in wanted:
+            yield from measure_family(name, folders[name], checker, plan, cases)
+            _free_memory(plan.device)
+    if switch:
+        yield measure_switch(folders, checker, plan)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     diffusers_logging.disable_progress_bar()  # loading and saving bars would bury the figures
@@ -412,8 +568,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     with tempfile.TemporaryDirectory(prefix="sdbot-bench-") as tmp:
         started = time.perf_counter()
-        folder = (build_tiny if plan.tiny else lambda f: build_sd15(f, device))(Path(tmp, "model"))
-        unet_step, vae_decode = step_and_decode_flops(folder, plan.size)
+        folder = Path(tmp, "model")
+        if plan.tiny:
+            build_tiny(folder)
+        elif set(args.only) & set(SD15_CASES):
+            build_sd15(folder, device)
+        unet_step, vae_decode = step_and_decode_flops(folder if plan.tiny else CONFIGS, plan.size)
         flops_per_image = plan.steps * unet_step + vae_decode
         print(
             f"device={device_name.replace(' ', '_')} model={'tiny' if plan.tiny else 'sd15'} "
@@ -429,6 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("notebook", lambda: [measure_notebook(folder, plan)] if "notebook" in args.only else []),
             ("sdbot", lambda: measure_engine(folder, plan, compiled=False, cases=args.only)),
             ("compiled", lambda: measure_engine(folder, plan, compiled=True, cases=args.only)),
+            ("families", lambda: measure_families(Path(tmp), plan, args.only)),
         ]
         for name, group in groups:
             try:

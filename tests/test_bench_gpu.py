@@ -1,9 +1,11 @@
-"""bench/gpu.py stays runnable: its ``--tiny`` run on the CPU prints every case and a parseable last line,
-and the SD 1.5 pieces it builds only on a GPU (configs, offline tokenizer) are checked here on the CPU."""
+"""bench/gpu.py stays runnable: its ``--tiny`` run on the CPU prints every case (SD 1.x, SDXL, Flux, a model
+switch) and a parseable last line, and the full-size pieces it builds only on a GPU (configs, offline
+tokenizer) are checked here on the CPU."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -19,9 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu.py"
 CASE_KEYS = [
     "case",
+    "model",
     "batch",
     "ms_per_step",
     "images_per_s",
+    "switch_ms",
     "peak_vram_mib",
     "vs_notebook",
     "fraction_of_peak",
@@ -36,7 +40,12 @@ SUMMARY_KEYS = [
     "batch4_compiled_ips",
     "speedup",
     "best_fraction_of_peak",
+    "sdxl_ips",
+    "flux_ips",
+    "switch_ms",
 ]
+SD15_CASES = ["notebook", "sdbot", "batch4", "compiled", "batch4_compiled"]
+FAMILY_CASES = ["sdxl", "sdxl_batch4", "flux", "flux_batch4", "switch"]
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -76,24 +85,36 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
     assert float(header["work_per_image_tflop"]) > 0
 
     cases = {fields["case"]: fields for fields in map(_fields, lines[1:-1])}
-    assert list(cases) == ["notebook", "sdbot", "batch4", "compiled", "batch4_compiled"]
+    assert list(cases) == SD15_CASES + FAMILY_CASES
     for name, fields in cases.items():
         assert list(fields) == CASE_KEYS
-        assert fields["batch"] == ("4" if name.startswith("batch4") else "1")
+        assert fields["batch"] == ("4" if "batch4" in name else "1")
         assert float(fields["ms_per_step"]) > 0 and float(fields["images_per_s"]) > 0
         assert fields["peak_vram_mib"] == "n/a"  # a CPU has no VRAM to report
-        assert float(fields["fraction_of_peak"]) > 0
         assert len(fields["reps_s"].split(",")) == 2
+    for name in SD15_CASES:
+        assert float(cases[name]["fraction_of_peak"]) > 0 and cases[name]["switch_ms"] == "n/a"
+    for name in FAMILY_CASES:  # the notebook and the peak's work per image are SD 1.5's
+        assert cases[name]["vs_notebook"] == cases[name]["fraction_of_peak"] == "n/a"
     assert cases["notebook"]["vs_notebook"] == "1.000"
     assert float(cases["sdbot"]["vs_notebook"]) > 0
+    assert [cases[name]["model"] for name in ("sdbot", "sdxl", "flux_batch4", "switch")] == [
+        "sd15",
+        "sdxl",
+        "flux-schnell",
+        "sdxl+flux-schnell",
+    ]
+    assert float(cases["switch"]["switch_ms"]) > 0
 
     summary = _fields(lines[-1])
     assert list(summary) == SUMMARY_KEYS
     values = {key: float(value) for key, value in summary.items()}
     assert values["sdbot_ips"] == pytest.approx(float(cases["sdbot"]["images_per_s"]), rel=1e-3)
     assert values["speedup"] == pytest.approx(values["sdbot_ips"] / values["notebook_ips"], rel=1e-2)
-    best = max(float(fields["fraction_of_peak"]) for fields in cases.values())
+    best = max(float(cases[name]["fraction_of_peak"]) for name in SD15_CASES)
     assert values["best_fraction_of_peak"] == pytest.approx(best, rel=1e-3)
+    assert values["sdxl_ips"] == pytest.approx(float(cases["sdxl"]["images_per_s"]), rel=1e-3)
+    assert values["switch_ms"] == pytest.approx(float(cases["switch"]["switch_ms"]), rel=1e-2)
 
 
 def test_cases_not_run_and_an_unknown_peak_read_not_available(gpu_bench: ModuleType) -> None:
@@ -105,6 +126,31 @@ def test_cases_not_run_and_an_unknown_peak_read_not_available(gpu_bench: ModuleT
     summary = _fields(gpu_bench.summary_line([sdbot], plan, 1e9))
     assert summary["sdbot_ips"] == "2.6667"  # one image per call, calls took a median 0.375 s
     assert {key for key, value in summary.items() if value == "n/a"} == set(SUMMARY_KEYS) - {"sdbot_ips"}
+
+
+def test_full_size_family_configs_have_the_published_sizes() -> None:
+    """SDXL's UNet has 2.57 B parameters and its second text encoder (OpenCLIP bigG) 695 M; Flux's transformer
+    11.9 B and its T5 v1.1 XXL encoder 4.76 B (counted on meta tensors: nothing is allocated)."""
+    from diffusers import FluxTransformer2DModel, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    from bench.full_models import CONFIGS
+
+    def billions(module: torch.nn.Module) -> float:
+        return sum(parameter.numel() for parameter in module.parameters()) / 1e9
+
+    def config(path: Path) -> dict[str, object]:
+        return json.loads((path / "config.json").read_text(encoding="utf-8"))
+
+    with torch.device("meta"):
+        unet = UNet2DConditionModel.from_config(config(CONFIGS / "sdxl" / "unet"))
+        bigg = CLIPTextModelWithProjection(CLIPTextConfig(**config(CONFIGS / "sdxl" / "text_encoder_2")))
+        flux = FluxTransformer2DModel.from_config(config(CONFIGS / "flux-schnell" / "transformer"))
+        t5 = T5EncoderModel(T5Config(**config(CONFIGS / "flux-schnell" / "text_encoder_2")))
+    assert billions(unet) == pytest.approx(2.567, abs=0.005)
+    assert billions(bigg) == pytest.approx(0.695, abs=0.005)
+    assert billions(flux) == pytest.approx(11.90, abs=0.02)
+    assert billions(t5) == pytest.approx(4.76, abs=0.01)
 
 
 def test_a_failing_case_is_reported_and_the_others_still_measured(
