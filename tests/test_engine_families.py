@@ -13,6 +13,7 @@ from PIL import Image
 
 from sdbot.errors import InvalidRequest
 from sdbot.inference.engine import DiffusersEngine, load_engine
+from sdbot.inference.families import Family, TextEncoder
 from sdbot.inference.loading import model_size
 from sdbot.inference.memory import Residence
 from sdbot.inference.pngmeta import read_parameters
@@ -23,7 +24,7 @@ from tests.conftest import tiny_settings
 from tests.engines import generate
 
 SIZE = 64
-FAMILIES = ["sd1", "sd2", "sdxl", "sd3", "flux-schnell", "flux-dev"]
+FAMILIES = ["sd1", "sd2", "sdxl", "sd3", "flux-schnell", "flux-dev", "zimage"]
 
 
 def params(model: str, prompt: str = "a photo of a red cat", **fields: object) -> JobParams:
@@ -58,10 +59,24 @@ def test_the_engine_names_each_model_with_its_profile(engine: DiffusersEngine) -
         "sd3": "SD 3.x",
         "flux-schnell": "Flux.1 schnell",
         "flux-dev": "Flux.1 dev",
+        "zimage": "ZImage",
     }
     assert all(info.checked for info in engine.models.values())
     for info in engine.models.values():
         assert ModelInfo.from_dict(info.to_dict()) == info
+
+
+def test_a_family_without_a_table_entry_takes_its_pipelines_own_defaults(engine: DiffusersEngine) -> None:
+    profile = engine.models["zimage"].profile
+    assert (profile.family, profile.pipeline) == (Family.OTHER, "ZImagePipeline")
+    assert (profile.default_steps, profile.default_guidance, profile.uses_guidance) == (50, 5.0, True)
+    assert (profile.negative_prompt, profile.prompt_tokens, profile.text_encoder) == (
+        True,
+        512,
+        TextEncoder.LLM,
+    )
+    assert (profile.latent_channels, profile.packed_latents, profile.size_multiple) == (16, False, 16)
+    assert profile.image_to_image and profile.inpaint
 
 
 @pytest.mark.parametrize("model", FAMILIES)

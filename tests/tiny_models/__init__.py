@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.tiny_models.dit import build_flux, build_sd3
+from tests.tiny_models.other import build_zimage
 from tests.tiny_models.sd import build_sd2, build_tiny_model
 from tests.tiny_models.sdxl import build_sdxl
 
@@ -23,6 +24,7 @@ TINY_FAMILIES: dict[str, Callable[[Path], Path]] = {
     "sd3": build_sd3,
     "flux-schnell": build_flux,
     "flux-dev": functools.partial(build_flux, guidance=True),
+    "zimage": build_zimage,  # a family without a table entry (Family.OTHER)
 }
 
 __all__ = ["TINY_FAMILIES", "build_tiny_model"]
