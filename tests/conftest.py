@@ -21,6 +21,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
+TINY_MODEL = "tiny-model"
+
+
 def tiny_settings(model: Path | str, **overrides: object) -> Settings:
     """Settings that load ``model`` on the CPU in float32, as the engine tests and the bot tests run it."""
     return Settings(model=str(model), device="cpu", dtype="float32", **overrides)
@@ -35,10 +38,12 @@ def _one_thread() -> None:
 
 
 def _build(factory: pytest.TempPathFactory, name: str, nsfw: bool | None) -> Path:
+    """A tiny SD 1.x folder named ``tiny-model`` whatever its checker, so that every engine over one calls its
+    model ``tiny-model`` (the name a bot's one-model library gives it)."""
     from tests.tiny_models import build_tiny_model
 
     _one_thread()
-    return build_tiny_model(factory.mktemp(name), nsfw=nsfw)
+    return build_tiny_model(factory.mktemp(name) / TINY_MODEL, nsfw=nsfw)
 
 
 @pytest.fixture(scope="session")
@@ -115,15 +120,17 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
 @pytest.fixture
 def start_sdbot(discord_bot, fake_discord, tiny_model_dir: Path, tiny_engine, tmp_path: Path):
     """``await start_sdbot(engine=None, **settings)``: the real SDBot on the loopback Discord (test modules
-    load ``tests.fakediscord.fixtures``), on a temporary database, with the tiny engine (or ``engine``) and
-    the fake's clock; returns the fixture's ``RunningBot`` once the model is in and requests are accepted."""
+    load ``tests.fakediscord.fixtures``), on a temporary database, with the tiny engine (or ``engine``; with
+    a ``models_file``, an engine of that library) and the fake's clock; returns the fixture's ``RunningBot``
+    once the model is in and requests are accepted."""
     from sdbot.bot import SDBot
+    from sdbot.inference.engine import load_engine
 
     async def start(engine=None, **overrides: object):
         settings = tiny_settings(
             tiny_model_dir, **({"db_path": tmp_path / "sdbot.sqlite3", "shutdown_grace": 2.0} | overrides)
         )
-        chosen = tiny_engine if engine is None else engine
+        chosen = engine or (load_engine(settings) if settings.models_file else tiny_engine)
         running = await discord_bot(lambda: SDBot(settings, lambda: chosen, clock=fake_discord.clock.now))
         await fake_discord.wait_for(lambda: running.client is not None and running.client.imagine.ready)
         return running
