@@ -237,6 +237,7 @@ class EngineProcess:
         process = self._process
         if process is None:
             return GenerationFailed("the engine was closed")
+        process.join(STOP_WAIT)  # its end of the pipe closed as it exited: its exit code comes right after
         code = process.exitcode
         self.close()
         log.error("the engine's process died (exit code %s); the next job starts it again", code)
