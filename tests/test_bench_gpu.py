@@ -104,7 +104,7 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
         "flux-schnell",
         "sdxl+flux-schnell",
     ]
-    assert float(cases["switch"]["switch_ms"]) > 0
+    assert float(cases["switch"]["switch_ms"]) >= 0  # on a CPU device a switch moves nothing: about 0 ms
 
     summary = _fields(lines[-1])
     assert list(summary) == SUMMARY_KEYS
@@ -114,7 +114,7 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
     best = max(float(cases[name]["fraction_of_peak"]) for name in SD15_CASES)
     assert values["best_fraction_of_peak"] == pytest.approx(best, rel=1e-3)
     assert values["sdxl_ips"] == pytest.approx(float(cases["sdxl"]["images_per_s"]), rel=1e-3)
-    assert values["switch_ms"] == pytest.approx(float(cases["switch"]["switch_ms"]), rel=1e-2)
+    assert values["switch_ms"] == pytest.approx(float(cases["switch"]["switch_ms"]), abs=0.1)
 
 
 def test_cases_not_run_and_an_unknown_peak_read_not_available(gpu_bench: ModuleType) -> None:
