@@ -1,10 +1,11 @@
-"""Command line: ``python -m sdbot generate`` makes images without Discord; ``python -m sdbot doctor`` checks
-the machine and the model before an admin connects the bot; ``python -m sdbot health`` tells whether the
-running bot is alive (Docker's HEALTHCHECK), exiting 0 or 1.
+"""Command line: ``python -m sdbot generate`` makes images without Discord; ``python -m sdbot models`` lists
+the model library; ``python -m sdbot doctor`` checks the machine and every model before an admin connects the
+bot; ``python -m sdbot health`` tells whether the running bot is alive (Docker's HEALTHCHECK), exiting 0 or 1.
 
-Both read the same settings as the bot (environment and ``.env``) and load the model through the same
-code. A bad argument or setting prints one line on stderr and exits with status 2; a model that fails to
-load or a failed generation exits with 1.
+They read the same settings as the bot (environment and ``.env``) and load models through the same code.
+``--model`` names a model of the library or a source (a hub repo id, a folder, a checkpoint file). A bad
+argument or setting prints one line on stderr and exits with status 2; a model that fails to load or a failed
+generation exits with 1.
 """
 
 from __future__ import annotations
@@ -18,13 +19,21 @@ from collections.abc import Sequence
 from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from sdbot.config import Settings, load_settings
 from sdbot.errors import ConfigError, GenerationFailed, ModelLoadFailed
 from sdbot.health import check_heartbeat, heartbeat_path
+from sdbot.inference.families import model_limits
+from sdbot.inference.sources import inspect_source
 from sdbot.inference.types import EngineRequest, Operation
-from sdbot.params import JobParams, check_params
+from sdbot.library import ModelLibrary, load_library
+from sdbot.params import ENGINE_LIMITS, JobParams, check_params
+
+if TYPE_CHECKING:
+    from sdbot.inference.engine import DiffusersEngine
+    from sdbot.inference.families import FamilyProfile
+    from sdbot.library import ModelEntry
 
 DOCTOR_STEPS = 4
 VERSIONED_PACKAGES = ("torch", "diffusers", "transformers", "discord.py")
@@ -41,17 +50,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()
+        library = _library(settings, getattr(args, "model", None))
     except ConfigError as error:
         print(f"sdbot: {error}", file=sys.stderr)
         return 2
     if args.command == "health":
         return _health(settings)
-    if args.model:
-        settings = replace(settings, model=args.model)
+    if args.command == "models":
+        return _models(library)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "generate":
-        return _generate(args, settings)
-    return _doctor(settings, args.size)
+        return _generate(args, settings, library)
+    return _doctor(settings, library, args.size)
+
+
+def _library(settings: Settings, model: str | None) -> ModelLibrary:
+    """The settings' library, or with ``--model`` the one model it names: a library name, else a source."""
+    library = load_library(settings)
+    if model is None:
+        return library
+    entry = library.get(model) or load_library(replace(settings, model=model, models_file=None)).models[0]
+    return ModelLibrary((entry,), entry.name)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -60,18 +79,19 @@ def _parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="make images from a prompt and save them as PNG")
     generate.add_argument("prompt")
     generate.add_argument("--negative", default="", help="negative prompt")
-    generate.add_argument("--steps", type=int, default=30)
-    generate.add_argument("--guidance", type=float, default=7.5)
+    generate.add_argument("--steps", type=int, help="default: the model's")
+    generate.add_argument("--guidance", type=float, help="default: the model's")
     generate.add_argument("--seed", type=int, help="default: random; image i uses seed + i")
-    generate.add_argument("--size", type=_size, default=(512, 512), metavar="WxH", help="default 512x512")
+    generate.add_argument("--size", type=_size, metavar="WxH", help="default: the model's native size")
     generate.add_argument("--count", type=int, default=1, help="images, 1-4")
     generate.add_argument(
         "--out", type=Path, default=Path("outputs"), help="a folder, or a .png file name (default: outputs/)"
     )
-    generate.add_argument("--model", help="overrides SDBOT_MODEL")
-    doctor = commands.add_parser("doctor", help="check versions, device, model and speed")
-    doctor.add_argument("--model", help="overrides SDBOT_MODEL")
-    doctor.add_argument("--size", type=_size, default=(512, 512), metavar="WxH", help="test image size")
+    generate.add_argument("--model", help="a model of the library, or a source (default: the library's)")
+    commands.add_parser("models", help="list the model library: family, source, on disk, size")
+    doctor = commands.add_parser("doctor", help="check versions, device, every model and its speed")
+    doctor.add_argument("--model", help="check only this model (of the library, or a source)")
+    doctor.add_argument("--size", type=_size, metavar="WxH", help="test image size (default: each model's)")
     commands.add_parser("health", help="exit 0 when the running bot's heartbeat is fresh and it is connected")
     return parser
 
@@ -89,18 +109,20 @@ def _size(text: str) -> tuple[int, int]:
     return int(width), int(height)
 
 
-def _generate(args: argparse.Namespace, settings: Settings) -> int:
-    params = JobParams(
+def _generate(args: argparse.Namespace, settings: Settings, library: ModelLibrary) -> int:
+    entry = library[library.default]
+    given = JobParams(
         prompt=args.prompt,
         negative_prompt=args.negative,
-        steps=args.steps,
-        guidance=args.guidance,
-        width=args.size[0],
-        height=args.size[1],
+        steps=1 if args.steps is None else args.steps,
+        guidance=0.0 if args.guidance is None else args.guidance,
+        width=args.size[0] if args.size else 512,
+        height=args.size[1] if args.size else 512,
         seed=args.seed,
         count=args.count,
+        model=entry.name,
     )
-    if _refused(params):
+    if _refused(given):  # what was given, by the engine's ranges, before the slow model load
         return 2
     folder = _output_folder(args.out)
     try:  # before the model loads: a folder that cannot be made must not cost the images made
@@ -113,8 +135,21 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
     from sdbot.inference.engine import load_engine
 
     try:
-        engine = load_engine(settings)
+        engine = load_engine(settings, library)
+        profile = engine.models[entry.name].profile
+        defaults = entry.defaults(profile)
+        params = replace(
+            given,
+            steps=defaults.steps if args.steps is None else args.steps,
+            guidance=defaults.guidance if args.guidance is None else args.guidance,
+            width=args.size[0] if args.size else defaults.size[0],
+            height=args.size[1] if args.size else defaults.size[1],
+        )
+        check_params(params, model_limits(profile, ENGINE_LIMITS, entry.name))
         [result] = engine.run(Operation.GENERATE, [EngineRequest(params)])
+    except ValueError as error:
+        print(f"sdbot: {error}", file=sys.stderr)
+        return 2
     except (ModelLoadFailed, GenerationFailed) as error:
         print(f"sdbot: {error}", file=sys.stderr)
         return 1
@@ -122,6 +157,22 @@ def _generate(args: argparse.Namespace, settings: Settings) -> int:
         path.write_bytes(image.png)
         flag = {True: "  (flagged NSFW)", False: "", None: "  (not checked: no safety checker)"}[image.nsfw]
         print(f"{path}  seed={image.seed}{flag}")
+    return 0
+
+
+def _models(library: ModelLibrary) -> int:
+    """One line per model: name (the default starred), family, on disk or not, weight size, source."""
+    for entry in library.models:
+        try:
+            info = inspect_source(entry.source)
+        except ModelLoadFailed as error:
+            print(f"{entry.name}  UNREADABLE: {error}")
+            continue
+        family = "family unknown until downloaded" if info.family is None else info.family.value
+        where = "on disk" if info.on_disk else "not downloaded"
+        size = "size unknown" if info.weight_bytes is None else f"{info.weight_bytes / 2**30:.1f} GiB weights"
+        star = " (default)" if entry.name == library.default else ""
+        print(f"{entry.name}{star}  {family}  {where}  {size}  {entry.source}")
     return 0
 
 
@@ -149,10 +200,9 @@ def _output_paths(out: Path, seeds: list[int]) -> list[Path]:
     return [out.with_name(f"{out.stem}-{seed}.png") for seed in seeds]
 
 
-def _doctor(settings: Settings, size: tuple[int, int]) -> int:
-    """Print what an admin needs to know before connecting the bot; 1 when the model cannot work."""
-    params = JobParams("a photo of a cat", steps=DOCTOR_STEPS, width=size[0], height=size[1], seed=0)
-    if _refused(params):
+def _doctor(settings: Settings, library: ModelLibrary, size: tuple[int, int] | None) -> int:
+    """Print what an admin needs to know before connecting the bot; 1 when a model cannot work."""
+    if size is not None and _refused(JobParams("a photo of a cat", width=size[0], height=size[1])):
         return 2
     import torch
 
@@ -167,33 +217,55 @@ def _doctor(settings: Settings, size: tuple[int, int]) -> int:
         print(f"gpu {index}         {props.name}, {props.total_memory / 2**30:.1f} GiB")
     if torch.cuda.device_count() == 0:
         print(f"gpu           none{' (Apple MPS available)' if torch.backends.mps.is_available() else ''}")
-    print(f"model         {settings.model}")
+    print(f"models        {', '.join(library.names)}")
     started = time.perf_counter()
     try:
-        engine = load_engine(settings)
+        engine = load_engine(settings, library)
     except ModelLoadFailed as error:
         print(f"model load    FAILED: {error}")
         return 1
     print(f"model load    ok in {time.perf_counter() - started:.1f} s")
     print(f"device        {engine.device} ({str(engine.dtype).removeprefix('torch.')})")
+    failed = 0
     for info in engine.models.values():
-        print(f"family        {info.profile.label} ({info.profile.pipeline})")
+        print(f"model         {info.name}: {info.profile.label} ({info.profile.pipeline})")
         print(f"safety check  {'yes' if info.checked else 'NO: flags are unknown'}")
+        failed += not _doctor_generation(engine, library[info.name], info.profile, size)
+    return 1 if failed else 0
+
+
+def _doctor_generation(
+    engine: DiffusersEngine, entry: ModelEntry, profile: FamilyProfile, size: tuple[int, int] | None
+) -> bool:
+    """One short generation of ``entry`` at ``size`` (default: its own), timed; False when it fails."""
+    import torch
+
+    width, height = size or entry.defaults(profile).size
+    params = JobParams(
+        "a photo of a cat",
+        steps=DOCTOR_STEPS,
+        guidance=entry.defaults(profile).guidance,
+        width=width,
+        height=height,
+        seed=0,
+        model=entry.name,
+    )
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     try:
+        check_params(params, model_limits(profile, ENGINE_LIMITS, entry.name))
         [result] = engine.run(Operation.GENERATE, [EngineRequest(params)])
-    except GenerationFailed as error:
+    except (ValueError, GenerationFailed) as error:
         print(f"generation    FAILED: {error}")
-        return 1
+        return False
     timings = result.timings
     print(
-        f"generation    {size[0]}x{size[1]}, {DOCTOR_STEPS} steps: {timings.total:.2f} s "
+        f"generation    {width}x{height}, {DOCTOR_STEPS} steps: {timings.total:.2f} s "
         f"(denoise {timings.denoise:.2f}, decode {timings.decode:.2f}, safety {timings.safety:.2f})"
     )
     if torch.cuda.is_available():
         print(f"peak VRAM     {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
-    return 0
+    return True
 
 
 def _version(package: str) -> str:

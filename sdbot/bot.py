@@ -141,6 +141,7 @@ class SDBot(commands.Bot):
         finally:
             executor.shutdown(wait=False)
         log.info("models %s loaded in %.1f s", ", ".join(engine.models), time.monotonic() - started)
+        self.imagine.models.learn(engine.models.values())
         self.worker = Worker(self.queue, engine, self.settings)
         await self.worker.start()
         # What is loaded by now (modules, discord.py's caches, the model's Python objects when it runs in

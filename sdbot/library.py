@@ -21,8 +21,9 @@ Without it, ``SDBOT_MODEL`` (and ``SDBOT_MODEL_CONFIG``) is a library of one mod
 id as it is, a local file or folder by its name. A bad file stops start-up with a ``ConfigError`` whose one
 line names the file, the model and the problem.
 
-Like ``sdbot.config``, this imports nothing from ``sdbot`` but the settings and errors: the bot, the engine's
-process and the CLI all read the library.
+Like ``sdbot.config``, this imports nothing from ``sdbot`` but the settings, errors and torch-free parts of
+the inference layer (family profiles, checkpoint suffixes): the bot, the engine's process and the CLI all
+read the library.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ from typing import Any
 
 from sdbot.config import Settings
 from sdbot.errors import ConfigError
+from sdbot.inference.checkpoints import SINGLE_FILE_SUFFIXES
+from sdbot.inference.families import FamilyProfile
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt")
+# For a model whose family is not known yet (the engine has not loaded it): SD 1.x's.
+FALLBACK_STEPS, FALLBACK_GUIDANCE, FALLBACK_SIZE = 30, 7.5, (512, 512)
 MAX_DESCRIPTION = 100  # what autocomplete shows beside the name fits Discord's 100 characters
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,39}")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")
@@ -60,6 +64,27 @@ class ModelEntry:
     @property
     def is_file(self) -> bool:
         return Path(self.source).suffix.lower() in SINGLE_FILE_SUFFIXES
+
+    def defaults(self, profile: FamilyProfile | None) -> ModelDefaults:
+        """Steps, guidance and size for a request that sets none: the operator's for this model, else its
+        family's (``profile``, once known)."""
+        if profile is None:
+            family = ModelDefaults(FALLBACK_STEPS, FALLBACK_GUIDANCE, FALLBACK_SIZE)
+        else:
+            native = (profile.native_size.width, profile.native_size.height)
+            family = ModelDefaults(profile.default_steps, profile.default_guidance, native)
+        return ModelDefaults(
+            steps=family.steps if self.steps is None else self.steps,
+            guidance=family.guidance if self.guidance is None else self.guidance,
+            size=family.size if self.size is None else self.size,
+        )
+
+
+@dataclass(frozen=True)
+class ModelDefaults:
+    steps: int
+    guidance: float
+    size: tuple[int, int]
 
 
 @dataclass(frozen=True)

@@ -198,11 +198,12 @@ class FaultyEngine(GatedEngine):
 
 
 class CountingEngine(EngineWrapper):
-    """Records how many images each text-to-image call made."""
+    """Records how many images each text-to-image call made, and the models of every call's requests."""
 
     def __init__(self, engine: Engine) -> None:
         super().__init__(engine)
         self.sizes: list[int] = []
+        self.batch_models: list[list[str]] = []  # each call's requests' models
 
     def run(
         self,
@@ -213,6 +214,7 @@ class CountingEngine(EngineWrapper):
     ) -> list[GenerationResult]:
         if operation is Operation.GENERATE:
             self.sizes.append(sum(request.params.count for request in requests))
+        self.batch_models.append([request.params.model for request in requests])
         return super().run(operation, requests, on_progress, should_cancel)
 
 

@@ -126,7 +126,10 @@ async def test_admins_choose_the_models_and_imagine_offers_only_those(
     )
     running = await start_sdbot(models_file=models)
     offered = await fake_discord.autocomplete("imagine", "model", "")
-    assert [(c["name"], c["value"]) for c in offered] == [("sd14", "sd14"), ("anime: cel shaded", "anime")]
+    assert [(c["name"], c["value"]) for c in offered] == [
+        ("sd14 (SD 1.x)", "sd14"),
+        ("anime (SD 1.x): cel shaded", "anime"),
+    ]
     assert [c["value"] for c in await fake_discord.autocomplete("sdadmin model allow", "model", "ANI")] == [
         "anime"
     ]

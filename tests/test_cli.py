@@ -135,9 +135,68 @@ def test_doctor_reports_versions_device_model_and_a_timed_generation(
     assert f"python {platform.python_version()}" in report
     for package in ("torch", "diffusers", "transformers", "discord.py"):
         assert f"{package} {metadata.version(package)}" in report
-    assert f"model {tiny_model_dir} model load ok in" in report
-    assert "device cpu (float32) family SD 1.x (StableDiffusionPipeline) safety check yes" in report
+    assert "models tiny-model model load ok in" in report
+    assert (
+        "device cpu (float32) model tiny-model: SD 1.x (StableDiffusionPipeline) safety check yes" in report
+    )
     assert re.search(r"generation 64x64, 4 steps: \d+\.\d\d s \(denoise", report)
+
+
+def library_file(folder: Path, **sources: Path) -> Path:
+    """A model library naming each source, the first one the default."""
+    path = folder / "models.toml"
+    path.write_text("".join(f'[models.{name}]\nsource = "{source}"\n' for name, source in sources.items()))
+    return path
+
+
+def test_doctor_checks_every_model_of_the_library_at_its_own_size(
+    clean_env: Path, tiny_family, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SDBOT_DEVICE", "cpu")
+    monkeypatch.setenv("SDBOT_SAFETY_CHECKER", "none")
+    models = library_file(clean_env, sd=tiny_family("sd1"), xl=tiny_family("sdxl"))
+    monkeypatch.setenv("SDBOT_MODELS", str(models))
+    monkeypatch.setattr("sdbot.__main__.DOCTOR_STEPS", 2)
+    assert main(["doctor"]) == 0
+    report = " ".join(capsys.readouterr().out.split())
+    assert "models sd, xl" in report
+    assert "model sd: SD 1.x" in report and "generation 512x512, 2 steps" in report
+    assert "model xl: SDXL" in report and "generation 1024x1024, 2 steps" in report
+
+
+def test_models_lists_the_library_without_loading_it(
+    clean_env: Path, tiny_family, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    models = library_file(clean_env, sd=tiny_family("sd1"), xl=tiny_family("sdxl"))
+    (clean_env / "models.toml").write_text(
+        models.read_text() + '[models.hub]\nsource = "someone/not-downloaded"\n', encoding="utf-8"
+    )
+    monkeypatch.setenv("SDBOT_MODELS", str(models))
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(
+        rf"sd \(default\)  sd1  on disk  0\.0 GiB weights  {re.escape(str(tiny_family('sd1')))}", lines[0]
+    )
+    assert lines[1].startswith("xl  sdxl  on disk  0.0 GiB weights  ")
+    assert (
+        lines[2]
+        == "hub  family unknown until downloaded  not downloaded  size unknown  someone/not-downloaded"
+    )
+
+
+def test_generate_takes_a_model_of_the_library_and_its_defaults(
+    clean_env: Path, tiny_family, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SDBOT_DEVICE", "cpu")
+    models = library_file(clean_env, sd=tiny_family("sd1"), flux=tiny_family("flux-schnell"))
+    monkeypatch.setenv("SDBOT_MODELS", str(models))
+    monkeypatch.setenv("SDBOT_SAFETY_CHECKER", "none")
+    assert main(["generate", "a cat", "--model", "flux", "--size", "64x64", "--seed", "3"]) == 0
+    path = Path(capsys.readouterr().out.split()[0])
+    params = read_parameters(path.read_bytes())
+    assert (params.model, params.steps, params.guidance) == ("flux", 4, 0.0)  # Flux schnell's own defaults
+    assert main(["generate", "a cat", "--model", "flux", "--size", "72x64"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
 
 
 def test_doctor_refuses_a_bad_size_before_loading_anything(

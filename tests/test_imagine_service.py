@@ -12,9 +12,13 @@ from PIL import Image
 
 from sdbot.config import Settings
 from sdbot.errors import InvalidRequest, InvalidSetting
+from sdbot.inference import families
+from sdbot.inference.families import FamilyProfile
+from sdbot.inference.types import ModelInfo
 from sdbot.library import ModelEntry, ModelLibrary
 from sdbot.params import JobKind, JobParams
 from sdbot.services.imagine import (
+    DEFAULT_PIXEL_BUDGET,
     Disposition,
     ImagineOptions,
     ImagineService,
@@ -95,7 +99,7 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[ImagineService, Stack]]
 async def test_a_variation_of_an_upscale_is_made_within_the_servers_pixel_budget(service) -> None:
     imagine, stack = service
     who = Requester(GUILD, CHANNEL, BOB)
-    budget = (await stack.settings_service.get(GUILD)).max_pixels  # 768 x 768 by default
+    budget = DEFAULT_PIXEL_BUDGET  # 768 x 768, a server's without a limit of its own (SD 1.x)
     parent = await _done_job(stack, 1536, 1024)  # an upscale of a 768x512 image
 
     async def upscaled() -> bytes:
@@ -195,10 +199,46 @@ async def test_a_reroll_keeps_its_model_while_the_server_offers_it(library_servi
         await imagine.reroll(who, job.id)
 
 
+def learn(imagine: ImagineService, **profiles: FamilyProfile) -> None:
+    """What the engine tells once it has loaded the models: their families."""
+    imagine.models.learn(ModelInfo(name, profile, True) for name, profile in profiles.items())
+
+
 async def test_size_choices_are_the_models_within_the_servers_budget(library_service) -> None:
     imagine, stack = library_service
     who = Requester(GUILD, CHANNEL, ALICE)
+    assert await imagine.size_choices(who, "sdxl", "") == ["768x768"]  # its family not known yet
+    learn(imagine, sdxl=families.SDXL, sd15=families.SD1)
     sizes = await imagine.size_choices(who, "sdxl", "")
-    assert sizes[0] == "768x768" and "1024x576" in sizes
+    assert sizes == [
+        "768x768",
+        "1024x1024",
+        "1152x896",
+        "896x1152",
+        "1216x832",
+        "832x1216",
+        "1344x768",
+        "768x1344",
+    ]
+    assert await imagine.size_choices(who, "sdxl", "1152") == ["1152x896", "896x1152"]
+    assert "1024x1024" not in await imagine.size_choices(who, "sd15", "")  # SD 1.x: within 768x768
     await stack.settings_service.set_max_pixels(GUILD, 512 * 512)
     assert await imagine.size_choices(who, None, "") == ["512x512"]
+
+
+async def test_a_models_family_gives_its_defaults_and_refuses_what_it_cannot_do(library_service) -> None:
+    imagine, stack = library_service
+    await stack.settings_service.set_user_queue_limit(GUILD, 10)
+    learn(imagine, sd15=families.FLUX_SCHNELL, sdxl=families.SDXL)
+    who = Requester(GUILD, CHANNEL, ALICE)
+    schnell = await imagine.imagine(who, ImagineOptions("a cat"))
+    assert (schnell.params.steps, schnell.params.guidance, schnell.params.size) == (4, 0.0, (1024, 1024))
+    xl = await imagine.imagine(who, ImagineOptions("a cat", model="sdxl", size=None))
+    assert xl.params.size == (768, 768)  # the library's size for it wins over its family's
+    with pytest.raises(InvalidRequest, match=r"sd15 \(Flux.1 schnell\) takes no guidance"):
+        await imagine.imagine(who, ImagineOptions("a cat", guidance=5.0))
+    with pytest.raises(InvalidRequest, match=r"sd15 \(Flux.1 schnell\) takes no negative prompt"):
+        await imagine.imagine(who, ImagineOptions("a cat", negative="blurry"))
+    with pytest.raises(InvalidRequest, match="multiple of 16"):
+        await imagine.imagine(who, ImagineOptions("a cat", size="1000x1000"))
+    assert await stack.reserved_and_used(ALICE) == (2, 0)

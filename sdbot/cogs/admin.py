@@ -18,7 +18,7 @@ from sdbot.cogs.admin_base import check_manager, guild_of, reply
 from sdbot.cogs.admin_lists import BannedGroup, ChannelsGroup, ModelsGroup
 from sdbot.cogs.admin_members import UserGroup
 from sdbot.config import NSFW_POLICIES
-from sdbot.services.imagine import parse_size
+from sdbot.services.imagine import DEFAULT_PIXEL_BUDGET, parse_size
 from sdbot.services.settings import (
     COUNT_RANGE,
     QUEUE_LIMIT_RANGE,
@@ -32,7 +32,17 @@ from sdbot.views.render import channel_list
 if TYPE_CHECKING:
     from sdbot.bot import SDBot
 
-MAX_SIZE_CHOICES = ("512x512", "640x640", "768x768", "896x896", "1024x1024")
+MODEL_SIZES = "each model's sizes"
+MAX_SIZE_CHOICES = (
+    MODEL_SIZES,
+    "512x512",
+    "640x640",
+    "768x768",
+    "896x896",
+    "1024x1024",
+    "1536x1536",
+    "2048x2048",
+)
 POLICY_HELP = {
     "block": "flagged images are withheld",
     "spoiler": "flagged images are posted as spoilers",
@@ -49,7 +59,7 @@ def settings_text(settings: GuildSettings) -> str:
             f"Daily quota: **{settings.daily_quota}** images per member{exempt}",
             f"Steps: {_steps_text(settings)}",
             f"Images per request: at most **{settings.max_count}**",
-            f"Largest image: **{settings.max_pixels:,}** pixels",
+            f"Largest image: {_pixels_text(settings)}",
             f"Queued jobs per member: **{settings.user_queue_limit}**",
             f"Upscaling: **{'on' if settings.upscale_allowed else 'off'}**",
             f"Channels: {channels}",
@@ -147,9 +157,11 @@ class Admin(
     @app_commands.describe(size="Width x height; sizes with more pixels than this are refused")
     @app_commands.choices(size=[app_commands.Choice(name=size, value=size) for size in MAX_SIZE_CHOICES])
     async def max_size(self, interaction: discord.Interaction, size: str) -> None:
-        width, height = parse_size(size)
-        settings = await self._settings.set_max_pixels(guild_of(interaction), width * height)
-        await reply(interaction, f"The largest image is now **{settings.max_pixels:,}** pixels ({size}).")
+        width, height = (None, None) if size == MODEL_SIZES else parse_size(size)
+        pixels = None if width is None or height is None else width * height
+        settings = await self._settings.set_max_pixels(guild_of(interaction), pixels)
+        shown = "" if pixels is None else f" ({size})"
+        await reply(interaction, f"The largest image is now {_pixels_text(settings)}{shown}.")
 
     @app_commands.command(name="managers-exempt", description="Whether Manage Server members skip the quota.")
     async def managers_exempt(self, interaction: discord.Interaction, exempt: bool) -> None:
@@ -175,6 +187,12 @@ class Admin(
             top = ", ".join(f"<@{user}> ({images})" for user, images in done.top_users)
             lines.append(f"Top members: {top}")
         await reply(interaction, "\n".join(lines))
+
+
+def _pixels_text(settings: GuildSettings) -> str:
+    if settings.max_pixels is None:
+        return f"**what each model's sizes need** (at least {DEFAULT_PIXEL_BUDGET:,} pixels)"
+    return f"**{settings.max_pixels:,}** pixels"
 
 
 def _steps_text(settings: GuildSettings) -> str:

@@ -21,6 +21,8 @@ from safetensors import safe_open
 from sdbot.errors import ModelLoadFailed
 from sdbot.inference.families import Family
 
+SINGLE_FILE_SUFFIXES = (".safetensors", ".sft", ".ckpt")  # a model in one file, not a diffusers folder
+
 LDM_UNET = "model.diffusion_model."
 LDM_VAE = "first_stage_model."
 OPEN_CLIP_WIDTH_SD2 = 1024  # SD 2.x conditions on OpenCLIP ViT-H (1024 wide); SD 1.x on CLIP ViT-L (768)

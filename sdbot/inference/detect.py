@@ -23,15 +23,9 @@ from diffusers.pipelines.auto_pipeline import (
 
 from sdbot.inference import families
 from sdbot.inference.families import CLIP_TOKENS, Family, FamilyProfile
+from sdbot.inference.sources import pipeline_family
 
-SD2_CROSS_ATTENTION = 1024  # OpenCLIP ViT-H's width
-# The text-to-image pipeline class of each family in the table (SD 2.x shares SD 1.x's, told apart by config).
-PIPELINE_FAMILIES = {
-    "StableDiffusionPipeline": Family.SD1,
-    "StableDiffusionXLPipeline": Family.SDXL,
-    "StableDiffusion3Pipeline": Family.SD3,
-    "FluxPipeline": Family.FLUX,
-}
+SD2_CROSS_ATTENTION = 1024  # OpenCLIP ViT-H's width (SD 2.x shares SD 1.x's pipeline, told apart by config)
 
 
 class Task(StrEnum):
@@ -65,7 +59,7 @@ def profile_from_pipeline(pipe: DiffusionPipeline) -> FamilyProfile:
 
 
 def _table_profile(pipe: DiffusionPipeline) -> FamilyProfile | None:
-    match PIPELINE_FAMILIES.get(type(pipe).__name__):
+    match pipeline_family(type(pipe).__name__):
         case Family.SD1:
             unet = pipe.unet.config
             if not (unet.use_linear_projection or unet.cross_attention_dim == SD2_CROSS_ATTENTION):

@@ -40,10 +40,15 @@ from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionS
 from transformers import CLIPImageProcessor
 
 from sdbot.errors import ModelLoadFailed
-from sdbot.inference.checkpoints import CheckpointLayout, detect_checkpoint, detect_layout
-from sdbot.inference.detect import PIPELINE_FAMILIES, Task, profile_from_pipeline, sibling_class
+from sdbot.inference.checkpoints import (
+    SINGLE_FILE_SUFFIXES,
+    CheckpointLayout,
+    detect_checkpoint,
+    detect_layout,
+)
+from sdbot.inference.detect import Task, profile_from_pipeline, sibling_class
 from sdbot.inference.families import Family, FamilyProfile
-from sdbot.library import SINGLE_FILE_SUFFIXES
+from sdbot.inference.sources import inspect_source, pipeline_family
 
 log = logging.getLogger(__name__)
 
@@ -135,20 +140,17 @@ def load_model(
 
 
 def source_family(source: str, *, token: str | None = None) -> Family:
-    """A model's family before it loads: from a checkpoint's tensor names, or from the pipeline class its
-    ``model_index.json`` names (a legacy ``.ckpt`` pickle is taken for SD 1.x/2.x, the era of the format).
-    Raises ``ModelLoadFailed`` when neither can be read."""
-    path = Path(source).expanduser()
-    suffix = path.suffix.lower()
-    if suffix == ".ckpt":
-        return Family.SD1
-    if suffix in SINGLE_FILE_SUFFIXES:
-        return detect_checkpoint(path).family
+    """A model's family before it loads: from what is on this machine (``sources.inspect_source``), else from
+    the pipeline class its hub repo's ``model_index.json`` names. Raises ``ModelLoadFailed`` when neither can
+    be read."""
+    family = inspect_source(source).family
+    if family is not None:
+        return family
     try:
-        index = DiffusionPipeline.load_config(str(path) if path.is_dir() else source, token=token)
+        index = DiffusionPipeline.load_config(source, token=token)
     except Exception as error:  # hub errors, a folder without model_index.json
         raise ModelLoadFailed(f"could not read the pipeline of {source!r}: {error}") from error
-    return PIPELINE_FAMILIES.get(index.get("_class_name", ""), Family.OTHER)
+    return pipeline_family(index.get("_class_name", ""))
 
 
 def sibling(pipe: DiffusionPipeline, task: Task) -> DiffusionPipeline | None:

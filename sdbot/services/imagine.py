@@ -36,6 +36,7 @@ from sdbot.errors import (
     NotPermitted,
     PromptRejected,
 )
+from sdbot.inference.families import FamilyProfile, model_limits
 from sdbot.inference.types import UPSCALE_FACTOR
 from sdbot.params import JobKind, JobParams, JobState, Limits, check_params, min_steps
 from sdbot.services.jobs import JobQueue, JobRequest, Observer
@@ -46,14 +47,9 @@ from sdbot.services.settings import GuildSettings, SettingsService, banned_word_
 
 T = TypeVar("T")
 
-DEFAULT_STEPS = 30
-DEFAULT_GUIDANCE = 7.5
 VARIATION_STRENGTH = 0.6
 UPSCALE_STRENGTH = 0.3
-DEFAULT_SIZE = (512, 512)
-# What /imagine offers; all fit the default pixel budget (768 x 768). Sent raw, any multiple of 8 within the
-# server's budget is accepted.
-SIZE_CHOICES = ("512x512", "640x640", "768x768", "768x512", "512x768", "1024x576", "576x1024")
+DEFAULT_PIXEL_BUDGET = 768 * 768  # a server's largest image, unless it set one or the model needs more
 _SIZE = re.compile(r"\s*([0-9]{1,5})\s*[x×]\s*([0-9]{1,5})\s*", re.IGNORECASE)
 MAX_SOURCE_BYTES = 25 * 1024 * 1024
 MAX_JOB_ID = 2**63 - 1  # SQLite's largest id; a larger one (a forged button, a raw option) names no job
@@ -135,7 +131,7 @@ def parse_size(size: str) -> tuple[int, int]:
     """``"768x512"`` -> (768, 512); raises ``InvalidRequest`` for anything else."""
     match = _SIZE.fullmatch(size)
     if match is None:
-        raise InvalidRequest(f"Size {size!r} is not WIDTHxHEIGHT; try one of {', '.join(SIZE_CHOICES)}.")
+        raise InvalidRequest(f"Size {size!r} is not WIDTHxHEIGHT, such as 512x768.")
     return int(match[1]), int(match[2])
 
 
@@ -223,16 +219,17 @@ class ImagineService:
         return self.models.choices(typed, await self._settings.get(who.guild_id))
 
     async def size_choices(self, who: Requester, model: str | None, typed: str) -> list[str]:
-        """The model's sizes (its library default first) within the server's pixel budget."""
+        """The model's sizes (its library default, then its family's) within the server's pixel budget."""
         settings = await self._settings.get(who.guild_id)
         try:
             entry = self.models.resolve(model, settings)
         except InvalidRequest:
             entry = self.models.default_for(settings)
-        sizes = [parse_size(size) for size in SIZE_CHOICES]
-        if entry.size is not None:
-            sizes.insert(0, entry.size)
-        shown = dict.fromkeys(f"{w}x{h}" for w, h in sizes if w * h <= settings.max_pixels)
+        profile = self.models.profile(entry.name)
+        sizes = [entry.defaults(profile).size]
+        sizes += [(size.width, size.height) for size in profile.size_presets] if profile else []
+        budget = pixel_budget(settings, profile)
+        shown = dict.fromkeys(f"{w}x{h}" for w, h in sizes if w * h <= budget)
         return [size for size in shown if typed.strip().lower() in size][:MAX_CHOICES]
 
     # ----- the member's view of the queue
@@ -310,15 +307,20 @@ class ImagineService:
 
     def _txt2img_params(self, options: ImagineOptions, settings: GuildSettings) -> JobParams:
         """The request's parameters: what the member set, else the server's default steps, else the model's
-        own defaults. Steps a member did not choose are capped at the server's maximum."""
+        own defaults (the library's for it, else its family's). Steps a member did not choose are capped at
+        the server's maximum."""
         model = self.models.resolve(options.model, settings)
-        width, height = parse_size(options.size) if options.size else model.size or DEFAULT_SIZE
-        steps = _first(options.steps, settings.default_steps, model.steps, DEFAULT_STEPS)
+        profile = self.models.profile(model.name)
+        if options.guidance is not None and profile is not None and not profile.uses_guidance:
+            raise InvalidRequest(f"{model.name} ({profile.label}) takes no guidance: leave it out.")
+        defaults = model.defaults(profile)
+        width, height = parse_size(options.size) if options.size else defaults.size
+        steps = _first(options.steps, settings.default_steps, defaults.steps)
         params = JobParams(
             prompt=options.prompt.strip(),
             negative_prompt=(options.negative or "").strip(),
             steps=steps if options.steps is not None else min(steps, settings.max_steps),
-            guidance=_first(options.guidance, model.guidance, DEFAULT_GUIDANCE),
+            guidance=_first(options.guidance, defaults.guidance),
             width=width,
             height=height,
             seed=options.seed,
@@ -332,10 +334,20 @@ class ImagineService:
         """The model a job made from ``parent`` runs: the parent's, if it is still offered here."""
         return self.models.resolve(parent.params.model or None, settings).name
 
-    @staticmethod
-    def _check(params: JobParams, settings: GuildSettings, limits: Limits | None = None) -> None:
-        """The server's limits (``limits``: other than its usual ones) and its banned words."""
-        check_params(params, _limits(settings) if limits is None else limits)
+    def _limits(self, settings: GuildSettings, model: str) -> Limits:
+        """The server's limits narrowed by the model's family (once the engine has told it)."""
+        profile = self.models.profile(model)
+        limits = Limits(
+            max_steps=settings.max_steps,
+            max_count=settings.max_count,
+            max_pixels=pixel_budget(settings, profile),
+            owner="this server",
+        )
+        return limits if profile is None else model_limits(profile, limits, model)
+
+    def _check(self, params: JobParams, settings: GuildSettings, limits: Limits | None = None) -> None:
+        """The server's limits for the model (``limits``: other than its usual ones) and its banned words."""
+        check_params(params, self._limits(settings, params.model) if limits is None else limits)
         word = banned_word_in(params.prompt, settings)
         if word is not None:
             raise PromptRejected(f'"{word}" is banned on this server')
@@ -357,24 +369,28 @@ class ImagineService:
         if kind is JobKind.UPSCALE and not settings.upscale_allowed:
             raise NotAllowedHere("Upscaling is switched off on this server.")
         parent = await self.parent(who, job_id, index)
+        model = self._model_of(parent, settings)
+        profile = self.models.profile(model)
+        if profile is not None and not profile.image_to_image:
+            raise InvalidRequest(f"{model} ({profile.label}) cannot start from an image.")
         source_png = await source()  # only now: a download is the dearest check
         width, height = _source_size(source_png)
-        limits = _limits(settings)
+        limits = self._limits(settings, model)
         if kind is JobKind.UPSCALE:
-            if width * height > settings.max_pixels:
+            if width * height > limits.max_pixels:
                 raise InvalidRequest(
                     f"This {width}x{height} image is too large to upscale on this server "
-                    f"(at most {settings.max_pixels:,} pixels before upscaling)."
+                    f"(at most {limits.max_pixels:,} pixels before upscaling)."
                 )
             size = _multiple_below(width * UPSCALE_FACTOR, height * UPSCALE_FACTOR, limits.size_multiple)
-            limits = replace(limits, max_pixels=settings.max_pixels * UPSCALE_FACTOR**2)
+            limits = replace(limits, max_pixels=limits.max_pixels * UPSCALE_FACTOR**2)
             strength = UPSCALE_STRENGTH
         else:
-            size = _fit(width, height, settings.max_pixels, limits.size_multiple)
+            size = _fit(width, height, limits.max_pixels, limits.size_multiple)
             strength = VARIATION_STRENGTH
         params = replace(
             parent.params,
-            model=self._model_of(parent, settings),
+            model=model,
             # An image-to-image run denoises steps x strength times: keep at least one step.
             steps=max(parent.params.steps, min_steps(strength)),
             width=size[0],
@@ -418,13 +434,13 @@ def _first(*values: T | None) -> T:
     return next(value for value in values if value is not None)
 
 
-def _limits(settings: GuildSettings) -> Limits:
-    return Limits(
-        max_steps=settings.max_steps,
-        max_count=settings.max_count,
-        max_pixels=settings.max_pixels,
-        owner="this server",
-    )
+def pixel_budget(settings: GuildSettings, profile: FamilyProfile | None) -> int:
+    """The most pixels a job of this server may have: the server's own limit where it set one, else enough
+    for the model's family's sizes (SDXL's 1024x1024) and at least ``DEFAULT_PIXEL_BUDGET``."""
+    if settings.max_pixels is not None:
+        return settings.max_pixels
+    family = max((width * height for width, height in profile.size_presets), default=0) if profile else 0
+    return max(DEFAULT_PIXEL_BUDGET, family)
 
 
 def _multiple_below(width: int, height: int, multiple: int) -> tuple[int, int]:

@@ -3,13 +3,20 @@
 A request names a model or leaves it to the server: the server's default if it set one (and the library
 still has it), else the library's. A server may limit its members to some models. Autocomplete answers come
 from the same rules as the checks, so a member is offered only what will be accepted.
+
+Each model's family profile (sizes, defaults, what it can do) comes from the engine once it has loaded the
+model (``learn``); until then the model's profile is unknown, requests are checked by the server's limits
+alone, and the engine checks the rest when the job runs.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from sdbot.errors import InvalidRequest
+from sdbot.inference.families import FamilyProfile
+from sdbot.inference.types import ModelInfo
 from sdbot.library import ModelEntry, ModelLibrary
 from sdbot.services.settings import GuildSettings
 
@@ -29,6 +36,16 @@ class ModelCatalog:
 
     def __init__(self, library: ModelLibrary) -> None:
         self.library = library
+        self._infos: dict[str, ModelInfo] = {}
+
+    def learn(self, infos: Iterable[ModelInfo]) -> None:
+        """What the engine found when it loaded the models: their profiles."""
+        self._infos.update((info.name, info) for info in infos)
+
+    def profile(self, name: str) -> FamilyProfile | None:
+        """The model's family profile, once the engine has loaded it."""
+        info = self._infos.get(name)
+        return None if info is None else info.profile
 
     def default_for(self, settings: GuildSettings) -> ModelEntry:
         """The model a request of this server gets when it names none."""
@@ -63,15 +80,17 @@ class ModelCatalog:
             for model in self.allowed(settings)
             if needle in model.name.lower() or needle in model.description.lower()
         ]
-        return [ModelChoice(model.name, _label(model)) for model in found[:MAX_CHOICES]]
+        return [ModelChoice(model.name, self._label(model)) for model in found[:MAX_CHOICES]]
+
+    def _label(self, model: ModelEntry) -> str:
+        """Name, family and description, within Discord's 100 characters for a choice."""
+        profile = self.profile(model.name)
+        label = model.name if profile is None else f"{model.name} ({profile.label})"
+        if model.description:
+            label += f": {model.description}"
+        return label if len(label) <= 100 else label[:99] + "…"
 
     def _offer(self, settings: GuildSettings) -> str:
         names = [model.name for model in self.allowed(settings)]
         shown = ", ".join(names[:10]) + (f" and {len(names) - 10} more" if len(names) > 10 else "")
         return f"Models you can use: {shown}."
-
-
-def _label(model: ModelEntry) -> str:
-    """The name, then the description, within Discord's 100 characters for a choice."""
-    label = model.name if not model.description else f"{model.name}: {model.description}"
-    return label if len(label) <= 100 else label[:99] + "…"

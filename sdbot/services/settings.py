@@ -28,7 +28,7 @@ __all__ = ["GuildSettings", "MemberOverride", "SettingsService", "banned_word_in
 QUOTA_RANGE = (0, 10_000)
 STEPS_RANGE = (1, 150)
 COUNT_RANGE = (1, 4)
-PIXELS_RANGE = (64 * 64, 1024 * 1024)
+PIXELS_RANGE = (64 * 64, 2048 * 2048)
 QUEUE_LIMIT_RANGE = (1, 50)
 MAX_BANNED_WORDS = 500
 MAX_BANNED_WORD_LENGTH = 100
@@ -45,7 +45,7 @@ class GuildSettings:
     default_steps: int | None = None  # None: each model's own default
     max_steps: int = 50
     max_count: int = 4  # images per /imagine
-    max_pixels: int = 768 * 768  # width * height; 512x768 and 768x768 fit
+    max_pixels: int | None = None  # width * height; None: what the model's sizes need (at least 768x768)
     user_queue_limit: int = 3  # jobs one member may have waiting
     channels: frozenset[int] = field(default_factory=frozenset)  # empty: every channel
     banned_words: frozenset[str] = field(default_factory=frozenset)
@@ -166,10 +166,11 @@ class SettingsService:
             guild_id, "max_count", _check_range("Max images per request", count, COUNT_RANGE)
         )
 
-    async def set_max_pixels(self, guild_id: int, pixels: int) -> GuildSettings:
-        return await self._set(
-            guild_id, "max_pixels", _check_range("Max pixels (width x height)", pixels, PIXELS_RANGE)
-        )
+    async def set_max_pixels(self, guild_id: int, pixels: int | None) -> GuildSettings:
+        """The largest image, in pixels; None: what each model's sizes need."""
+        if pixels is not None:
+            _check_range("Max pixels (width x height)", pixels, PIXELS_RANGE)
+        return await self._set(guild_id, "max_pixels", pixels)
 
     async def set_user_queue_limit(self, guild_id: int, limit: int) -> GuildSettings:
         return await self._set(
