@@ -23,6 +23,8 @@ from sdbot.errors import ConfigError
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 # The standalone checker every model without its own is checked by (it classifies any RGB image).
 DEFAULT_SAFETY_CHECKER = "CompVis/stable-diffusion-safety-checker"
+# Upscale (Subtle)'s super-resolution model: Swin2SR trained on real-world degradations, 4x (run at 2x).
+DEFAULT_UPSCALER = "caidas/swin2SR-realworld-sr-x4-64-bsrgan-psnr"
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
@@ -61,6 +63,10 @@ class Settings:
     gpu_memory: int | None = None  # bytes models may hold on the GPU; None: its memory less a margin
     cpu_memory: int | None = None  # bytes models moved off the GPU may hold in RAM; None: half the RAM
     engine_process: bool = True  # run the engine in a process of its own (sdbot/inference/process.py)
+    # Super-resolution for Upscale (Subtle): a Swin2SR hub repo or folder, an ESRGAN-family file, or
+    # "lanczos" (no model); see sdbot/inference/upscalers.py.
+    upscaler: str = DEFAULT_UPSCALER
+    max_upload_mb: int = 10  # the largest picture a member may start from
     log_level: str = "INFO"
 
 
@@ -98,6 +104,8 @@ def load_settings(
         gpu_memory=reader.size("SDBOT_GPU_MEMORY"),
         cpu_memory=reader.size("SDBOT_CPU_MEMORY"),
         engine_process=reader.flag("SDBOT_ENGINE_PROCESS", True),
+        upscaler=reader.text("SDBOT_UPSCALER") or DEFAULT_UPSCALER,
+        max_upload_mb=reader.number("SDBOT_MAX_UPLOAD_MB", int, 10, minimum=1, maximum=100),
         log_level=reader.choice("SDBOT_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
     )
 

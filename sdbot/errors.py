@@ -53,6 +53,10 @@ class PromptRejected(InvalidRequest):
     """The prompt breaks a rule (empty, too long, a banned word)."""
 
 
+class UploadRejected(InvalidRequest):
+    """A member's picture cannot be used: not an image, too large, animated, damaged, too many pixels."""
+
+
 class NotAllowedHere(SdbotError):
     """The bot may not be used in this channel, or by this user, or this feature is off."""
 

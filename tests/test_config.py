@@ -48,6 +48,8 @@ def test_typed_values_are_parsed(tmp_path: Path) -> None:
             "SDBOT_LOG_LEVEL": "debug",
             "SDBOT_MODEL_CONFIG": "/models/sd15-config",
             "SDBOT_PREVIEW_DECODER": "madebyollin/taesd",
+            "SDBOT_UPSCALER": "/models/4x-UltraSharp.pth",
+            "SDBOT_MAX_UPLOAD_MB": "25",
         },
         dotenv_path=None,
     )
@@ -55,6 +57,7 @@ def test_typed_values_are_parsed(tmp_path: Path) -> None:
     assert (settings.daily_quota, settings.job_timeout) == (0, 90.5)
     assert (settings.compile, settings.vae_tiling, settings.log_level) == (True, False, "DEBUG")
     assert (settings.model_config, settings.preview_decoder) == ("/models/sd15-config", "madebyollin/taesd")
+    assert (settings.upscaler, settings.max_upload_mb) == ("/models/4x-UltraSharp.pth", 25)
 
 
 @pytest.mark.parametrize(
@@ -72,6 +75,7 @@ def test_typed_values_are_parsed(tmp_path: Path) -> None:
         ("SDBOT_DAILY_QUOTA", "-1", "a whole number of at least 0"),
         ("SDBOT_MAX_BATCH", "65", "a whole number from 1 to 64"),
         ("SDBOT_JOB_TIMEOUT", "soon", "a number of at least 1"),
+        ("SDBOT_MAX_UPLOAD_MB", "0", "a whole number from 1 to 100"),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(
