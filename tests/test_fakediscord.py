@@ -19,6 +19,7 @@ from PIL import Image
 
 from tests.fakediscord import FakeDiscord, RefusedByClient, Upload
 from tests.fakediscord.fixtures import BotLauncher, find_leftovers
+from tests.fakediscord.rest import modal_text_inputs
 
 pytest_plugins = ["pytester", "tests.fakediscord.fixtures"]
 
@@ -30,11 +31,44 @@ def png_bytes() -> bytes:
 
 
 class AgainView(discord.ui.View):
-    """One button that rewrites its message, to exercise component interactions."""
+    """A button that rewrites its message, and one that asks for the new text in a modal first."""
 
     @discord.ui.button(label="Again", custom_id="harness:again")
     async def again(self, interaction: discord.Interaction, button: discord.ui.Button[AgainView]) -> None:
         await interaction.response.edit_message(content=f"again by {interaction.user.name}", view=self)
+
+    @discord.ui.button(label="Rename", custom_id="harness:rename")
+    async def rename(self, interaction: discord.Interaction, button: discord.ui.Button[AgainView]) -> None:
+        await interaction.response.send_modal(RenameModal(update=True))
+
+
+class RenameModal(discord.ui.Modal, title="Rename"):
+    """Two text inputs, one in an action row and one in a label (both shapes Discord takes)."""
+
+    name: discord.ui.TextInput[RenameModal] = discord.ui.TextInput(
+        label="New name", custom_id="name", default="old name", max_length=20
+    )
+    note: discord.ui.Label[RenameModal] = discord.ui.Label(
+        text="Note", component=discord.ui.TextInput(custom_id="note", required=False)
+    )
+
+    def __init__(self, *, update: bool = False, chain: bool = False) -> None:
+        super().__init__(custom_id="harness:rename-modal")
+        self.update, self.chain = update, chain
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        if self.chain:  # Discord refuses a modal in answer to a modal
+            try:
+                await interaction.response.send_modal(RenameModal())
+            except discord.HTTPException as error:
+                harness_bot(interaction).outcomes.append(error)
+            return
+        assert isinstance(self.note.component, discord.ui.TextInput)
+        content = f"renamed to {self.name.value} ({self.note.component.value or 'no note'})"
+        if self.update:
+            await interaction.response.edit_message(content=content)
+        else:
+            await interaction.response.send_message(content)
 
 
 class HarnessBot(commands.Bot):
@@ -48,7 +82,7 @@ class HarnessBot(commands.Bot):
 
     async def setup_hook(self) -> None:
         self.add_view(AgainView(timeout=None))
-        for command in (ping, draw, say, slow, countdown, buttons, inspect):
+        for command in (ping, draw, say, slow, countdown, buttons, inspect, rename):
             self.tree.add_command(command, guild=self.guild)
         self.tree.add_command(SdAdmin(), guild=self.guild)
         await self.tree.sync(guild=self.guild)
@@ -119,6 +153,12 @@ async def inspect(interaction: discord.Interaction, image: discord.Attachment) -
 
 
 @app_commands.command()
+async def rename(interaction: discord.Interaction, chain: bool = False) -> None:
+    """Ask for a new name in a modal."""
+    await interaction.response.send_modal(RenameModal(chain=chain))
+
+
+@app_commands.command()
 async def buttons(interaction: discord.Interaction) -> None:
     """Post a message with a persistent button."""
     await interaction.response.send_message("press it", view=AgainView(timeout=None))
@@ -153,7 +193,7 @@ async def test_startup_reaches_ready_and_syncs_commands(fake_discord: FakeDiscor
     nsfw = guild.get_channel(fake_discord.channels["nsfw"].id)
     assert isinstance(nsfw, discord.TextChannel) and nsfw.is_nsfw()
     synced = {command["name"] for command in fake_discord.commands()}
-    assert synced == {"ping", "draw", "say", "slow", "countdown", "buttons", "inspect", "sdadmin"}
+    assert synced == {"ping", "draw", "say", "slow", "countdown", "buttons", "inspect", "rename", "sdadmin"}
 
     interaction = await fake_discord.slash("ping", user="bob")
     reply = await fake_discord.wait_for_reply(interaction)
@@ -231,7 +271,7 @@ async def test_edit_rate_limit_is_retried_by_discord_py(fake_discord: FakeDiscor
 
 async def test_button_click_updates_the_message(fake_discord: FakeDiscord, bot: HarnessBot) -> None:
     posted = await fake_discord.wait_for_reply(await fake_discord.slash("buttons"))
-    assert [button["label"] for button in posted.buttons] == ["Again"]
+    assert [button["label"] for button in posted.buttons] == ["Again", "Rename"]
     click = await fake_discord.click(posted, "Again", user="bob")
     await fake_discord.wait_for_ack(click)
     assert click.response_type == 7
@@ -281,6 +321,65 @@ async def test_attachment_option_is_readable_by_the_bot(fake_discord: FakeDiscor
     interaction = await fake_discord.slash("inspect", image=Upload("in.png", png_bytes(), "image/png"))
     reply = await fake_discord.wait_for_reply(interaction)
     assert reply.content == f"in.png {len(png_bytes())}"
+
+
+async def test_a_modal_round_trips_its_prefilled_and_typed_values(
+    fake_discord: FakeDiscord, bot: HarnessBot
+) -> None:
+    opened = await fake_discord.slash("rename", user="bob")
+    await fake_discord.wait_for_ack(opened)
+    modal = opened.modal
+    assert modal is not None and (modal["title"], modal["custom_id"]) == ("Rename", "harness:rename-modal")
+    assert modal_text_inputs(modal["components"])[0]["value"] == "old name"
+    submitted = await fake_discord.submit_modal(opened, {"note": "shorter"})
+    reply = await fake_discord.wait_for_reply(submitted)
+    assert reply.content == "renamed to old name (shorter)"
+    assert submitted.user.name == "bob" and submitted.type == 5
+
+
+async def test_a_modal_opened_by_a_button_may_update_that_message(
+    fake_discord: FakeDiscord, bot: HarnessBot
+) -> None:
+    interaction = await fake_discord.slash("buttons")
+    message = await fake_discord.wait_for_reply(interaction)
+    opened = await fake_discord.click(message, "Rename")
+    await fake_discord.wait_for_ack(opened)
+    submitted = await fake_discord.submit_modal(opened, {"name": "new name"})
+    await fake_discord.wait_for_ack(submitted)
+    assert submitted.response_type == 7
+    assert message.content == "renamed to new name (no note)"
+
+
+async def test_the_client_submits_a_modal_only_within_its_rules(
+    fake_discord: FakeDiscord, bot: HarnessBot
+) -> None:
+    opened = await fake_discord.slash("rename")
+    await fake_discord.wait_for_ack(opened)
+    with pytest.raises(RefusedByClient, match=r"takes 0\.\.20 characters"):
+        await fake_discord.submit_modal(opened, {"name": "x" * 21})
+    with pytest.raises(RefusedByClient, match="'name' is required"):
+        await fake_discord.submit_modal(opened, {"name": ""})
+    with pytest.raises(RefusedByClient, match="no text inputs"):
+        await fake_discord.submit_modal(opened, {"title": "x"})
+    await fake_discord.submit_modal(opened)
+    with pytest.raises(RefusedByClient, match="submitted already"):
+        await fake_discord.submit_modal(opened)
+    ping = await fake_discord.slash("ping")
+    await fake_discord.wait_for_ack(ping)
+    with pytest.raises(RefusedByClient, match="not answered with a modal"):
+        await fake_discord.submit_modal(ping)
+
+
+async def test_a_modal_in_answer_to_a_modal_is_a_violation(
+    fake_discord: FakeDiscord, bot: HarnessBot
+) -> None:
+    opened = await fake_discord.slash("rename", chain=True)
+    await fake_discord.wait_for_ack(opened)
+    await fake_discord.submit_modal(opened)
+    [error] = await fake_discord.wait_for(lambda: bot.outcomes)
+    assert isinstance(error, discord.HTTPException) and error.status == 400
+    [violation] = fake_discord.take_violations()
+    assert "a modal cannot answer an interaction of type 5" in violation
 
 
 async def test_leftover_tasks_are_found() -> None:

@@ -27,7 +27,9 @@ if TYPE_CHECKING:
     from .server import FakeDiscord
 
 COMPONENTS_V2 = 1 << 15
-ACTION_ROW, BUTTON = 1, 2
+ACTION_ROW, BUTTON, TEXT_INPUT, LABEL = 1, 2, 4, 18
+APPLICATION_COMMAND, MESSAGE_COMPONENT, MODAL_SUBMIT = 2, 3, 5
+MODAL = 9
 
 
 class DiscordError(Exception):
@@ -277,13 +279,16 @@ class Rest:
         body: Body = request[BODY]
         callback_type = body.json["type"]
         data = body.json.get("data") or {}
-        is_component = interaction.type == 3
+        # A modal opened from a button submits as a component interaction of that button's message.
+        is_component = interaction.source_message is not None
         if callback_type in (6, 7) and not is_component:
             raise form_error(f"callback type {callback_type} only answers a component interaction")
         if (callback_type == 8) != (interaction.type == 4):
             raise form_error("an autocomplete interaction is answered with choices (8), and only it")
         if callback_type == 8 and len(data.get("choices") or []) > 25:
             raise form_error("at most 25 autocomplete choices")
+        if callback_type == MODAL:
+            check_modal(interaction, data)
         message: Message | None = None
         flags = int(data.get("flags") or 0) & EPHEMERAL
         if callback_type == 4:
@@ -482,6 +487,31 @@ def check_components(components: list[dict[str, Any]], flags: int, rules: Any) -
             if custom_id in seen:
                 raise form_error(f"custom_id {custom_id!r} is used twice in one message")
             seen.add(custom_id)
+
+
+def modal_text_inputs(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The text inputs of a modal's (or a modal submission's) components: in action rows or in labels."""
+    inputs = []
+    for component in components:
+        children = component.get("components") or [component.get("component") or {}]
+        inputs += [child for child in children if child.get("type") == TEXT_INPUT]
+    return inputs
+
+
+def check_modal(interaction: Interaction, data: dict[str, Any]) -> None:
+    """Discord's rules for a modal beyond the spec's shapes: only a slash command or a component opens one,
+    its inputs' custom_ids are unique, and a prefilled value keeps its input's length bounds."""
+    if interaction.type not in (APPLICATION_COMMAND, MESSAGE_COMPONENT):
+        raise form_error(f"a modal cannot answer an interaction of type {interaction.type}")
+    seen: set[str] = set()
+    for text_input in modal_text_inputs(data.get("components") or []):
+        custom_id = text_input["custom_id"]
+        if custom_id in seen:
+            raise form_error(f"custom_id {custom_id!r} is used twice in one modal")
+        seen.add(custom_id)
+        value, longest = text_input.get("value"), text_input.get("max_length")
+        if value is not None and longest is not None and len(value) > longest:
+            raise form_error(f"{custom_id}: prefilled with {len(value)} characters, max_length {longest}")
 
 
 def check_content(content: str | None, rules: Any) -> None:

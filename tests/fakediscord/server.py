@@ -35,8 +35,12 @@ from .commands import (
 )
 from .gateway import Gateway, Session
 from .rest import (
+    ACTION_ROW,
     BODY,
     BUTTON,
+    LABEL,
+    MODAL_SUBMIT,
+    TEXT_INPUT,
     Body,
     DiscordError,
     Rest,
@@ -46,6 +50,7 @@ from .rest import (
     check_content,
     check_files,
     json_response,
+    modal_text_inputs,
     rate_limit_reply,
     read_body,
     resolve_embeds,
@@ -585,6 +590,36 @@ class FakeDiscord:
         where = next(c for c in self.channels.values() if c.id == message.channel_id)
         return await self._dispatch_interaction(3, member, where, data, source=message)
 
+    async def submit_modal(self, opened: Interaction, values: dict[str, str] | None = None) -> Interaction:
+        """Submit the modal the bot answered ``opened`` with, as its user: each text input sends its value in
+        ``values`` (by custom_id), else what the bot prefilled. Refused (``RefusedByClient``) as Discord's
+        client would: no modal, submitted already, a required input empty, a value outside its lengths."""
+        modal = opened.modal
+        if modal is None:
+            raise RefusedByClient(f"interaction {opened.id} was not answered with a modal")
+        if opened.modal_submission is not None:
+            raise RefusedByClient("that modal was submitted already")
+        values = dict(values or {})
+        components = []
+        for component in modal["components"]:
+            submitted = [
+                {"type": TEXT_INPUT, "custom_id": text_input["custom_id"], "value": value}
+                for text_input in modal_text_inputs([component])
+                for value in [_modal_value(text_input, values.pop(text_input["custom_id"], None))]
+            ]
+            if component["type"] == ACTION_ROW:
+                components.append({"type": ACTION_ROW, "components": submitted})
+            elif component["type"] == LABEL and submitted:
+                components.append({"type": LABEL, "component": submitted[0]})
+        if values:
+            raise RefusedByClient(f"the modal has no text inputs {sorted(values)}")
+        data = {"custom_id": modal["custom_id"], "components": components}
+        submission = await self._dispatch_interaction(
+            MODAL_SUBMIT, opened.user, opened.channel, data, source=opened.source_message
+        )
+        opened.modal_submission = submission
+        return submission
+
     def _store_upload(self, upload: Upload, channel: Channel) -> Attachment:
         return self.store_attachment(
             upload.filename, UploadedFile(upload.filename, upload.content_type, upload.data), None, channel.id
@@ -642,3 +677,17 @@ class FakeDiscord:
     async def reconnect_gateway(self) -> None:
         """Ask connected clients to reconnect (op 7); they resume their sessions."""
         await self.gateway.request_reconnect()
+
+
+def _modal_value(text_input: dict[str, Any], value: str | None) -> str:
+    """What Discord's client submits for a text input: the typed value, else the prefilled one; refused
+    where the input's rules forbid it (an optional input may stay empty)."""
+    value = (text_input.get("value") or "") if value is None else value
+    shortest, longest = text_input.get("min_length") or 0, text_input.get("max_length") or 4000
+    if value and not shortest <= len(value) <= longest:
+        raise RefusedByClient(
+            f"text input {text_input['custom_id']!r} takes {shortest}..{longest} characters, not {len(value)}"
+        )
+    if not value and text_input.get("required", True):
+        raise RefusedByClient(f"text input {text_input['custom_id']!r} is required")
+    return value

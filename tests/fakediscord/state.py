@@ -334,6 +334,7 @@ class Interaction:
     response_data: dict[str, Any] | None = None
     original: Message | None = None
     followups: list[Message] = field(default_factory=list)
+    modal_submission: Interaction | None = None  # the MODAL_SUBMIT that answered this one's modal
 
     @property
     def acknowledged(self) -> bool:
