@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sqlite3
+import time
 from pathlib import Path
 
 import aiosqlite
@@ -11,6 +14,7 @@ import pytest
 
 from sdbot.db import Database, connect, migrate
 from sdbot.db.connection import Migration, load_migrations
+from sdbot.db.database import SOURCE_GRACE, sources_folder
 from sdbot.errors import ConfigError
 from sdbot.params import JobKind, JobParams, JobState
 
@@ -122,6 +126,8 @@ async def test_job_round_trip_and_lifecycle(db: Database) -> None:
         100.0,
     )
     assert await db.jobs.source_png(job.id) == b"\x89PNG fake"
+    [stored] = list(sources_folder(db.path).iterdir())  # a file beside the database, not a row's blob
+    assert stored.read_bytes() == b"\x89PNG fake"
     assert await db.jobs.mark_running(job.id, 101.0)
     await db.jobs.set_message(job.id, 555)
     assert await db.jobs.mark_done(job.id, [7, 8], [False, None], 103.0)
@@ -130,6 +136,81 @@ async def test_job_round_trip_and_lifecycle(db: Database) -> None:
     assert (done.state, done.seeds, done.nsfw, done.message_id) == ("done", [7, 8], [False, None], 555)
     assert (done.started_at, done.finished_at) == (101.0, 103.0)
     assert await db.jobs.source_png(job.id) is None, "the source image is dropped once the job is finished"
+    assert not stored.exists()
+
+
+async def test_a_job_that_cannot_be_stored_leaves_no_picture_behind(db: Database) -> None:
+    with pytest.raises(sqlite3.IntegrityError):  # its parent does not exist
+        await db.jobs.create(
+            guild_id=1,
+            channel_id=2,
+            user_id=3,
+            kind=JobKind.VARIATION,
+            params=PARAMS,
+            image_count=1,
+            parent_id=999,
+            source_png=b"\x89PNG",
+            now=1.0,
+        )
+    assert list(sources_folder(db.path).iterdir()) == []
+
+
+async def test_start_up_deletes_pictures_no_unfinished_job_needs(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    db = await Database.open(path)
+    queued = await db.jobs.create(
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        kind=JobKind.UPSCALE,
+        params=PARAMS,
+        image_count=1,
+        source_png=b"\x89PNG kept",
+        now=1.0,
+    )
+    await db.close()
+    folder = sources_folder(path)
+    old, young = folder / "0123456789abcdef0123456789abcdef.png", folder / ".half-written.png.partial"
+    old.write_bytes(b"left by a crash")
+    young.write_bytes(b"being written")
+    os.utime(old, (time.time() - SOURCE_GRACE - 60,) * 2)
+
+    db = await Database.open(path)
+    try:
+        assert not old.exists() and young.exists()
+        assert await db.jobs.source_png(queued.id) == b"\x89PNG kept"
+    finally:
+        await db.close()
+
+
+async def test_schema_3_keeps_every_job_its_parent_links_and_id_counter(tmp_path: Path) -> None:
+    path = tmp_path / "bot.sqlite3"
+    conn = await connect(path)
+    await migrate(conn, load_migrations()[:2])
+    insert = (
+        "INSERT INTO jobs (guild_id, channel_id, user_id, kind, parent_id, params, image_count, state, "
+        "seeds, source_png, created_at) VALUES (1, 2, 3, ?, ?, ?, 1, ?, ?, ?, 1.0)"
+    )
+    await conn.execute(insert, ("txt2img", None, PARAMS.to_json(), "done", "[5]", None))
+    await conn.execute(insert, ("variation", 1, PARAMS.to_json(), "queued", "[]", b"\x89PNG from v1"))
+    await conn.execute(insert, ("txt2img", None, PARAMS.to_json(), "done", "[6]", None))
+    await conn.execute("DELETE FROM jobs WHERE id = 3")  # the newest id must still never come back
+    await conn.close()
+
+    db = await Database.open(path)
+    try:
+        parent, queued = await db.jobs.get(1), await db.jobs.get(2)
+        assert parent is not None and parent.seeds == [5]
+        assert queued is not None and (queued.kind, queued.parent_id) == (JobKind.VARIATION, 1)
+        assert await db.jobs.source_png(2) == b"\x89PNG from v1"  # queued before the upgrade: still runs
+        fresh = await db.jobs.create(
+            guild_id=1, channel_id=2, user_id=3, kind=JobKind.TXT2IMG, params=PARAMS, image_count=1, now=2
+        )
+        assert fresh.id == 4
+        assert await db.jobs.mark_done(2, [9], [False], 3.0)
+        assert await db.jobs.source_png(2) is None
+    finally:
+        await db.close()
 
 
 async def test_a_finished_job_cannot_change_state_again(db: Database) -> None:

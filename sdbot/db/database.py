@@ -7,6 +7,7 @@ nothing. Several ``Database`` objects (or bot processes) may share a file: write
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,13 @@ from sdbot.db.guilds import GuildsRepository
 from sdbot.db.jobs import JobsRepository, delete_user_jobs
 from sdbot.db.members import MembersRepository, delete_user_overrides
 from sdbot.db.meta import MetaRepository
+from sdbot.db.sources import SourceStore
 from sdbot.db.usage import UsageRepository, delete_user_usage
+
+log = logging.getLogger(__name__)
+
+# A stored picture no unfinished job names is left alone this long (another process may be writing its row).
+SOURCE_GRACE = 10 * 60
 
 
 @dataclass(frozen=True)
@@ -38,12 +45,13 @@ class Database:
         self.guilds = GuildsRepository(gateway)
         self.members = MembersRepository(gateway)
         self.usage = UsageRepository(gateway)
-        self.jobs = JobsRepository(gateway)
+        self.jobs = JobsRepository(gateway, SourceStore(sources_folder(path)))
         self.meta = MetaRepository(gateway)
 
     @classmethod
     async def open(cls, path: str | Path) -> Database:
-        """Open (creating the file and its folder if needed) and bring the schema up to date."""
+        """Open (creating the file and its folder if needed), bring the schema up to date and delete the
+        stored pictures no unfinished job needs any more."""
         path = Path(path)
         conn = await connect(path)
         try:
@@ -51,7 +59,11 @@ class Database:
         except BaseException:
             await conn.close()
             raise
-        return cls(Gateway(conn), path, version)
+        db = cls(Gateway(conn), path, version)
+        removed = await db.jobs.sweep_sources(older_than=SOURCE_GRACE)
+        if removed:
+            log.info("deleted %d stored picture(s) of jobs that had ended", removed)
+        return db
 
     async def close(self) -> None:
         await self._gateway.conn.close()
@@ -64,3 +76,8 @@ class Database:
                 usage=await delete_user_usage(conn, guild_id, user_id),
                 overrides=await delete_user_overrides(conn, guild_id, user_id),
             )
+
+
+def sources_folder(db_path: Path) -> Path:
+    """Where the pictures of unfinished jobs live: a folder beside the database file, named after it."""
+    return db_path.parent / f"{db_path.stem}-sources"

@@ -3,8 +3,9 @@ working (a reroll reads its parent's parameters from here).
 
 A job moves queued -> running -> done | failed | cancelled; ``requeue`` puts a running job back in the queue
 after a restart. Each transition checks the state it starts from and says whether it happened, so that a
-cancel racing a finish has exactly one winner. The img2img source image is kept only while the job is
-unfinished. Interaction tokens are credentials and are never stored.
+cancel racing a finish has exactly one winner. The picture a job starts from is a file of the
+``SourceStore``, written before the row that names it and deleted when the job ends (jobs queued before
+schema 3 keep theirs in ``source_png``). Interaction tokens are credentials and are never stored.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 import aiosqlite
 
 from sdbot.db.gateway import Gateway
+from sdbot.db.sources import SourceStore
 from sdbot.params import JobKind, JobParams, JobState
 
 UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
@@ -98,8 +100,9 @@ def _record(row: sqlite3.Row) -> JobRecord:
 class JobsRepository:
     """Reads and writes the ``jobs`` table."""
 
-    def __init__(self, gateway: Gateway) -> None:
+    def __init__(self, gateway: Gateway, sources: SourceStore) -> None:
         self._gateway = gateway
+        self._sources = sources
 
     async def create(
         self,
@@ -115,24 +118,30 @@ class JobsRepository:
         source_png: bytes | None = None,
         now: float,
     ) -> JobRecord:
-        """Store a new queued job and return it with its id."""
-        row = await self._gateway.fetch_one(
-            "INSERT INTO jobs (guild_id, channel_id, user_id, kind, parent_id, params, image_count, "
-            "reservation_id, source_png, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            f"RETURNING {_COLUMNS}",
-            (
-                guild_id,
-                channel_id,
-                user_id,
-                kind,
-                parent_id,
-                params.to_json(),
-                image_count,
-                reservation_id,
-                source_png,
-                now,
-            ),
-        )
+        """Store a new queued job (and the picture it starts from) and return it with its id."""
+        source_file = None if source_png is None else await self._sources.write(source_png)
+        try:
+            row = await self._gateway.fetch_one(
+                "INSERT INTO jobs (guild_id, channel_id, user_id, kind, parent_id, params, image_count, "
+                "reservation_id, source_file, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                f"RETURNING {_COLUMNS}",
+                (
+                    guild_id,
+                    channel_id,
+                    user_id,
+                    kind,
+                    parent_id,
+                    params.to_json(),
+                    image_count,
+                    reservation_id,
+                    source_file,
+                    now,
+                ),
+            )
+        except BaseException:
+            if source_file is not None:
+                await self._sources.delete(source_file)
+            raise
         assert row is not None
         return _record(row)
 
@@ -141,9 +150,21 @@ class JobsRepository:
         return None if row is None else _record(row)
 
     async def source_png(self, job_id: int) -> bytes | None:
-        """The img2img source of an unfinished job (kept so that the job survives a restart)."""
-        row = await self._gateway.fetch_one("SELECT source_png FROM jobs WHERE id = ?", (job_id,))
-        return None if row is None else row["source_png"]
+        """The picture an unfinished job starts from (kept so that the job survives a restart)."""
+        row = await self._gateway.fetch_one(
+            "SELECT source_file, source_png FROM jobs WHERE id = ?", (job_id,)
+        )
+        if row is None:
+            return None
+        if row["source_file"] is not None:
+            return await self._sources.read(row["source_file"])
+        return row["source_png"]
+
+    async def sweep_sources(self, *, older_than: float) -> int:
+        """Delete the stored pictures that no unfinished job names and that are older than ``older_than``
+        seconds (a younger one may belong to a row another process is about to write)."""
+        rows = await self._gateway.fetch_all("SELECT source_file FROM jobs WHERE source_file IS NOT NULL")
+        return await self._sources.sweep({row["source_file"] for row in rows}, older_than=older_than)
 
     async def mark_running(self, job_id: int, now: float) -> bool:
         """queued -> running; False if the job was no longer queued (cancelled meanwhile, say)."""
@@ -152,26 +173,18 @@ class JobsRepository:
     async def mark_done(
         self, job_id: int, seeds: Sequence[int], nsfw: Sequence[bool | None], now: float
     ) -> bool:
-        """Record each image's seed and NSFW verdict (None: not checked) and drop the source image."""
-        return await self._transition(
+        """Record each image's seed and NSFW verdict (None: not checked) and drop the source picture."""
+        return await self._end(
             job_id,
-            UNFINISHED,
-            "state = 'done', seeds = ?, nsfw = ?, finished_at = ?, source_png = NULL",
+            "state = 'done', seeds = ?, nsfw = ?, finished_at = ?",
             (json.dumps(list(seeds)), json.dumps(list(nsfw)), now),
         )
 
     async def mark_failed(self, job_id: int, error: str, now: float) -> bool:
-        return await self._transition(
-            job_id,
-            UNFINISHED,
-            "state = 'failed', error = ?, finished_at = ?, source_png = NULL",
-            (error, now),
-        )
+        return await self._end(job_id, "state = 'failed', error = ?, finished_at = ?", (error, now))
 
     async def mark_cancelled(self, job_id: int, now: float) -> bool:
-        return await self._transition(
-            job_id, UNFINISHED, "state = 'cancelled', finished_at = ?, source_png = NULL", (now,)
-        )
+        return await self._end(job_id, "state = 'cancelled', finished_at = ?", (now,))
 
     async def requeue(self, job_id: int) -> bool:
         """running -> queued, for a job a restart interrupted."""
@@ -216,6 +229,25 @@ class JobsRepository:
         """Delete a member's jobs in a server; other jobs made from them keep their own parameters."""
         async with self._gateway.transaction() as conn:
             return await delete_user_jobs(conn, guild_id, user_id)
+
+    async def _end(self, job_id: int, assignments: str, params: tuple[Any, ...]) -> bool:
+        """An unfinished job's last transition; its source picture is deleted once that is committed."""
+        placeholders = ", ".join("?" for _ in UNFINISHED)
+        async with self._gateway.transaction() as conn:
+            async with conn.execute(
+                f"SELECT source_file FROM jobs WHERE id = ? AND state IN ({placeholders})",
+                (job_id, *UNFINISHED),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is None:
+                return False
+            await conn.execute(
+                f"UPDATE jobs SET {assignments}, source_file = NULL, source_png = NULL WHERE id = ?",
+                (*params, job_id),
+            )
+        if row["source_file"] is not None:
+            await self._sources.delete(row["source_file"])
+        return True
 
     async def _transition(
         self, job_id: int, from_states: tuple[str, ...], assignments: str, params: tuple[Any, ...]
