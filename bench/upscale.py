@@ -42,7 +42,7 @@ REALWORLD_X4 = {
     "upsampler": "nearest+conv",
     "image_size": 64,
 }
-TINY = {"embed_dim": 16, "depths": [1, 1], "num_heads": [2, 2], "window_size": 8, "upscale": 2, "image_size": 64}
+TINY = {"embed_dim": 16, "depths": [1, 1], "num_heads": [2, 2], "window_size": 8, "upscale": 2}
 
 
 def build(folder: Path, config: dict[str, object]) -> Path:

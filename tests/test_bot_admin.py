@@ -34,6 +34,7 @@ async def test_settings_answer_with_their_new_value(start_sdbot, fake_discord):
     assert "at most **2** images" in await admin(fake_discord, "count", images=2)
     assert "**1** job(s) waiting" in await admin(fake_discord, "queue-limit", jobs=1)
     assert "Upscaling is now **off**" in await admin(fake_discord, "upscale", allowed=False)
+    assert "may no longer start `/imagine`" in await admin(fake_discord, "uploads", allowed=False)
     assert "**262,144** pixels (512x512)" in await admin(fake_discord, "max-size", size="512x512")
     assert "same quota as everyone" in await admin(fake_discord, "managers-exempt", exempt=False)
     shown = await admin(fake_discord, "show")
@@ -43,6 +44,7 @@ async def test_settings_answer_with_their_new_value(start_sdbot, fake_discord):
         "default **45**, max **60**",
         "at most **2**",
         "Upscaling: **off**",
+        "own pictures: **off**",
     ):
         assert expected in shown
     too_many = await fake_discord.slash("imagine", raw=True, prompt="three", count=3, **SMALL)

@@ -31,6 +31,7 @@ async def test_changes_persist_and_other_servers_keep_defaults(
     await service.set_daily_quota(GUILD, 5)
     await service.set_managers_exempt(GUILD, False)
     await service.set_upscale_allowed(GUILD, False)
+    await service.set_uploads_allowed(GUILD, False)
     await service.set_max_pixels(GUILD, 512 * 512)
     await service.set_user_queue_limit(GUILD, 7)
     await service.set_max_count(GUILD, 1)
@@ -42,6 +43,7 @@ async def test_changes_persist_and_other_servers_keep_defaults(
         False,
     )
     assert (fresh.max_pixels, fresh.user_queue_limit, fresh.max_count) == (512 * 512, 7, 1)
+    assert not fresh.uploads_allowed
     assert await service.get(GUILD + 1) == service.defaults
 
 

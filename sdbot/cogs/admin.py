@@ -62,6 +62,7 @@ def settings_text(settings: GuildSettings) -> str:
             f"Largest image: {_pixels_text(settings)}",
             f"Queued jobs per member: **{settings.user_queue_limit}**",
             f"Upscaling: **{'on' if settings.upscale_allowed else 'off'}**",
+            f"Starting from members' own pictures: **{'on' if settings.uploads_allowed else 'off'}**",
             f"Channels: {channels}",
             f"Banned words: **{len(settings.banned_words)}** (`/sdadmin banned list`)",
         ]
@@ -173,6 +174,12 @@ class Admin(
     async def upscale(self, interaction: discord.Interaction, allowed: bool) -> None:
         settings = await self._settings.set_upscale_allowed(guild_of(interaction), allowed)
         await reply(interaction, f"Upscaling is now **{'on' if settings.upscale_allowed else 'off'}**.")
+
+    @app_commands.command(name="uploads", description="Allow or forbid /imagine from a member's own picture.")
+    async def uploads(self, interaction: discord.Interaction, allowed: bool) -> None:
+        settings = await self._settings.set_uploads_allowed(guild_of(interaction), allowed)
+        state = "may" if settings.uploads_allowed else "may no longer"
+        await reply(interaction, f"Members {state} start `/imagine` from their own picture.")
 
     @app_commands.command(name="stats", description="Images in the last 24 hours, top members and the queue.")
     async def stats(self, interaction: discord.Interaction) -> None:

@@ -27,6 +27,7 @@ SCALAR_SETTINGS: Mapping[str, type] = MappingProxyType(
         "user_queue_limit": int,
         "upscale_allowed": bool,
         "default_model": str,
+        "uploads_allowed": bool,
     }
 )
 # Each list setting: its table and value column. An empty list means "no restriction" (channels, models).

@@ -50,6 +50,7 @@ class GuildSettings:
     channels: frozenset[int] = field(default_factory=frozenset)  # empty: every channel
     banned_words: frozenset[str] = field(default_factory=frozenset)
     upscale_allowed: bool = True
+    uploads_allowed: bool = True  # members may start /imagine from their own picture
     default_model: str | None = None  # None: the library's default
     models: frozenset[str] = field(default_factory=frozenset)  # models members may use; empty: every one
 
@@ -179,6 +180,9 @@ class SettingsService:
 
     async def set_upscale_allowed(self, guild_id: int, allowed: bool) -> GuildSettings:
         return await self._set(guild_id, "upscale_allowed", bool(allowed))
+
+    async def set_uploads_allowed(self, guild_id: int, allowed: bool) -> GuildSettings:
+        return await self._set(guild_id, "uploads_allowed", bool(allowed))
 
     async def reset(self, guild_id: int) -> GuildSettings:
         """Every setting except channels and banned words back to its default."""
