@@ -28,21 +28,37 @@ MIN_SIDE, MAX_SIDE = 64, 2048
 MIN_COUNT, MAX_COUNT = 1, 4
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_LENGTH = 1000
+ZOOM_FACTORS = (1.5, 2.0)  # Zoom Out's choices, as Midjourney offers them
 
 
 class JobKind(enum.StrEnum):
-    """What a member asked for. Reroll runs as a text-to-image job; variation and upscale start from an
-    image of an earlier job."""
+    """What a member asked for. The text kinds run from the prompt alone; every other kind starts from a
+    picture: the member's own (img2img) or an image of an earlier result (the buttons)."""
 
     TXT2IMG = "txt2img"
     REROLL = "reroll"
-    VARIATION = "variation"
-    UPSCALE = "upscale"
+    REMIX = "remix"  # an earlier request again, with its seed, and the prompt the member edited
+    IMG2IMG = "img2img"  # /imagine from the member's own picture
+    VARY_SUBTLE = "vary_subtle"
+    VARIATION = "variation"  # Vary (Strong); named before there was a subtle one
+    UPSCALE_SUBTLE = "upscale_subtle"  # 2x by a super-resolution model, no diffusion
+    UPSCALE = "upscale"  # Upscale (Creative): 2x with a light diffusion pass that invents detail
+    ZOOM_OUT = "zoom_out"
+    PAN = "pan"
 
     @property
     def from_image(self) -> bool:
-        """Whether the job starts from a source image (kept with the job until it ends)."""
-        return self in (JobKind.VARIATION, JobKind.UPSCALE)
+        """Whether the job starts from a source picture (kept with the job until it ends)."""
+        return self not in (JobKind.TXT2IMG, JobKind.REROLL, JobKind.REMIX)
+
+
+class PanDirection(enum.StrEnum):
+    """The side of a picture where Pan grows the canvas."""
+
+    LEFT = "left"
+    RIGHT = "right"
+    UP = "up"
+    DOWN = "down"
 
 
 class JobState(enum.StrEnum):
@@ -78,7 +94,8 @@ class JobParams:
     one, so that a resumed job makes the same images). ``strength`` is set for the kinds that start from an
     image: how far the result may move from it (1: nothing of it is kept). ``model`` is the library name
     of the model that makes the images (empty: the library's default, as jobs stored before there were
-    several models)."""
+    several models). ``zoom`` or ``pan`` make an outpainting job: the picture shrunk by ``zoom`` in the
+    middle of a canvas of ``width`` x ``height``, or that canvas grown on the ``pan`` side of it."""
 
     prompt: str
     negative_prompt: str = ""
@@ -90,6 +107,15 @@ class JobParams:
     count: int = 1
     strength: float | None = None
     model: str = ""
+    zoom: float | None = None
+    pan: PanDirection | None = None
+
+    @property
+    def outpaint(self) -> str | None:
+        """What an outpainting job does, as PNG parameters and messages say it: ``zoom 2x``, ``pan left``."""
+        if self.zoom is not None:
+            return f"zoom {self.zoom:g}x"
+        return None if self.pan is None else f"pan {self.pan}"
 
     @property
     def size(self) -> tuple[int, int]:
@@ -102,7 +128,7 @@ class JobParams:
     def batch_key(self) -> tuple[object, ...]:
         """What requests must share to run in one pipeline call (one model, one schedule, one size); prompts,
         seeds and counts may differ."""
-        return (self.model, self.steps, self.guidance, self.width, self.height, self.strength)
+        return (self.model, self.steps, self.guidance, self.width, self.height, self.strength, self.outpaint)
 
     def images(self, first: int, count: int) -> JobParams:
         """The parameters of images ``first .. first + count - 1`` alone: the same images, seeded from the
@@ -125,7 +151,8 @@ class JobParams:
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown job parameters: {', '.join(unknown)}")
-        return cls(**values)
+        pan = values.get("pan")
+        return cls(**{**values, "pan": None if pan is None else PanDirection(pan)})
 
 
 @dataclass(frozen=True)
@@ -175,6 +202,11 @@ def check_params(params: JobParams, limits: Limits = ENGINE_LIMITS) -> None:
             f"{params.width}x{params.height} is larger than {limits.owner} allows "
             f"({limits.max_pixels:,} pixels; {params.pixels:,} asked)."
         )
+    if params.zoom is not None and params.pan is not None:
+        raise InvalidRequest("A job zooms out or pans, not both.")
+    if params.zoom is not None and params.zoom not in ZOOM_FACTORS:
+        offered = " or ".join(f"{factor:g}x" for factor in ZOOM_FACTORS)
+        raise InvalidRequest(f"Zoom Out is {offered}, not {params.zoom:g}x.")
     if params.strength is not None:
         if not 0 < params.strength <= 1:
             raise InvalidRequest(f"The strength must be above 0 and at most 1, not {params.strength:g}.")

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdbot.inference.canvas import Box, PanDirection, native_canvas, pan, zoom_out
+from sdbot.inference.canvas import Box, native_canvas, pan, zoom_out
+from sdbot.params import PanDirection
 
 
 def noise(size: tuple[int, int], seed: int) -> Image.Image:

@@ -16,21 +16,13 @@ Pure image math on PIL and numpy: the bot's process plans sizes with it without 
 
 from __future__ import annotations
 
-import enum
 import math
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
 
-
-class PanDirection(enum.StrEnum):
-    """The side of the picture where the canvas grows."""
-
-    LEFT = "left"
-    RIGHT = "right"
-    UP = "up"
-    DOWN = "down"
+from sdbot.params import PanDirection
 
 
 @dataclass(frozen=True)
