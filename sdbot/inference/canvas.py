@@ -7,9 +7,11 @@ since the VAE's round trip changes every pixel a little. Along the seams the mas
 the picture, and the put-back fades in across that band, so the new area continues the picture without a
 visible edge; everywhere else in the picture the pixels are exactly the source's.
 
-``zoom_out``: Midjourney's Zoom Out 2x / 1.5x. The canvas keeps the picture's aspect at the model's native
-pixel count (a zoom of an upscale comes back at the model's size), and the picture shrinks into its centre.
-``pan``: the canvas grows by half the picture on one side; the picture keeps its pixels 1:1.
+Zoom Out (Midjourney's 2x / 1.5x): the canvas keeps the picture's aspect at the model's native pixel count
+(``native_canvas``: a zoom of an upscale comes back at the model's size), and the picture shrinks into its
+centre (``zoom_out``). Pan: the canvas grows by half the picture on one side (``pan_canvas``) and the
+picture keeps its pixels 1:1 against the other (``pan``). The services choose the canvas (and check it
+against the server's budget); the engine places the picture on the canvas the job asks for.
 
 Pure image math on PIL and numpy: the bot's process plans sizes with it without importing torch.
 """
@@ -133,33 +135,38 @@ def seam_band(canvas: tuple[int, int], placed: Box) -> int:
 
 
 def native_canvas(size: tuple[int, int], native_pixels: int, multiple: int) -> tuple[int, int]:
-    """``size``'s aspect at about ``native_pixels`` pixels, each side a whole multiple of ``multiple``."""
+    """Zoom Out's canvas: ``size``'s aspect at about ``native_pixels`` pixels, in whole multiples of
+    ``multiple`` (so a zoom of an upscale comes back at the model's size)."""
     width, height = size
     scaled_width = math.sqrt(native_pixels * width / height)
     scaled_height = native_pixels / scaled_width
     return _down_to(scaled_width, multiple), _down_to(scaled_height, multiple)
 
 
-def zoom_out(size: tuple[int, int], factor: float, native_pixels: int, multiple: int) -> Outpaint:
-    """The picture of ``size`` shrunk by ``factor`` into the centre of a canvas with its aspect at the
-    model's native pixel count."""
+def pan_canvas(size: tuple[int, int], direction: PanDirection, multiple: int) -> tuple[int, int]:
+    """Pan's canvas: ``size`` grown by half (in whole multiples of ``multiple``) towards ``direction``."""
+    width, height = size
+    if direction in (PanDirection.LEFT, PanDirection.RIGHT):
+        return width + max(multiple, _down_to(width / 2, multiple)), height
+    return width, height + max(multiple, _down_to(height / 2, multiple))
+
+
+def zoom_out(canvas: tuple[int, int], factor: float) -> Outpaint:
+    """The picture shrunk by ``factor`` into the centre of ``canvas``."""
     if factor <= 1:
         raise ValueError(f"a zoom out factor must be above 1, not {factor:g}")
-    canvas = native_canvas(size, native_pixels, multiple)
     width, height = round(canvas[0] / factor), round(canvas[1] / factor)
     placed = Box((canvas[0] - width) // 2, (canvas[1] - height) // 2, width, height)
     return Outpaint(canvas, placed, frozenset(_SIDES), seam_band(canvas, placed), f"zoom {factor:g}x")
 
 
-def pan(size: tuple[int, int], direction: PanDirection, multiple: int) -> Outpaint:
-    """The canvas grown by half the picture (in whole multiples of ``multiple``) on ``direction``'s side;
-    the picture keeps its size."""
+def pan(canvas: tuple[int, int], size: tuple[int, int], direction: PanDirection) -> Outpaint:
+    """The picture of ``size``, 1:1, against the side of ``canvas`` opposite ``direction``."""
     width, height = size
-    horizontal = direction in (PanDirection.LEFT, PanDirection.RIGHT)
-    grown = max(multiple, _down_to((width if horizontal else height) / 2, multiple))
-    canvas = (width + grown, height) if horizontal else (width, height + grown)
-    left = grown if direction is PanDirection.LEFT else 0
-    top = grown if direction is PanDirection.UP else 0
+    if canvas[0] < width or canvas[1] < height or canvas == size:
+        raise ValueError(f"a {canvas[0]}x{canvas[1]} canvas does not extend a {width}x{height} picture")
+    left = canvas[0] - width if direction is PanDirection.LEFT else 0
+    top = canvas[1] - height if direction is PanDirection.UP else 0
     placed = Box(left, top, width, height)
     seam = {
         PanDirection.LEFT: "left",

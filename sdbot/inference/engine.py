@@ -7,7 +7,9 @@ batch key). Before a batch runs, the memory manager
 (``sdbot.inference.memory``) brings its model onto the device, parking or dropping the least recently used
 others to keep within the memory budgets; the seconds that took are each result's ``Timings.switch``. A
 model's runner (``sdbot.inference.runner``) then makes the images. Models are loaded (and moved) by the
-``ModelLoader`` (``sdbot.inference.loading``), which applies the memory and speed options.
+``ModelLoader`` (``sdbot.inference.loading``), which applies the memory and speed options. One
+super-resolution upscaler (``sdbot.inference.upscalers``, from ``SDBOT_UPSCALER``) serves Upscale (Subtle)
+for every model.
 
 Calls block. The engine serialises them with a lock, so one worker thread (or several) may call it.
 """
@@ -23,7 +25,7 @@ from dataclasses import replace
 
 import torch
 
-from sdbot.config import Settings
+from sdbot.config import DEFAULT_UPSCALER, Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed
 from sdbot.inference.families import Size
 from sdbot.inference.loading import ModelLoader, free_memory, memory_budgets, model_size, resolve_placement
@@ -37,6 +39,7 @@ from sdbot.inference.types import (
     Operation,
     ProgressCallback,
 )
+from sdbot.inference.upscalers import LanczosUpscaler, Upscaler, load_upscaler
 from sdbot.inference.validation import check_batch
 from sdbot.library import ModelEntry, ModelLibrary, load_library
 from sdbot.params import MAX_COUNT, JobParams
@@ -57,8 +60,10 @@ class DiffusersEngine:
         *,
         device_budget: int | None = None,
         parked_budget: int | None = None,
+        upscaler: Upscaler | None = None,
     ) -> None:
         self._loader = loader
+        self.upscaler = upscaler or LanczosUpscaler()
         default = library[library.default]
         self._entries: dict[str, ModelEntry] = {
             entry.name: entry for entry in (default, *(e for e in library.models if e is not default))
@@ -108,7 +113,10 @@ class DiffusersEngine:
                 raise GenerationCancelled("cancelled before it started")
             try:
                 switch = self._memory.acquire(model)
-                return self._runners[model].run(batch, on_progress, should_cancel, switch=switch)
+                runner = self._runners[model]
+                if operation is Operation.SUPER_RESOLUTION:
+                    return runner.super_resolve(batch, self.upscaler, on_progress, switch=switch)
+                return runner.run(batch, on_progress, should_cancel, switch=switch)
             except RuntimeError as error:
                 if not _is_out_of_memory(error):
                     raise
@@ -159,11 +167,19 @@ def load_engine(settings: Settings, library: ModelLibrary | None = None) -> Diff
     placement = resolve_placement(settings.device, settings.dtype)
     loader = ModelLoader(settings, placement)
     device_budget, parked_budget = memory_budgets(settings, placement)
+    upscaler = load_upscaler(
+        settings.upscaler,
+        placement.device,
+        placement.dtype,
+        default=DEFAULT_UPSCALER,
+        token=settings.hf_token,
+    )
     engine = DiffusersEngine(
         loader,
         load_library(settings) if library is None else library,
         device_budget=device_budget,
         parked_budget=parked_budget,
+        upscaler=upscaler,
     )
     for info in engine.models.values():
         log.info(

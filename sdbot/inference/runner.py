@@ -12,6 +12,11 @@ What the call passes depends on the profile and on what the pipeline's ``__call_
 under the family's name for it, a negative prompt only where the family has one, the T5 window
 (``max_sequence_length``: 256 for Flux schnell, 512 for dev), and the size for the image-to-image pipelines
 that take one (Flux's, SD3's) besides the source.
+
+Zoom Out and Pan run the family's inpainting pipeline on the canvas ``sdbot.inference.canvas`` lays out (the
+source in place, a mask over the rest), and the source's own pixels are put back after decoding. Upscale
+(Subtle) runs no pipeline: the super-resolution upscaler enlarges each source, and the model's safety checker
+and PNG parameters follow as for any image.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from diffusers import DiffusionPipeline
 from PIL import Image
 
 from sdbot.errors import GenerationCancelled
+from sdbot.inference.canvas import Outpaint, pan, zoom_out
 from sdbot.inference.families import Family, Size
 from sdbot.inference.latents import decode_to_images, spatial
 from sdbot.inference.pipelines import ModelPipelines
@@ -33,6 +39,7 @@ from sdbot.inference.pngmeta import ImageParameters, encode_png, sampler_name
 from sdbot.inference.previews import PreviewMaker, preview_interval
 from sdbot.inference.safety import SafetyCheck
 from sdbot.inference.types import (
+    UPSCALE_FACTOR,
     CancelCheck,
     EngineRequest,
     GeneratedImage,
@@ -43,6 +50,7 @@ from sdbot.inference.types import (
     ProgressCallback,
     Timings,
 )
+from sdbot.inference.upscalers import Upscaler
 from sdbot.params import JobParams, image_seed, random_seed
 
 
@@ -59,13 +67,18 @@ class PlannedImage:
 @dataclass(frozen=True)
 class Batch:
     """One pipeline run: its images, the parameters they share (``params``: the first request's; the batch
-    key is the same for all) and, for image to image, each image's source at the output size."""
+    key is the same for all) and, for image to image, each image's source at the output size. For outpainting
+    the sources are the canvases (the picture in place), ``masks`` say what to paint and ``outpaints`` hold
+    each image's plan and picture, whose pixels go back in after decoding; for super-resolution the sources
+    are the pictures as they are."""
 
     operation: Operation
     images: list[PlannedImage]
     request_count: int
     params: JobParams
     sources: list[Image.Image] | None = None
+    masks: list[Image.Image] | None = None
+    outpaints: list[tuple[Outpaint, Image.Image]] | None = None
 
     @property
     def size(self) -> Size:
@@ -82,11 +95,25 @@ class Batch:
                 PlannedImage(index, params.prompt, params.negative_prompt, image_seed(base, i))
                 for i in range(params.count)
             )
-        sources = None
-        if operation is not Operation.GENERATE:
-            prepared = [_prepared_source(request) for request in requests]
-            sources = [prepared[image.request] for image in images]
-        return cls(operation, images, len(requests), requests[0].params, sources)
+        first = requests[0].params
+        if operation is Operation.GENERATE:
+            return cls(operation, images, len(requests), first)
+        if operation is Operation.OUTPAINT:
+            outpaints = [_outpaint(request) for request in requests]
+            canvases = [plan.init_image(picture) for plan, picture in outpaints]
+            masks = [plan.mask() for plan, _ in outpaints]
+            return cls(
+                operation,
+                images,
+                len(requests),
+                first,
+                sources=[canvases[image.request] for image in images],
+                masks=[masks[image.request] for image in images],
+                outpaints=[outpaints[image.request] for image in images],
+            )
+        prepare = _source if operation is Operation.SUPER_RESOLUTION else _prepared_source
+        prepared = [prepare(request) for request in requests]
+        return cls(operation, images, len(requests), first, [prepared[image.request] for image in images])
 
 
 class ModelRunner:
@@ -127,11 +154,12 @@ class ModelRunner:
         switch: float = 0.0,
     ) -> list[GenerationResult]:
         """Run ``batch``; ``switch``: seconds spent bringing the model onto the device, for the timings."""
-        pipe = (
-            self.model.text_to_image if batch.operation is Operation.GENERATE else self.model.image_to_image
-        )
+        pipe = {
+            Operation.GENERATE: self.model.text_to_image,
+            Operation.OUTPAINT: self.model.inpaint,
+        }.get(batch.operation, self.model.image_to_image)
         if pipe is None:
-            raise ValueError(f"{self.info.profile.label} models have no image-to-image pipeline")
+            raise ValueError(f"{self.info.profile.label} models have no pipeline to {batch.operation}")
         tile = self._tile_upscales and batch.operation is Operation.UPSCALE
         if tile:
             pipe.vae.enable_tiling()  # the VAE's memory grows with the area
@@ -170,6 +198,11 @@ class ModelRunner:
             raise GenerationCancelled(f"cancelled after step {step_end.cancelled_at} of {step_end.total}")
         denoised = time.perf_counter()
         pictures = decode_to_images(pipe, self.model.profile, output, batch.size) if decode_here else output
+        if batch.outpaints is not None:
+            pictures = [
+                plan.keep_source(picture, source)
+                for (plan, source), picture in zip(batch.outpaints, pictures, strict=True)
+            ]
         decoded = time.perf_counter()
         flags: list[bool | None] = list(self._safety(pictures)) if self._safety else [None] * len(pictures)
         checked = time.perf_counter()
@@ -181,6 +214,39 @@ class ModelRunner:
             total=switch + time.perf_counter() - started,
         )
         return self._results(pipe, batch, pictures, flags, timings)
+
+    @torch.no_grad()
+    def super_resolve(
+        self,
+        batch: Batch,
+        upscaler: Upscaler,
+        on_progress: ProgressCallback | None,
+        *,
+        switch: float = 0.0,
+    ) -> list[GenerationResult]:
+        """Upscale (Subtle): each source enlarged by ``upscaler`` to the batch's size, no diffusion; checked
+        and saved with its parameters and the upscaler's name, as AUTOMATIC1111's extras tab writes them."""
+        assert batch.sources is not None  # Batch.plan keeps each picture as it is
+        started = time.perf_counter()
+        pictures = []
+        for done, source in enumerate(batch.sources, start=1):
+            picture = upscaler.upscale(source, UPSCALE_FACTOR)
+            if picture.size != batch.size:  # the size multiple cut a few pixels
+                picture = picture.resize(batch.size, Image.Resampling.LANCZOS)
+            pictures.append(picture)
+            if on_progress is not None:
+                on_progress(Progress(done, len(batch.sources)))
+        upscaled = time.perf_counter()
+        flags: list[bool | None] = list(self._safety(pictures)) if self._safety else [None] * len(pictures)
+        checked = time.perf_counter()
+        timings = Timings(
+            switch=switch,
+            denoise=upscaled - started,
+            safety=checked - upscaled,
+            total=switch + checked - started,
+        )
+        extra = {"Postprocess upscaler": upscaler.name, "Postprocess upscale by": str(UPSCALE_FACTOR)}
+        return self._results(self.model.text_to_image, batch, pictures, flags, timings, extra)
 
     def _call_options(self, pipe: DiffusionPipeline, batch: Batch) -> dict[str, object]:
         profile, params = self.model.profile, batch.params
@@ -200,6 +266,8 @@ class ModelRunner:
             options |= {"width": params.width, "height": params.height}
         if batch.sources is not None:
             options |= {"image": batch.sources, "strength": params.strength}
+        if batch.masks is not None:
+            options["mask_image"] = batch.masks
         return options
 
     def _render_previews(self, size: Size, firsts: list[int], latents: torch.Tensor) -> list[Image.Image]:
@@ -214,10 +282,15 @@ class ModelRunner:
         pictures: list[Image.Image],
         flags: list[bool | None],
         timings: Timings,
+        extra: dict[str, str] | None = None,
     ) -> list[GenerationResult]:
+        """The PNGs, each with its parameters: the batch's, the model's hash, what an outpainting did
+        (``Outpaint: pan left``) and ``extra``."""
         results: list[list[GeneratedImage]] = [[] for _ in range(batch.request_count)]
         sampler = sampler_name(type(pipe.scheduler).__name__)
         params = batch.params
+        outpaint = {} if params.outpaint is None else {"Outpaint": params.outpaint}
+        written_extra = self._png_extra | outpaint | (extra or {})
         for image, picture, flag in zip(batch.images, pictures, flags, strict=True):
             written = ImageParameters(
                 prompt=image.prompt,
@@ -230,7 +303,7 @@ class ModelRunner:
                 height=params.height,
                 model=self.name,
                 strength=params.strength,
-                extra=self._png_extra,
+                extra=written_extra,
             )
             results[image.request].append(
                 GeneratedImage(picture, image.seed, flag, encode_png(picture, written))
@@ -273,10 +346,24 @@ def _call_parameters(pipeline_class: type[DiffusionPipeline]) -> frozenset[str]:
     return frozenset(inspect.signature(pipeline_class.__call__).parameters)
 
 
+def _source(request: EngineRequest) -> Image.Image:
+    """The source in RGB, at its own size."""
+    assert request.source is not None  # check_batch made sure
+    return request.source.convert("RGB")
+
+
 def _prepared_source(request: EngineRequest) -> Image.Image:
     """The source in RGB at the request's size (an upscale's is twice the source's)."""
-    assert request.source is not None  # check_batch made sure
-    source = request.source.convert("RGB")
+    source = _source(request)
     if source.size == request.params.size:
         return source
     return source.resize(request.params.size, Image.Resampling.LANCZOS)
+
+
+def _outpaint(request: EngineRequest) -> tuple[Outpaint, Image.Image]:
+    """Where the request's picture lies on its canvas (the request's size), and the picture."""
+    params, picture = request.params, _source(request)
+    if params.zoom is not None:
+        return zoom_out(params.size, params.zoom), picture
+    assert params.pan is not None  # check_batch made sure an outpaint request says one or the other
+    return pan(params.size, picture.size, params.pan), picture

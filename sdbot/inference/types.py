@@ -32,6 +32,11 @@ class Operation(enum.StrEnum):
     GENERATE = "generate"
     VARIATION = "variation"
     UPSCALE = "upscale"  # like a variation, but large: the VAE works in tiles (when enabled)
+    # Upscale (Subtle): the super-resolution model enlarges each source to the request's size; no diffusion.
+    SUPER_RESOLUTION = "super_resolution"
+    # Zoom Out and Pan: the source is placed on the request's canvas (``JobParams.zoom``/``pan`` say how)
+    # and the inpainting pipeline paints the rest; the source's own pixels are put back.
+    OUTPAINT = "outpaint"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,9 @@ A batch is of one model of the engine's library (requests naming none are the de
 request's parameters keep the engine's limits narrowed by that model's family (``sdbot.params.check_params``
 with ``families.model_limits``: its size multiple, whether it takes a negative prompt); the requests of a
 batch share their batch key, since one pipeline call runs one model and one denoising schedule at one size;
-image-to-image requests carry their source and strength, and need a model whose family has image to image.
+image-to-image requests carry their source and strength, and need a model whose family has image to image;
+an outpaint request, and only it, says how to zoom out or pan, and needs a model with inpainting;
+super-resolution runs no schedule, so it takes no strength and needs neither pipeline.
 """
 
 from __future__ import annotations
@@ -29,15 +31,20 @@ def check_batch(
     info = models.get(name)
     if info is None:
         raise InvalidRequest(f"There is no model {name!r} here; the models are {', '.join(models)}.")
-    if operation is not Operation.GENERATE and not info.profile.image_to_image:
+    if operation in (Operation.VARIATION, Operation.UPSCALE) and not info.profile.image_to_image:
         raise InvalidRequest(f"{name} ({info.profile.label}) cannot start from an image.")
+    if operation is Operation.OUTPAINT and not info.profile.inpaint:
+        raise InvalidRequest(f"{name} ({info.profile.label}) has no inpainting: it cannot zoom out or pan.")
     limits = model_limits(info.profile, ENGINE_LIMITS, name)
     for request in requests:
         check_params(request.params, limits)
+        if (request.params.outpaint is not None) != (operation is Operation.OUTPAINT):
+            raise ValueError("an outpaint request, and only it, says how to zoom out or pan")
         if operation is Operation.GENERATE:
             continue
         if request.source is None:
             raise ValueError(f"a {operation} request needs a source image")
-        if request.params.strength is None:
-            raise ValueError(f"a {operation} request needs a strength")
+        if (request.params.strength is None) != (operation is Operation.SUPER_RESOLUTION):
+            needs = "takes no" if request.params.strength else "needs a"
+            raise ValueError(f"a {operation} request {needs} strength")
     return name
