@@ -37,6 +37,7 @@ from sdbot.health import Heartbeat, heartbeat_path, write_heartbeat
 from sdbot.inference.types import Engine
 from sdbot.library import ModelLibrary, load_library
 from sdbot.services import open_services
+from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
@@ -48,7 +49,7 @@ from sdbot.views.delivery import Delivery
 
 log = logging.getLogger(__name__)
 
-COGS = ("sdbot.cogs.imagine", "sdbot.cogs.queue", "sdbot.cogs.admin")
+COGS = ("sdbot.cogs.imagine", "sdbot.cogs.tools", "sdbot.cogs.queue", "sdbot.cogs.admin")
 LOAD_LOG_INTERVAL = 15.0  # seconds between "still loading" log lines
 HEARTBEAT_INTERVAL = 20.0  # seconds between heartbeats (the health check allows 120)
 PRUNE_INTERVAL = 60 * 60.0  # seconds between deletions of quota ledger rows older than the window
@@ -93,6 +94,7 @@ class SDBot(commands.Bot):
         self.quotas: QuotaService
         self.queue: JobQueue
         self.imagine: ImagineService
+        self.edits: EditService
         self.delivery: Delivery
 
     async def setup_hook(self) -> None:
@@ -103,7 +105,10 @@ class SDBot(commands.Bot):
         self.quotas = services.quotas
         self.queue = services.queue
         self.imagine = services.imagine
-        self.delivery = Delivery(self, self.db, self.settings_service, self.settings, self.clock)
+        self.edits = services.edits
+        self.delivery = Delivery(
+            self, self.db, self.settings_service, services.models, self.settings, self.clock
+        )
         self.queue.add_listener(self.delivery.on_unwatched)
         self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
         self._housekeeping = [

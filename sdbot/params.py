@@ -28,6 +28,7 @@ MIN_SIDE, MAX_SIDE = 64, 2048
 MIN_COUNT, MAX_COUNT = 1, 4
 MAX_SEED = 2**32 - 1
 MAX_PROMPT_LENGTH = 1000
+MIN_STRENGTH = 0.05  # below this an image-to-image run changes nothing a member could see
 ZOOM_FACTORS = (1.5, 2.0)  # Zoom Out's choices, as Midjourney offers them
 
 
@@ -208,8 +209,10 @@ def check_params(params: JobParams, limits: Limits = ENGINE_LIMITS) -> None:
         offered = " or ".join(f"{factor:g}x" for factor in ZOOM_FACTORS)
         raise InvalidRequest(f"Zoom Out is {offered}, not {params.zoom:g}x.")
     if params.strength is not None:
-        if not 0 < params.strength <= 1:
-            raise InvalidRequest(f"The strength must be above 0 and at most 1, not {params.strength:g}.")
+        if not MIN_STRENGTH <= params.strength <= 1:
+            raise InvalidRequest(
+                f"The strength must be from {MIN_STRENGTH:g} to 1, not {params.strength:g}."
+            )
         if int(params.steps * params.strength) < 1:
             raise InvalidRequest(
                 f"{params.steps} steps at strength {params.strength:g} leave no denoising step: "

@@ -11,7 +11,7 @@ from PIL import Image
 from sdbot.bot import SDBot
 from tests.engines import GatedEngine
 from tests.fakediscord import FakeDiscord, Interaction, Message
-from tests.test_bot_imagine import SMALL, ephemeral_answer, labels, result_of
+from tests.test_bot_imagine import SINGLE, SMALL, ephemeral_answer, labels, result_of
 
 pytest_plugins = ["tests.fakediscord.fixtures"]
 
@@ -53,21 +53,30 @@ async def test_reroll_by_another_member_is_their_job_and_replies_to_the_original
     reroll = await reply_to(fake_discord, original)
     bob = fake_discord.members["bob"]
     assert f"<@{bob.id}>" in reroll.content and "Reroll of job" in reroll.content
-    assert labels(reroll) == ["Reroll", "Vary", "Upscale", "Delete"]
+    assert labels(reroll) == SINGLE
     assert size_of(reroll) == (64, 64)
     quota = await bot.quotas.status(fake_discord.guild_id, bob.id, is_manager=False)
     assert quota.used == 1
 
 
-async def test_vary_and_upscale_start_from_the_clicked_image(start_sdbot, fake_discord):
-    await start_sdbot()
+async def test_vary_and_a_picked_images_upscale_start_from_the_clicked_image(start_sdbot, fake_discord):
+    running = await start_sdbot()
+    bot: SDBot = running.client
     original = await imagine(fake_discord, count=2)
     await fake_discord.click(original, "V2")
     variation = await reply_to(fake_discord, original)
-    assert "Variation of job" in variation.content and size_of(variation) == (64, 64)
-    await fake_discord.click(original, "U1")
-    upscale = await reply_to(fake_discord, original, after=1)
-    assert "Upscale of job" in upscale.content and size_of(upscale) == (128, 128)
+    assert "Vary (Strong) of job" in variation.content and size_of(variation) == (64, 64)
+    assert "strength 0.7" in variation.content
+    pick = await fake_discord.click(original, "U1", user="bob")
+    picked = await fake_discord.wait_for_reply(pick)
+    assert not picked.ephemeral and "Image 1 of job 1" in picked.content
+    assert picked.attachments[0].data == original.attachments[0].data
+    assert labels(picked) == SINGLE  # the single-image tools, for image 1 of job 1
+    bob = fake_discord.members["bob"]
+    assert (await bot.quotas.status(fake_discord.guild_id, bob.id, is_manager=False)).used == 0  # free
+    await fake_discord.click(picked, "Upscale (Creative)")
+    upscale = await reply_to(fake_discord, picked)
+    assert "Upscale (Creative) of job 1" in upscale.content and size_of(upscale) == (128, 128)
     assert "128x128" in upscale.content
 
 
@@ -136,7 +145,7 @@ async def test_a_job_interrupted_by_a_restart_is_resumed_and_posted_to_its_chann
         lambda m: m.interaction is None and bool(m.attachments), timeout=30
     )
     assert f"<@{alice.id}>" in posted.content and "through the restart" in posted.content
-    assert labels(posted) == ["Reroll", "Vary", "Upscale", "Delete"]
+    assert labels(posted) == SINGLE
 
 
 async def test_a_refused_click_fetches_no_image(start_sdbot, fake_discord):
@@ -145,7 +154,7 @@ async def test_a_refused_click_fetches_no_image(start_sdbot, fake_discord):
     block = await fake_discord.slash("sdadmin user block", user="manager", member=fake_discord.members["bob"])
     assert "**blocked**" in await ephemeral_answer(fake_discord, block)
     fake_discord.attachments.clear()  # from now on, fetching the image would fail with its own message
-    click = await fake_discord.click(original, "Vary", user="bob")
+    click = await fake_discord.click(original, "Vary (Strong)", user="bob")
     assert "blocked from generating" in await ephemeral_answer(fake_discord, click)
-    fetched = await fake_discord.click(original, "Vary")
+    fetched = await fake_discord.click(original, "Vary (Strong)")
     assert "could not be fetched" in await ephemeral_answer(fake_discord, fetched)

@@ -43,7 +43,26 @@ async def ephemeral_answer(fake: FakeDiscord, interaction: Interaction) -> str:
 
 
 def labels(message: Message) -> list[str]:
-    return [button["label"] for button in message.buttons]
+    """Each button's label, or its emoji where it has none (the Pan arrows)."""
+    return [button.get("label") or button["emoji"]["name"] for button in message.buttons]
+
+
+# The single-image tools of a result, row by row, as a server that changed nothing offers them.
+SINGLE = [
+    "Upscale (Subtle)",
+    "Upscale (Creative)",
+    "Vary (Subtle)",
+    "Vary (Strong)",
+    "Remix",
+    "Zoom Out 2x",
+    "Zoom Out 1.5x",
+    "⬅️",
+    "➡️",
+    "⬆️",
+    "⬇️",
+    "Reroll",
+    "Delete",
+]
 
 
 async def test_imagine_acknowledges_shows_position_and_progress_then_posts_pngs(
@@ -65,7 +84,7 @@ async def test_imagine_acknowledges_shows_position_and_progress_then_posts_pngs(
     gated.gate.set()
 
     result = await result_of(fake_discord, interaction)
-    assert labels(result) == ["Reroll", "Vary", "Upscale", "Delete"]
+    assert labels(result) == SINGLE
     (attachment,) = result.attachments
     image = Image.open(io.BytesIO(attachment.data))
     assert image.size == (64, 64)
@@ -213,7 +232,7 @@ async def test_late_result_after_token_expiry_goes_to_the_channel(start_sdbot, f
         lambda m: m.interaction is None and bool(m.attachments), timeout=30
     )
     assert f"<@{alice.id}>" in late.content and "a slow painting" in late.content
-    assert labels(late) == ["Reroll", "Vary", "Upscale", "Delete"]
+    assert labels(late) == SINGLE
     assert late.channel_id == fake_discord.channels["general"].id
     assert not [m for m in fake_discord.messages if m.interaction is interaction and not m.ephemeral]
 

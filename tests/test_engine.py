@@ -309,7 +309,7 @@ def test_upscale_doubles_the_size(tiny_engine: DiffusersEngine) -> None:
 
 def test_image_to_image_rejects_bad_strength_and_sizes(tiny_engine: DiffusersEngine) -> None:
     source = Image.new("RGB", (SIZE, SIZE))
-    with pytest.raises(ValueError, match="strength must be above 0 and at most 1"):
+    with pytest.raises(ValueError, match=r"strength must be from 0\.05 to 1"):
         tiny_engine.run(Operation.VARIATION, [from_image(source, steps=4, strength=1.5)])
     with pytest.raises(ValueError, match="use at least 4 steps"):
         tiny_engine.run(Operation.UPSCALE, [from_image(source, 2, steps=2, strength=0.3)])

@@ -97,7 +97,7 @@ async def service(tmp_path: Path) -> AsyncIterator[tuple[ImagineService, Stack]]
 
 
 async def test_a_variation_of_an_upscale_is_made_within_the_servers_pixel_budget(service) -> None:
-    imagine, stack = service
+    _, stack = service
     who = Requester(GUILD, CHANNEL, BOB)
     budget = DEFAULT_PIXEL_BUDGET  # 768 x 768, a server's without a limit of its own (SD 1.x)
     parent = await _done_job(stack, 1536, 1024)  # an upscale of a 768x512 image
@@ -105,22 +105,22 @@ async def test_a_variation_of_an_upscale_is_made_within_the_servers_pixel_budget
     async def upscaled() -> bytes:
         return _png(1536, 1024)
 
-    job = await imagine.variation(who, parent, 0, upscaled)
+    job = await stack.edits.vary(who, parent, 0, upscaled, subtle=False)
     assert (job.params.width, job.params.height) == (936, 624)  # the largest 3:2 size within the budget
     assert job.params.pixels <= budget and job.params.width % 8 == job.params.height % 8 == 0
     with pytest.raises(InvalidRequest, match="too large to upscale on this server"):
-        await imagine.upscale(who, parent, 0, upscaled)
+        await stack.edits.upscale(who, parent, 0, upscaled, subtle=False)
     assert await stack.reserved_and_used(BOB) == (1, 0)  # the variation's image only
 
 
 async def test_an_upscale_doubles_a_source_within_the_budget(service) -> None:
-    imagine, stack = service
+    _, stack = service
     parent = await _done_job(stack, 512, 768)
 
     async def image() -> bytes:
         return _png(512, 768)
 
-    job = await imagine.upscale(Requester(GUILD, CHANNEL, BOB), parent, 0, image)
+    job = await stack.edits.upscale(Requester(GUILD, CHANNEL, BOB), parent, 0, image, subtle=False)
     assert (job.params.width, job.params.height, job.params.seed) == (1024, 1536, 5)
 
 

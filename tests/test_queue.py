@@ -17,6 +17,7 @@ from sdbot.errors import JobNotFound, NotPermitted, QueueFull
 from sdbot.library import ModelLibrary
 from sdbot.params import JobKind, JobParams
 from sdbot.services import open_services
+from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import (
     JobCancelled,
@@ -46,6 +47,7 @@ class Stack:
     quotas: QuotaService
     queue: JobQueue
     imagine: ImagineService
+    edits: EditService
 
     async def submit(
         self,
@@ -87,7 +89,9 @@ def job_params(prompt: str, **overrides: Any) -> JobParams:
 async def open_stack(path: Path, settings: Settings, library: ModelLibrary | None = None) -> Stack:
     """The services as the bot builds them, over the database at ``path``."""
     built = await open_services(replace(settings, db_path=path), library)
-    return Stack(built.db, settings, built.settings_service, built.quotas, built.queue, built.imagine)
+    return Stack(
+        built.db, settings, built.settings_service, built.quotas, built.queue, built.imagine, built.edits
+    )
 
 
 @pytest.fixture

@@ -1,23 +1,32 @@
-"""``/imagine`` and the result buttons: parse the interaction, call ``ImagineService``, hand over to delivery.
+"""``/imagine``: parse the interaction, call ``ImagineService``, hand over to delivery. (The buttons under
+results are ``sdbot.cogs.tools``.)
 
 Every request is acknowledged at once with a private "thinking" state, so a refusal (quota, banned word,
-limits) reaches only the member who asked, through the tree's error handler; an accepted job's private message
-then shows its queue position and progress, and its result is posted publicly.
+limits, a picture that cannot be used) reaches only the member who asked, through the tree's error handler;
+an accepted job's private message then shows its queue position and progress, and its result is posted
+publicly. A picture attached to ``image`` is downloaded only after every cheaper check has passed.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from sdbot.errors import JobNotFound
-from sdbot.params import MAX_COUNT, MAX_GUIDANCE, MAX_PROMPT_LENGTH, MAX_SEED, MAX_STEPS, MIN_GUIDANCE
-from sdbot.services.imagine import ImagineOptions, Requester
-from sdbot.views.buttons import Action
-from sdbot.views.render import find_image
+from sdbot.errors import UploadRejected
+from sdbot.params import (
+    MAX_COUNT,
+    MAX_GUIDANCE,
+    MAX_PROMPT_LENGTH,
+    MAX_SEED,
+    MAX_STEPS,
+    MIN_GUIDANCE,
+    MIN_STRENGTH,
+)
+from sdbot.services.imagine import ImagineOptions, Requester, Upload
 
 if TYPE_CHECKING:
     from sdbot.bot import SDBot
@@ -41,12 +50,6 @@ class Imagine(commands.Cog):
     def __init__(self, bot: SDBot) -> None:
         self.bot = bot
 
-    async def cog_load(self) -> None:
-        self.bot.job_buttons = self
-
-    async def cog_unload(self) -> None:
-        self.bot.job_buttons = None
-
     @app_commands.command(name="imagine", description="Generate images from a text prompt.")
     @app_commands.guild_only()
     @app_commands.describe(
@@ -58,6 +61,8 @@ class Imagine(commands.Cog):
         size="Width x height in pixels (the model's sizes are offered)",
         count="How many images",
         model="Which model draws it (the server's default if omitted)",
+        image="Start from your own picture (PNG, JPEG or WebP); the size follows the picture",
+        strength="With an image: how far to move from it, 0.05 (barely) to 1 (freely); default 0.6",
     )
     async def imagine(
         self,
@@ -70,11 +75,14 @@ class Imagine(commands.Cog):
         size: app_commands.Range[str, 1, 20] | None = None,
         count: app_commands.Range[int, 1, MAX_COUNT] = 1,
         model: app_commands.Range[str, 1, 100] | None = None,
+        image: discord.Attachment | None = None,
+        strength: app_commands.Range[float, MIN_STRENGTH, 1.0] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        options = ImagineOptions(prompt, negative, steps, guidance, seed, size, count, model)
+        options = ImagineOptions(prompt, negative, steps, guidance, seed, size, count, model, strength)
+        upload = None if image is None else Upload(image.size, _reader(image))
         tracker = self.bot.delivery.track(interaction)
-        job = await self.bot.imagine.imagine(requester(interaction), options, observer=tracker)
+        job = await self.bot.imagine.imagine(requester(interaction), options, upload=upload, observer=tracker)
         tracker.begin(job)
 
     @imagine.autocomplete("model")
@@ -92,46 +100,15 @@ class Imagine(commands.Cog):
         sizes = await self.bot.imagine.size_choices(requester(interaction), model, typed)
         return [app_commands.Choice(name=size, value=size) for size in sizes]
 
-    async def on_job_button(
-        self, interaction: discord.Interaction, action: Action, job_id: int, index: int | None
-    ) -> None:
-        """A result or cancel button was pressed (see ``sdbot.views.buttons``)."""
-        who = requester(interaction)
-        service = self.bot.imagine
-        if action is Action.DELETE:
-            await service.may_delete(who, job_id, moderator=interaction.permissions.manage_messages)
-            await interaction.response.defer()
-            await interaction.delete_original_response()
-            return
-        if action is Action.CANCEL:
-            job = await service.cancel(who, job_id)
-            await interaction.response.edit_message(
-                content=f"Job {job.id} was cancelled. Nothing was charged.", view=None, attachments=[]
-            )
-            return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        tracker = self.bot.delivery.track(interaction, reply_to=interaction.message)
-        if action is Action.REROLL:
-            job = await service.reroll(who, job_id, observer=tracker)
-        else:
-            if index is None:
-                raise JobNotFound("This button does not say which image it is for.")
-            attachments = interaction.message.attachments if interaction.message is not None else []
-            attachment = find_image(attachments, job_id, index)
 
-            async def read_source() -> bytes:
-                if attachment is None:
-                    raise JobNotFound("That image is no longer on this message.")
-                try:
-                    return await attachment.read()
-                except discord.HTTPException:
-                    raise JobNotFound(
-                        "That image could not be fetched from Discord; please try again."
-                    ) from None
+def _reader(attachment: discord.Attachment) -> Callable[[], Awaitable[bytes]]:
+    async def read() -> bytes:
+        try:
+            return await attachment.read()
+        except discord.HTTPException:
+            raise UploadRejected("Your picture could not be fetched from Discord; try again.") from None
 
-            submit = service.upscale if action is Action.UPSCALE else service.variation
-            job = await submit(who, job_id, index, read_source, observer=tracker)
-        tracker.begin(job)
+    return read
 
 
 async def setup(bot: SDBot) -> None:

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 from sdbot.config import Settings
 from sdbot.db import Database
 from sdbot.library import ModelLibrary, load_library
+from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.models import ModelCatalog
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService, defaults_from
+from sdbot.services.uploads import MEBIBYTE
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,7 @@ class Services:
     queue: JobQueue
     models: ModelCatalog
     imagine: ImagineService
+    edits: EditService
 
 
 def build_services(
@@ -40,8 +43,10 @@ def build_services(
     quotas = QuotaService(db, settings_service, clock)
     queue = JobQueue(db, quotas, settings, settings_service, clock)
     models = ModelCatalog(library)
-    imagine = ImagineService(db, settings_service, quotas, queue, models, clock)
-    return Services(db, settings, settings_service, quotas, queue, models, imagine)
+    imagine = ImagineService(
+        db, settings_service, quotas, queue, models, clock, max_upload_bytes=settings.max_upload_mb * MEBIBYTE
+    )
+    return Services(db, settings, settings_service, quotas, queue, models, imagine, EditService(imagine))
 
 
 async def open_services(

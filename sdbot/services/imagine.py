@@ -6,25 +6,25 @@ engine's range and the server's limits. Only then is quota reserved, and the res
 ``JobQueue.submit``, which refunds it if the job is not queued. A refused request therefore never costs
 anything. Every refusal is a domain error whose text the command tree shows to the member.
 
-Buttons act on a finished job whose parameters are read back from the database (so they work after a
-restart); the clicker becomes the new job's owner, with their own quota and place in the queue.
+A member may start from their own picture (``/imagine image:``): it is checked, turned upright and fitted
+by ``sdbot.services.uploads`` after every cheaper check and before anything is charged, and kept with the
+job. Buttons act on a finished job whose parameters are read back from the database (so they work after a
+restart); the clicker becomes the new job's owner, with their own quota and place in the queue. Reroll is
+here; the single-image tools are in ``sdbot.services.edits``, which admits and submits through this service.
 
 Nothing here knows about Discord: the cogs pass plain ids and bytes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import enum
-import io
-import math
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
-
-from PIL import Image
 
 from sdbot.db import Database, ForgottenRows, JobRecord, JobStats
 from sdbot.errors import (
@@ -37,26 +37,29 @@ from sdbot.errors import (
     PromptRejected,
 )
 from sdbot.inference.families import FamilyProfile, model_limits
-from sdbot.inference.types import UPSCALE_FACTOR
 from sdbot.params import JobKind, JobParams, JobState, Limits, check_params, min_steps
 from sdbot.services.jobs import JobQueue, JobRequest, Observer
 from sdbot.services.models import MAX_CHOICES, ModelCatalog, ModelChoice
 from sdbot.services.privacy import forget_user
 from sdbot.services.quotas import QuotaService, QuotaStatus
 from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in
+from sdbot.services.uploads import MEBIBYTE, check_declared_size, prepare_upload
 
 T = TypeVar("T")
 
-VARIATION_STRENGTH = 0.6
-UPSCALE_STRENGTH = 0.3
+UPLOAD_STRENGTH = 0.6  # how far /imagine moves from a member's picture unless they say
 DEFAULT_PIXEL_BUDGET = 768 * 768  # a server's largest image, unless it set one or the model needs more
 _SIZE = re.compile(r"\s*([0-9]{1,5})\s*[x×]\s*([0-9]{1,5})\s*", re.IGNORECASE)
-MAX_SOURCE_BYTES = 25 * 1024 * 1024
 MAX_JOB_ID = 2**63 - 1  # SQLite's largest id; a larger one (a forged button, a raw option) names no job
 
 
-# Reads the clicked image's PNG bytes (from Discord), raising a domain error when it cannot.
-SourceReader = Callable[[], Awaitable[bytes]]
+@dataclass(frozen=True)
+class Upload:
+    """A member's picture: the size Discord declares for it, and ``read``, which downloads it (raising a
+    domain error when it cannot)."""
+
+    size: int
+    read: Callable[[], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,7 @@ class ImagineOptions:
     size: str | None = None
     count: int = 1
     model: str | None = None
+    strength: float | None = None  # with an uploaded picture: how far to move from it
 
 
 @dataclass(frozen=True)
@@ -146,8 +150,11 @@ class ImagineService:
         queue: JobQueue,
         models: ModelCatalog,
         clock: Callable[[], float] = time.time,
+        *,
+        max_upload_bytes: int = 10 * MEBIBYTE,
     ) -> None:
         self._clock = clock
+        self._max_upload_bytes = max_upload_bytes
         self._db = db
         self._settings = settings
         self._quotas = quotas
@@ -166,43 +173,43 @@ class ImagineService:
     # ----- new jobs
 
     async def imagine(
-        self, who: Requester, options: ImagineOptions, *, observer: Observer | None = None
+        self,
+        who: Requester,
+        options: ImagineOptions,
+        *,
+        upload: Upload | None = None,
+        observer: Observer | None = None,
     ) -> JobRecord:
-        settings = await self._admit(who)
+        """A text-to-image job; with ``upload``, image-to-image from the member's picture (whose fitted
+        size replaces the size option)."""
+        settings = await self.admit(who)
+        if upload is not None and options.size:
+            raise InvalidRequest("With an `image`, the size follows your picture: leave `size` out.")
         params = self._txt2img_params(options, settings)
-        return await self._submit(who, JobKind.TXT2IMG, params, observer=observer)
+        if upload is not None:
+            return await self._from_upload(who, params, options.strength, upload, settings, observer)
+        if options.strength is not None:
+            raise InvalidRequest("`strength` goes with an `image`: how far to move from your picture.")
+        return await self.submit(who, JobKind.TXT2IMG, params, observer=observer)
 
     async def reroll(self, who: Requester, job_id: int, *, observer: Observer | None = None) -> JobRecord:
-        """The same request again with a new seed."""
-        settings = await self._admit(who)
+        """The same request again with a new seed (from its prompt alone: a tool's own settings go)."""
+        settings = await self.admit(who)
         parent = await self.parent(who, job_id)
-        params = replace(parent.params, seed=None, strength=None, model=self._model_of(parent, settings))
-        self._check(params, settings)
-        return await self._submit(who, JobKind.REROLL, params, parent=parent, observer=observer)
-
-    async def variation(
-        self,
-        who: Requester,
-        job_id: int,
-        index: int,
-        source: SourceReader,
-        *,
-        observer: Observer | None = None,
-    ) -> JobRecord:
-        """A new image close to image ``index`` of the job (``source``: reads that image as posted)."""
-        return await self._image_to_image(who, JobKind.VARIATION, job_id, index, source, observer)
-
-    async def upscale(
-        self,
-        who: Requester,
-        job_id: int,
-        index: int,
-        source: SourceReader,
-        *,
-        observer: Observer | None = None,
-    ) -> JobRecord:
-        """Image ``index`` of the job at twice its size."""
-        return await self._image_to_image(who, JobKind.UPSCALE, job_id, index, source, observer)
+        if parent.kind is JobKind.IMG2IMG:
+            raise NotAllowedHere(
+                "The picture that job started from is not kept: run `/imagine` with it again to reroll."
+            )
+        params = replace(
+            parent.params,
+            seed=None,
+            strength=None,
+            zoom=None,
+            pan=None,
+            model=self.model_of(parent, settings),
+        )
+        self.check(params, settings)
+        return await self.submit(who, JobKind.REROLL, params, parent=parent, observer=observer)
 
     async def parent(self, who: Requester, job_id: int, index: int | None = None) -> JobRecord:
         """A job of this server a button may act on; with ``index``, one of its images must exist."""
@@ -294,7 +301,7 @@ class ImagineService:
     async def _job(self, job_id: int) -> JobRecord | None:
         return await self._db.jobs.get(job_id) if 0 < job_id <= MAX_JOB_ID else None
 
-    async def _admit(self, who: Requester) -> GuildSettings:
+    async def admit(self, who: Requester) -> GuildSettings:
         """The checks that depend on who asks and where, not on what they asked for."""
         if not self._ready:
             raise ModelLoading("the model is still loading")
@@ -327,14 +334,47 @@ class ImagineService:
             count=options.count,
             model=model.name,
         )
-        self._check(params, settings)
+        self.check(params, settings)
         return params
 
-    def _model_of(self, parent: JobRecord, settings: GuildSettings) -> str:
+    async def _from_upload(
+        self,
+        who: Requester,
+        params: JobParams,
+        strength: float | None,
+        upload: Upload,
+        settings: GuildSettings,
+        observer: Observer | None,
+    ) -> JobRecord:
+        """Image-to-image from the member's picture: read once (after every cheaper check), fitted to the
+        server's pixel budget in the model's size multiple, and kept with the job."""
+        if not settings.uploads_allowed:
+            raise NotAllowedHere("Starting from your own picture is switched off on this server.")
+        profile = self.models.profile(params.model)
+        if profile is not None and not profile.image_to_image:
+            raise InvalidRequest(f"{params.model} ({profile.label}) cannot start from an image.")
+        check_declared_size(upload.size, self._max_upload_bytes)
+        strength = UPLOAD_STRENGTH if strength is None else strength
+        # An image-to-image run denoises steps x strength times: keep at least one step.
+        params = replace(params, strength=strength, steps=max(params.steps, min_steps(strength)))
+        self.check(params, settings)
+        limits = self.limits(settings, params.model)
+        picture = await asyncio.to_thread(
+            prepare_upload,
+            await upload.read(),
+            max_bytes=self._max_upload_bytes,
+            max_pixels=limits.max_pixels,
+            multiple=limits.size_multiple,
+        )
+        params = replace(params, width=picture.size[0], height=picture.size[1])
+        self.check(params, settings)
+        return await self.submit(who, JobKind.IMG2IMG, params, source_png=picture.png, observer=observer)
+
+    def model_of(self, parent: JobRecord, settings: GuildSettings) -> str:
         """The model a job made from ``parent`` runs: the parent's, if it is still offered here."""
         return self.models.resolve(parent.params.model or None, settings).name
 
-    def _limits(self, settings: GuildSettings, model: str) -> Limits:
+    def limits(self, settings: GuildSettings, model: str) -> Limits:
         """The server's limits narrowed by the model's family (once the engine has told it)."""
         profile = self.models.profile(model)
         limits = Limits(
@@ -345,65 +385,14 @@ class ImagineService:
         )
         return limits if profile is None else model_limits(profile, limits, model)
 
-    def _check(self, params: JobParams, settings: GuildSettings, limits: Limits | None = None) -> None:
+    def check(self, params: JobParams, settings: GuildSettings, limits: Limits | None = None) -> None:
         """The server's limits for the model (``limits``: other than its usual ones) and its banned words."""
-        check_params(params, self._limits(settings, params.model) if limits is None else limits)
+        check_params(params, self.limits(settings, params.model) if limits is None else limits)
         word = banned_word_in(params.prompt, settings)
         if word is not None:
             raise PromptRejected(f'"{word}" is banned on this server')
 
-    async def _image_to_image(
-        self,
-        who: Requester,
-        kind: JobKind,
-        job_id: int,
-        index: int,
-        source: SourceReader,
-        observer: Observer | None,
-    ) -> JobRecord:
-        """A job that starts from image ``index`` of a done job. Its output keeps the server's pixel budget:
-        a variation of a larger image (an upscale) is made at the largest size within the budget with the
-        same aspect; an upscale doubles each side, so its source must fit the budget and its output may have
-        up to four times the budget (the one exception)."""
-        settings = await self._admit(who)
-        if kind is JobKind.UPSCALE and not settings.upscale_allowed:
-            raise NotAllowedHere("Upscaling is switched off on this server.")
-        parent = await self.parent(who, job_id, index)
-        model = self._model_of(parent, settings)
-        profile = self.models.profile(model)
-        if profile is not None and not profile.image_to_image:
-            raise InvalidRequest(f"{model} ({profile.label}) cannot start from an image.")
-        source_png = await source()  # only now: a download is the dearest check
-        width, height = _source_size(source_png)
-        limits = self._limits(settings, model)
-        if kind is JobKind.UPSCALE:
-            if width * height > limits.max_pixels:
-                raise InvalidRequest(
-                    f"This {width}x{height} image is too large to upscale on this server "
-                    f"(at most {limits.max_pixels:,} pixels before upscaling)."
-                )
-            size = _multiple_below(width * UPSCALE_FACTOR, height * UPSCALE_FACTOR, limits.size_multiple)
-            limits = replace(limits, max_pixels=limits.max_pixels * UPSCALE_FACTOR**2)
-            strength = UPSCALE_STRENGTH
-        else:
-            size = _fit(width, height, limits.max_pixels, limits.size_multiple)
-            strength = VARIATION_STRENGTH
-        params = replace(
-            parent.params,
-            model=model,
-            # An image-to-image run denoises steps x strength times: keep at least one step.
-            steps=max(parent.params.steps, min_steps(strength)),
-            width=size[0],
-            height=size[1],
-            # An upscale keeps the image's own seed; a variation draws a new one.
-            seed=parent.seeds[index] if kind is JobKind.UPSCALE and index < len(parent.seeds) else None,
-            count=1,
-            strength=strength,
-        )
-        self._check(params, settings, limits)
-        return await self._submit(who, kind, params, parent=parent, source_png=source_png, observer=observer)
-
-    async def _submit(
+    async def submit(
         self,
         who: Requester,
         kind: JobKind,
@@ -441,26 +430,3 @@ def pixel_budget(settings: GuildSettings, profile: FamilyProfile | None) -> int:
         return settings.max_pixels
     family = max((width * height for width, height in profile.size_presets), default=0) if profile else 0
     return max(DEFAULT_PIXEL_BUDGET, family)
-
-
-def _multiple_below(width: int, height: int, multiple: int) -> tuple[int, int]:
-    return max(multiple, width - width % multiple), max(multiple, height - height % multiple)
-
-
-def _fit(width: int, height: int, max_pixels: int, multiple: int) -> tuple[int, int]:
-    """The largest size with ``width:height``'s aspect within ``max_pixels``, never larger than it is, in
-    whole multiples of ``multiple``."""
-    scale = min(1.0, math.sqrt(max_pixels / (width * height)))
-    return _multiple_below(int(width * scale), int(height * scale), multiple)
-
-
-def _source_size(png: bytes) -> tuple[int, int]:
-    """The size of the clicked image, checking that it is one."""
-    if len(png) > MAX_SOURCE_BYTES:
-        raise InvalidRequest("That image is too large to work on.")
-    try:
-        with Image.open(io.BytesIO(png)) as image:
-            image.verify()
-            return image.size
-    except (OSError, ValueError, Image.DecompressionBombError):
-        raise InvalidRequest("That image could not be read; it may have been replaced or damaged.") from None

@@ -44,7 +44,7 @@ class JobRequest:
     """What a member asked for, already validated and paid for (``reservation_id``) by the caller.
 
     A seed of None in ``params`` is drawn at submit, so that a resumed job makes the same images.
-    ``source_png`` is the image a variation or upscale starts from.
+    ``source_png`` is the picture a job of a ``from_image`` kind starts from.
     """
 
     guild_id: int
@@ -60,7 +60,7 @@ class JobRequest:
         if self.params.count < 1:
             raise ValueError(f"a job needs at least one image, not {self.params.count}")
         if self.kind.from_image != (self.source_png is not None):
-            raise ValueError("variation and upscale jobs need source_png; the other kinds take none")
+            raise ValueError("jobs that start from a picture need source_png; the text kinds take none")
 
 
 @dataclass(frozen=True)

@@ -48,8 +48,14 @@ log = logging.getLogger(__name__)
 OPERATIONS = {
     JobKind.TXT2IMG: Operation.GENERATE,
     JobKind.REROLL: Operation.GENERATE,
+    JobKind.REMIX: Operation.GENERATE,
+    JobKind.IMG2IMG: Operation.VARIATION,
+    JobKind.VARY_SUBTLE: Operation.VARIATION,
     JobKind.VARIATION: Operation.VARIATION,
+    JobKind.UPSCALE_SUBTLE: Operation.SUPER_RESOLUTION,
     JobKind.UPSCALE: Operation.UPSCALE,
+    JobKind.ZOOM_OUT: Operation.OUTPAINT,
+    JobKind.PAN: Operation.OUTPAINT,
 }
 INTERRUPT_WAIT = 10.0  # seconds an interrupted engine run gets to notice before stop() gives up on it
 _OUT_OF_MEMORY = re.compile(r"out of (gpu |cuda |device )?memory", re.IGNORECASE)

@@ -49,9 +49,17 @@ from sdbot.services.jobs import (
     JobQueued,
     JobStarted,
 )
+from sdbot.services.models import ModelCatalog
 from sdbot.services.settings import SettingsService
 from sdbot.views.buttons import cancel_view
-from sdbot.views.render import ResultMessage, progress_text, result_message, short, waiting_text
+from sdbot.views.render import (
+    ResultMessage,
+    progress_text,
+    result_message,
+    short,
+    tools_for,
+    waiting_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -131,12 +139,14 @@ class Delivery:
         client: discord.Client,
         db: Database,
         settings_service: SettingsService,
+        models: ModelCatalog,
         settings: Settings,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         self._db = db
         self._settings_service = settings_service
+        self._models = models
         self._settings = settings
         self._clock = clock
         self._trackers: set[JobTracker] = set()
@@ -244,13 +254,14 @@ class Delivery:
     ) -> ResultMessage:
         guild = await self._settings_service.get(job.guild_id)
         is_nsfw = getattr(channel, "is_nsfw", None)
+        profile = self._models.profile(job.params.model or self._models.library.default)
         return result_message(
             job,
             result,
             policy=guild.nsfw_policy,
             unchecked_policy=self._settings.unchecked_policy,
             age_restricted=bool(is_nsfw()) if callable(is_nsfw) else False,
-            upscale_allowed=guild.upscale_allowed,
+            tools=tools_for(job, guild, profile),
             mention=mention,
         )
 

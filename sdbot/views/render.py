@@ -14,14 +14,25 @@ from dataclasses import dataclass
 import discord
 
 from sdbot.db import JobRecord
+from sdbot.inference.families import FamilyProfile
+from sdbot.inference.pngmeta import read_parameters
 from sdbot.inference.types import GenerationResult
 from sdbot.params import JobKind
 from sdbot.services.imagine import Disposition, disposition
-from sdbot.views.buttons import result_view
+from sdbot.services.settings import GuildSettings
+from sdbot.views.buttons import Tools, result_view
 
 MAX_PROMPT_SHOWN = 600
 MAX_CHANNELS_SHOWN = 20  # 20 mentions of ~22 characters each leave room for the rest of a message
-_KIND_TITLES = {JobKind.REROLL: "Reroll", JobKind.VARIATION: "Variation", JobKind.UPSCALE: "Upscale"}
+_KIND_TITLES = {
+    JobKind.REROLL: "Reroll",
+    JobKind.REMIX: "Remix",
+    JobKind.IMG2IMG: "From your picture",
+    JobKind.VARY_SUBTLE: "Vary (Subtle)",
+    JobKind.VARIATION: "Vary (Strong)",
+    JobKind.UPSCALE_SUBTLE: "Upscale (Subtle)",
+    JobKind.UPSCALE: "Upscale (Creative)",
+}
 
 
 def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
@@ -65,14 +76,41 @@ def find_image(
     return next((a for a in attachments if a.filename.removeprefix("SPOILER_") == wanted), None)
 
 
+def tools_for(job: JobRecord, settings: GuildSettings, profile: FamilyProfile | None) -> Tools:
+    """The tools a job's images offer, as the server and the job's model (its ``profile``, once the engine
+    has said) allow."""
+    return Tools(
+        upscale=settings.upscale_allowed,
+        image_to_image=profile is None or profile.image_to_image,
+        inpaint=profile is None or profile.inpaint,
+        reroll=job.kind is not JobKind.IMG2IMG,  # the member's picture is not kept
+        remix=not job.kind.from_image,
+    )
+
+
+def _kind_title(job: JobRecord) -> str | None:
+    """What a job did, as its title says it: ``Vary (Subtle)``, ``Zoom Out 2x``, ``Pan left``."""
+    if job.params.zoom is not None:
+        return f"Zoom Out {job.params.zoom:g}x"
+    if job.params.pan is not None:
+        return f"Pan {job.params.pan}"
+    return _KIND_TITLES.get(job.kind)
+
+
 def _title(job: JobRecord) -> str:
     title = f"**{short(job.params.prompt)}**"
-    kind = _KIND_TITLES.get(job.kind)
+    kind = _kind_title(job)
     if kind is not None and job.parent_id is not None:
         title = f"{kind} of job {job.parent_id}: {title}"
     elif kind is not None:
         title = f"{kind}: {title}"
     return title
+
+
+def picked_text(job: JobRecord, index: int, picked_by: int) -> str:
+    """The message of an image picked from a grid: which image, its seed, and who picked it."""
+    seed = f", seed {job.seeds[index]}" if index < len(job.seeds) else ""
+    return f"{_title(job)}\nImage {index + 1} of job {job.id}{seed}, picked by <@{picked_by}>."
 
 
 def waiting_text(job: JobRecord, position: int) -> str:
@@ -85,8 +123,9 @@ def progress_text(job: JobRecord, step: int, total: int) -> str:
     return f"{_title(job)}\nGenerating job {job.id}: step {step}/{total} ({percent}%)."
 
 
-def summary(job: JobRecord, *, mention: bool, withheld: int) -> str:
-    """Prompt, seeds, steps, guidance, size and time of a finished job."""
+def summary(job: JobRecord, *, mention: bool, withheld: int, upscaler: str | None = None) -> str:
+    """Prompt, seeds, steps, guidance, size and time of a finished job, and what a tool did: its strength,
+    the super-resolution model (``upscaler``) of an Upscale (Subtle)."""
     params = job.params
     lines = [_title(job) + (f" (<@{job.user_id}>)" if mention else "")]
     if params.negative_prompt:
@@ -98,6 +137,10 @@ def summary(job: JobRecord, *, mention: bool, withheld: int) -> str:
         f"guidance {params.guidance:g}",
         f"{params.width}x{params.height}",
     ]
+    if job.kind is JobKind.UPSCALE_SUBTLE:
+        facts[1:3] = [f"upscaled 2x by {short(upscaler or 'the upscaler', 60)}"]
+    elif params.strength is not None:
+        facts.insert(3, f"strength {params.strength:g}")
     if params.model:
         facts.insert(0, short(params.model, 40))
     if job.started_at is not None and job.finished_at is not None:
@@ -124,7 +167,7 @@ def result_message(
     policy: str,
     unchecked_policy: str,
     age_restricted: bool,
-    upscale_allowed: bool,
+    tools: Tools,
     mention: bool,
 ) -> ResultMessage:
     """The final message of a done job. ``mention``: name the requester (a channel message that is not the
@@ -141,10 +184,13 @@ def result_message(
         name = image_filename(job.id, index)
         files.append(discord.File(io.BytesIO(image.png), filename=name, spoiler=how is Disposition.SPOILER))
     withheld = len(result.images) - len(shown)
+    upscaler = None
+    if job.kind is JobKind.UPSCALE_SUBTLE and result.images:
+        upscaler = read_parameters(result.images[0].png).extra.get("Postprocess upscaler")
     return ResultMessage(
-        content=summary(job, mention=mention, withheld=withheld),
+        content=summary(job, mention=mention, withheld=withheld, upscaler=upscaler),
         files=files,
-        view=result_view(job.id, len(result.images), shown, upscale=upscale_allowed),
+        view=result_view(job.id, len(result.images), shown, tools),
         allowed_mentions=discord.AllowedMentions(
             everyone=False, roles=False, users=[discord.Object(job.user_id)] if mention else False
         ),
