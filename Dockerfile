@@ -14,7 +14,8 @@ ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 # Dependencies first, so that code changes rebuild only the last layer. PyPI's Linux torch wheel is the CUDA build.
 COPY pyproject.toml README.md ./
-RUN mkdir sdbot && touch sdbot/__init__.py && pip install . && pip uninstall -y sdbot
+# The esrgan extra (spandrel) lets SDBOT_UPSCALER name an ESRGAN-family file mounted into /models.
+RUN mkdir sdbot && touch sdbot/__init__.py && pip install ".[esrgan]" && pip uninstall -y sdbot
 COPY bot.py ./
 COPY sdbot ./sdbot
 RUN pip install --no-deps .
