@@ -157,6 +157,8 @@ async def test_bad_upload_requests_are_refused_before_downloading(stack: Stack) 
     options = ImagineOptions("a lake", steps=10)
     with pytest.raises(UploadRejected, match=r"11\.0 MB"):
         await stack.imagine.imagine(BOB_HERE, options, upload=Upload(11 * 1024 * 1024, never))
+    with pytest.raises(InvalidRequest, match="leave `size` out"):
+        await stack.imagine.imagine(BOB_HERE, ImagineOptions("a lake", size="64x64"), upload=Upload(9, never))
     with pytest.raises(InvalidRequest, match="`strength` goes with an `image`"):
         await stack.imagine.imagine(BOB_HERE, ImagineOptions("a lake", strength=0.4))
     await stack.settings_service.set_uploads_allowed(GUILD, False)
