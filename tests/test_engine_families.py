@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from sdbot.errors import InvalidRequest
+from sdbot.inference.canvas import pan_canvas
 from sdbot.inference.engine import DiffusersEngine, load_engine
 from sdbot.inference.families import Family, TextEncoder
 from sdbot.inference.loading import model_size
@@ -19,7 +20,7 @@ from sdbot.inference.memory import Residence
 from sdbot.inference.pngmeta import read_parameters
 from sdbot.inference.types import EngineRequest, ModelInfo, Operation, Progress, default_model
 from sdbot.library import ModelEntry, ModelLibrary
-from sdbot.params import JobParams
+from sdbot.params import JobParams, PanDirection
 from tests.conftest import tiny_settings
 from tests.engines import generate
 
@@ -106,6 +107,23 @@ def test_variation_and_upscale_per_family(engine: DiffusersEngine, model: str) -
     [upscaled] = engine.run(Operation.UPSCALE, [upscale])
     assert upscaled.images[0].image.size == (2 * SIZE, 2 * SIZE)
     assert read_parameters(upscaled.images[0].png).model == model
+
+
+@pytest.mark.parametrize("model", FAMILIES)
+def test_pan_per_family_paints_with_its_inpainting_pipeline_and_keeps_the_picture(
+    engine: DiffusersEngine, model: str
+) -> None:
+    [source] = generate(engine, [params(model, seed=3)])
+    picture = source.images[0].image
+    profile = engine.models[model].profile
+    canvas = pan_canvas(picture.size, PanDirection.RIGHT, profile.size_multiple)
+    request = params(model, width=canvas[0], height=canvas[1], strength=1.0, pan=PanDirection.RIGHT)
+    [panned] = engine.run(Operation.OUTPAINT, [EngineRequest(request, picture)])
+    out = panned.images[0].image
+    assert out.size == canvas == (SIZE + SIZE // 2, SIZE)
+    band = 8  # the seam repainted to blend, at this size
+    assert np.array_equal(pixels(out)[:, : SIZE - band], pixels(picture)[:, : SIZE - band])
+    assert read_parameters(panned.images[0].png).extra["Outpaint"] == "pan right"
 
 
 @pytest.mark.parametrize("model", FAMILIES)
