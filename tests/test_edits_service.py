@@ -153,6 +153,14 @@ async def test_an_upload_becomes_an_image_to_image_job_at_its_fitted_size(stack:
         await stack.imagine.reroll(BOB_HERE, job.id)
 
 
+async def test_an_upload_is_fitted_in_the_models_size_multiple(stack: Stack) -> None:
+    model = stack.imagine.models.library.default
+    stack.imagine.models.learn([ModelInfo(model, replace(SD1, size_multiple=64), True)])
+    upload = Upload(10_000, source(1000, 700))
+    job = await stack.imagine.imagine(BOB_HERE, ImagineOptions("a lake", steps=10), upload=upload)
+    assert job.params.size == (896, 640)
+
+
 async def test_bad_upload_requests_are_refused_before_downloading(stack: Stack) -> None:
     options = ImagineOptions("a lake", steps=10)
     with pytest.raises(UploadRejected, match=r"11\.0 MB"):
