@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,11 +12,14 @@ import torch
 from PIL import Image
 
 from sdbot.config import DEFAULT_UPSCALER
+from sdbot.errors import InvalidRequest
 from sdbot.inference.canvas import pan_canvas
 from sdbot.inference.engine import DiffusersEngine, load_engine
+from sdbot.inference.families import SD1
 from sdbot.inference.pngmeta import read_parameters
-from sdbot.inference.types import EngineRequest, Operation
+from sdbot.inference.types import EngineRequest, ModelInfo, Operation
 from sdbot.inference.upscalers import load_upscaler
+from sdbot.inference.validation import check_batch
 from sdbot.params import JobParams, PanDirection
 from tests.conftest import tiny_settings
 from tests.tiny_upscalers import build_tiny_swin2sr
@@ -73,6 +77,14 @@ def test_outpainting_needs_a_zoom_or_a_pan_and_nothing_else_takes_one(
         tiny_engine.run(Operation.OUTPAINT, [EngineRequest(outpaint((96, 64)), picture)])
     with pytest.raises(ValueError, match="zoom out or pan"):
         tiny_engine.run(Operation.GENERATE, [EngineRequest(outpaint((96, 64), pan=PanDirection.LEFT))])
+
+
+def test_a_family_without_inpainting_is_refused_outpainting(picture: Image.Image) -> None:
+    models = {"painter": ModelInfo("painter", replace(SD1, label="No-inpaint", inpaint=False), True)}
+    request = EngineRequest(outpaint((96, 64), pan=PanDirection.LEFT, model="painter"), picture)
+    with pytest.raises(InvalidRequest, match=r"painter \(No-inpaint\) has no inpainting"):
+        check_batch(Operation.OUTPAINT, [request], models)
+    check_batch(Operation.SUPER_RESOLUTION, [EngineRequest(JobParams("x", model="painter"), picture)], models)
 
 
 def test_upscale_subtle_runs_the_super_resolution_model(
