@@ -65,6 +65,18 @@ def tiny_unchecked_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_pipeline(tiny_unchecked_model_dir: Path):
+    """The tiny SD pipeline loaded in memory, without a safety checker (shared: a test that changes it undoes
+    it)."""
+    from diffusers import StableDiffusionPipeline
+
+    _one_thread()
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_unchecked_model_dir)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="session")
 def tiny_family(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Callable[[str], Path]:
