@@ -248,7 +248,8 @@ def test_parameters_written_by_the_web_ui_parse() -> None:
         20,
         123,
     )
-    assert params.extra == {"Schedule type": "Karras", "Model hash": "6ce0161689", "Version": "v1.10.1"}
+    assert params.schedule_type == "Karras"
+    assert params.extra == {"Model hash": "6ce0161689", "Version": "v1.10.1"}
     with pytest.raises(ValueError, match="missing"):
         parse_parameters("just a caption")
 

@@ -2,12 +2,15 @@
 
 Each image carries a ``parameters`` text chunk::
 
-    a red cat
-    Negative prompt: blurry
-    Steps: 30, Sampler: PLMS, CFG scale: 7.5, Seed: 42, Size: 512x512, Model: stable-diffusion-v1-4
+    a red cat <lora:styles/ink:0.8>
+    Negative prompt: blurry, badhands
+    Steps: 30, Sampler: DPM++ 2M, Schedule type: Karras, CFG scale: 7.5, Seed: 42, Size: 512x512,
+    Model: stable-diffusion-v1-4, Lora hashes: "styles/ink: 3c2e9d0a41f7", TI hashes: "badhands: 9f0b..."
 
-so that it re-imports into the web UI, ComfyUI and other tools ("PNG Info"), and ``read_parameters`` reads
-it back. Values holding a comma, colon or newline are JSON-quoted, as the web UI does.
+(the settings on one line) so that it re-imports into the web UI, ComfyUI and other tools ("PNG Info"),
+and sites that link resources by hash find the LoRAs and embeddings; ``read_parameters`` reads it back,
+the LoRA tags out of the prompt. Values holding a comma, colon or newline are JSON-quoted, as the web UI
+does.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
+
+from sdbot.errors import PromptRejected
+from sdbot.inference.prompt_syntax import lora_tags, split_loras
 
 PARAMETERS_KEY = "parameters"
 _NEGATIVE = "Negative prompt:"
@@ -42,8 +48,18 @@ SAMPLER_NAMES = {
 
 
 @dataclass(frozen=True)
+class LoraUse:
+    """A LoRA an image was made with: its name, weight and short hash (``Lora hashes``; may be unknown)."""
+
+    name: str
+    weight: float
+    hash: str = ""
+
+
+@dataclass(frozen=True)
 class ImageParameters:
-    """What made one image: enough to reproduce it here or in another tool."""
+    """What made one image: enough to reproduce it here or in another tool. ``prompt`` is without the LoRA
+    tags, which ``loras`` holds; ``embeddings`` are the embeddings the prompts used, by name, with hashes."""
 
     prompt: str
     negative_prompt: str
@@ -55,6 +71,9 @@ class ImageParameters:
     height: int
     model: str
     strength: float | None = None  # img2img only ("Denoising strength")
+    schedule_type: str = ""
+    loras: tuple[LoraUse, ...] = ()
+    embeddings: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)  # settings written by other tools, kept as text
 
 
@@ -64,12 +83,14 @@ def sampler_name(scheduler_class_name: str) -> str:
 
 def format_parameters(params: ImageParameters) -> str:
     """The ``parameters`` text, byte for byte as the web UI lays it out."""
-    lines = [params.prompt]
+    tags = lora_tags(tuple((lora.name, lora.weight) for lora in params.loras))
+    lines = [f"{params.prompt} {tags}" if tags else params.prompt]
     if params.negative_prompt:
         lines.append(f"{_NEGATIVE} {params.negative_prompt}")
-    settings = {
-        "Steps": str(params.steps),
-        "Sampler": params.sampler,
+    settings = {"Steps": str(params.steps), "Sampler": params.sampler}
+    if params.schedule_type:
+        settings["Schedule type"] = params.schedule_type
+    settings |= {
         "CFG scale": f"{params.guidance:g}",
         "Seed": str(params.seed),
         "Size": f"{params.width}x{params.height}",
@@ -77,6 +98,10 @@ def format_parameters(params: ImageParameters) -> str:
     }
     if params.strength is not None:
         settings["Denoising strength"] = f"{params.strength:g}"
+    if hashes := _hash_list({lora.name: lora.hash for lora in params.loras if lora.hash}):
+        settings["Lora hashes"] = hashes
+    if hashes := _hash_list(params.embeddings):
+        settings["TI hashes"] = hashes
     settings.update(params.extra)
     lines.append(", ".join(f"{key}: {_quote(value)}" for key, value in settings.items()))
     return "\n".join(lines)
@@ -101,8 +126,10 @@ def parse_parameters(text: str) -> ImageParameters:
             prompt.append(line)
     width, _, height = settings.pop("Size").partition("x")
     strength = settings.pop("Denoising strength", None)
+    text, tagged = _split_loras("\n".join(prompt))
+    lora_hashes = _read_hash_list(settings.pop("Lora hashes", ""))
     return ImageParameters(
-        prompt="\n".join(prompt),
+        prompt=text,
         negative_prompt="\n".join(negative),
         steps=int(settings.pop("Steps")),
         sampler=settings.pop("Sampler"),
@@ -112,6 +139,9 @@ def parse_parameters(text: str) -> ImageParameters:
         height=int(height),
         model=settings.pop("Model", ""),
         strength=None if strength is None else float(strength),
+        schedule_type=settings.pop("Schedule type", ""),
+        loras=tuple(LoraUse(name, weight, lora_hashes.get(_alias(name), "")) for name, weight in tagged),
+        embeddings=_read_hash_list(settings.pop("TI hashes", "")),
         extra=settings,
     )
 
@@ -132,6 +162,29 @@ def read_parameters(png: bytes) -> ImageParameters:
     if text is None:
         raise ValueError("the PNG has no 'parameters' text chunk")
     return parse_parameters(text)
+
+
+def _split_loras(prompt: str) -> tuple[str, tuple[tuple[str, float], ...]]:
+    """The prompt's LoRA tags; a tag this bot would refuse (another tool's extra network, a LoRA with two
+    weights) stays in the text."""
+    try:
+        return split_loras(prompt)
+    except PromptRejected:
+        return prompt, ()
+
+
+def _hash_list(hashes: dict[str, str]) -> str:
+    """``name: hash, ...`` as the web UI writes it, its separators taken out of the names."""
+    return ", ".join(f"{_alias(name)}: {short}" for name, short in hashes.items())
+
+
+def _read_hash_list(text: str) -> dict[str, str]:
+    pairs = (item.rpartition(":") for item in text.split(","))
+    return {name.strip(): short.strip() for name, _, short in pairs if name.strip()}
+
+
+def _alias(name: str) -> str:
+    return name.replace(":", "").replace(",", "")
 
 
 def _quote(value: str) -> str:

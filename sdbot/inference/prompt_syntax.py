@@ -161,8 +161,10 @@ def _number(text: str, where: str) -> float:
 
 
 def _tidy(text: str) -> str:
-    """Spaces collapsed; the commas a removed tag leaves behind (``a , , b``, a trailing ``,``) dropped."""
-    text = re.sub(r"\s+", " ", text)
-    text = re.sub(r"\s+,", ",", text)
-    text = re.sub(r"(,\s*)+,", ",", text)
-    return text.strip(" ,")
+    """Runs of spaces collapsed and the commas a removed tag leaves behind (``a , , b``, a trailing ``,``)
+    dropped; line breaks are kept."""
+    text = re.sub(r"[ \t]+", " ", text)
+    text = re.sub(r" *\n *", "\n", text)
+    text = re.sub(r" +,", ",", text)
+    text = re.sub(r",( *,)+", ",", text)
+    return text.strip(" ,\n")
