@@ -18,7 +18,6 @@ import logging
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
@@ -27,6 +26,7 @@ from transformers.utils import logging as transformers_logging
 from sdbot.errors import GenerationFailed
 from sdbot.inference.addon_families import SDXL
 from sdbot.inference.addons import Addon, AddonLibrary, embedding_hash, lora_hash
+from sdbot.inference.pngmeta import LoraUse
 from sdbot.inference.prompt_syntax import LoraRequest
 
 log = logging.getLogger(__name__)
@@ -34,15 +34,6 @@ log = logging.getLogger(__name__)
 KEEP_LOADED = 8  # LoRA files kept loaded beyond those of the current batch
 
 _FileVersion = tuple[str, int, int]  # path, mtime_ns, size
-
-
-@dataclass(frozen=True)
-class AppliedLora:
-    """A LoRA a batch ran with, as the PNG names it (``<lora:name:weight>``, ``Lora hashes``)."""
-
-    name: str
-    weight: float
-    hash: str
 
 
 class LoraAdapters:
@@ -64,8 +55,9 @@ class LoraAdapters:
     def loaded(self) -> int:
         return len(self._loaded)
 
-    def apply(self, loras: Sequence[LoraRequest]) -> tuple[AppliedLora, ...]:
-        """Make exactly ``loras`` active, at their weights (none: every adapter off). Raises
+    def apply(self, loras: Sequence[LoraRequest]) -> tuple[LoraUse, ...]:
+        """Make exactly ``loras`` active, at their weights (none: every adapter off); returns them as the PNG
+        names them. Raises
         ``GenerationFailed`` for a LoRA that is gone from the folder, of another family, or unreadable."""
         if not loras:
             if self._enabled:
@@ -80,7 +72,7 @@ class LoraAdapters:
             self._pipe.enable_lora()
             self._enabled = True
         return tuple(
-            AppliedLora(addon.name, weight, lora_hash(addon.path))
+            LoraUse(addon.name, weight, lora_hash(addon.path))
             for addon, (_, weight) in zip(addons, loras, strict=True)
         )
 
