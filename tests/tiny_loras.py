@@ -43,14 +43,15 @@ def save_kohya_lora(
     path.parent.mkdir(parents=True, exist_ok=True)
     encoders = list(_encoders(pipe).values())
     # kohya calls SD's one text encoder ``te`` and SDXL's two ``te1`` and ``te2``, and names their modules
-    # by the transformers-4 path, with its ``text_model`` level
+    # by the transformers-4 path, with its ``text_model`` level (transformers 5 keeps it only in SDXL's
+    # second encoder)
     prefixes = (
         ["lora_te_text_model"] if len(encoders) == 1 else ["lora_te1_text_model", "lora_te2_text_model"]
     )
     state: dict[str, torch.Tensor] = {}
     for prefix, model in [("lora_unet", pipe.unet), *zip(prefixes, encoders, strict=True)]:
         for name, (down, up) in _updates(model, generator).items():
-            key = f"{prefix}_{name.replace('.', '_')}"
+            key = f"{prefix}_{name.removeprefix('text_model.').replace('.', '_')}"
             state[f"{key}.lora_down.weight"] = down
             state[f"{key}.lora_up.weight"] = up
             state[f"{key}.alpha"] = torch.tensor(float(RANK))
