@@ -4,7 +4,8 @@ The real environment wins over ``.env``. A bad value stops start-up with a ``Con
 message names the variable, the value and what is allowed. The Discord token and the Hugging Face token are
 kept out of ``repr`` so that they never reach a log.
 
-This module imports nothing from ``sdbot`` except its errors, so every layer can depend on it.
+This module imports nothing from ``sdbot`` except its errors and the job parameters' bounds, so every layer
+can depend on it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import TypeVar
 from dotenv import dotenv_values
 
 from sdbot.errors import ConfigError
+from sdbot.params import MAX_LORAS
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 # The standalone checker every model without its own is checked by (it classifies any RGB image).
@@ -67,6 +69,9 @@ class Settings:
     # "lanczos" (no model); see sdbot/inference/upscalers.py.
     upscaler: str = DEFAULT_UPSCALER
     max_upload_mb: int = 10  # the largest picture a member may start from
+    lora_dir: Path | None = None  # LoRA files offered to members (sdbot/inference/addons.py)
+    embeddings_dir: Path | None = None  # textual-inversion embeddings, usable by name in prompts
+    max_loras: int = 3  # LoRAs per request
     log_level: str = "INFO"
 
 
@@ -106,6 +111,9 @@ def load_settings(
         engine_process=reader.flag("SDBOT_ENGINE_PROCESS", True),
         upscaler=reader.text("SDBOT_UPSCALER") or DEFAULT_UPSCALER,
         max_upload_mb=reader.number("SDBOT_MAX_UPLOAD_MB", int, 10, minimum=1, maximum=100),
+        lora_dir=reader.folder("SDBOT_LORA_DIR"),
+        embeddings_dir=reader.folder("SDBOT_EMBEDDINGS_DIR"),
+        max_loras=reader.number("SDBOT_MAX_LORAS", int, 3, minimum=0, maximum=MAX_LORAS),
         log_level=reader.choice("SDBOT_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
     )
 
@@ -126,6 +134,13 @@ class _Reader:
     def path(self, name: str) -> Path | None:
         raw = self.text(name)
         return None if raw is None else Path(raw).expanduser()
+
+    def folder(self, name: str) -> Path | None:
+        """A folder that must exist (its files may come and go while the bot runs)."""
+        path = self.path(name)
+        if path is not None and not path.is_dir():
+            raise ConfigError(f"{name}={self.text(name)!r} is not allowed: use an existing folder")
+        return path
 
     def optional(self, name: str, default: str) -> str | None:
         """A text that ``none`` switches off; unset, ``default``."""

@@ -30,6 +30,8 @@ MAX_SEED = 2**32 - 1
 MAX_PROMPT_LENGTH = 1000
 MIN_STRENGTH = 0.05  # below this an image-to-image run changes nothing a member could see
 ZOOM_FACTORS = (1.5, 2.0)  # Zoom Out's choices, as Midjourney offers them
+MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -2.0, 2.0
+MAX_LORAS = 10  # the most any server may allow (SDBOT_MAX_LORAS, default 3)
 
 
 class JobKind(enum.StrEnum):
@@ -95,8 +97,11 @@ class JobParams:
     one, so that a resumed job makes the same images). ``strength`` is set for the kinds that start from an
     image: how far the result may move from it (1: nothing of it is kept). ``model`` is the library name
     of the model that makes the images (empty: the library's default, as jobs stored before there were
-    several models). ``zoom`` or ``pan`` make an outpainting job: the picture shrunk by ``zoom`` in the
-    middle of a canvas of ``width`` x ``height``, or that canvas grown on the ``pan`` side of it."""
+    several models). ``loras``: the LoRAs applied, by name, with their weights, in the member's order (the
+    prompt holds no ``<lora:...>`` tags). ``sampler``: the sampler's name (``sdbot.inference.samplers``),
+    None for the model's own scheduler. ``zoom`` or ``pan`` make an outpainting job: the picture shrunk by
+    ``zoom`` in the middle of a canvas of ``width`` x ``height``, or that canvas grown on the ``pan`` side of
+    it."""
 
     prompt: str
     negative_prompt: str = ""
@@ -108,6 +113,8 @@ class JobParams:
     count: int = 1
     strength: float | None = None
     model: str = ""
+    loras: tuple[tuple[str, float], ...] = ()
+    sampler: str | None = None
     zoom: float | None = None
     pan: PanDirection | None = None
 
@@ -127,9 +134,19 @@ class JobParams:
         return self.width * self.height
 
     def batch_key(self) -> tuple[object, ...]:
-        """What requests must share to run in one pipeline call (one model, one schedule, one size); prompts,
-        seeds and counts may differ."""
-        return (self.model, self.steps, self.guidance, self.width, self.height, self.strength, self.outpaint)
+        """What requests must share to run in one pipeline call (one model with one set of LoRAs at the same
+        weights, one sampler and schedule, one size, one outpainting); prompts, seeds and counts may differ."""
+        return (
+            self.model,
+            tuple(sorted(self.loras)),
+            self.sampler,
+            self.steps,
+            self.guidance,
+            self.width,
+            self.height,
+            self.strength,
+            self.outpaint,
+        )
 
     def images(self, first: int, count: int) -> JobParams:
         """The parameters of images ``first .. first + count - 1`` alone: the same images, seeded from the
@@ -153,7 +170,8 @@ class JobParams:
         if unknown:
             raise ValueError(f"unknown job parameters: {', '.join(unknown)}")
         pan = values.get("pan")
-        return cls(**{**values, "pan": None if pan is None else PanDirection(pan)})
+        loras = tuple((str(name), float(weight)) for name, weight in values.get("loras", ()))
+        return cls(**{**values, "pan": None if pan is None else PanDirection(pan), "loras": loras})
 
 
 @dataclass(frozen=True)
@@ -166,6 +184,7 @@ class Limits:
     max_count: int = MAX_COUNT
     max_pixels: int = MAX_SIDE * MAX_SIDE
     size_multiple: int = 8
+    max_loras: int = MAX_LORAS
     owner: str = "the engine"  # whose limits these are, as messages name them ("this server")
     negative_prompt: bool = True  # False: the model has no negative prompt to honour
     model: str = "the model"  # the model these limits are for, as messages name it
@@ -198,6 +217,7 @@ def check_params(params: JobParams, limits: Limits = ENGINE_LIMITS) -> None:
                 f"The {label} must be a multiple of {limits.size_multiple} from {MIN_SIDE} to {MAX_SIDE}, "
                 f"not {side}."
             )
+    _check_loras(params.loras, limits, server)
     if params.pixels > limits.max_pixels:
         raise InvalidRequest(
             f"{params.width}x{params.height} is larger than {limits.owner} allows "
@@ -218,6 +238,18 @@ def check_params(params: JobParams, limits: Limits = ENGINE_LIMITS) -> None:
                 f"{params.steps} steps at strength {params.strength:g} leave no denoising step: "
                 f"use at least {min_steps(params.strength)} steps."
             )
+
+
+def _check_loras(loras: tuple[tuple[str, float], ...], limits: Limits, server: bool) -> None:
+    if len(loras) > min(MAX_LORAS, limits.max_loras):
+        where = " on this server" if server else ""
+        most = min(MAX_LORAS, limits.max_loras)
+        raise InvalidRequest(f"{len(loras)} LoRAs asked; at most {most} per request{where}.")
+    names = [name for name, _ in loras]
+    if len(set(names)) < len(names):
+        raise InvalidRequest("Each LoRA may be named once per request.")
+    for name, weight in loras:
+        _check_range(f"The weight of LoRA {name}", weight, MIN_LORA_WEIGHT, MAX_LORA_WEIGHT, False)
 
 
 def min_steps(strength: float) -> int:

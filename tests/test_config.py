@@ -50,6 +50,8 @@ def test_typed_values_are_parsed(tmp_path: Path) -> None:
             "SDBOT_PREVIEW_DECODER": "madebyollin/taesd",
             "SDBOT_UPSCALER": "/models/4x-UltraSharp.pth",
             "SDBOT_MAX_UPLOAD_MB": "25",
+            "SDBOT_LORA_DIR": str(tmp_path),
+            "SDBOT_MAX_LORAS": "0",
         },
         dotenv_path=None,
     )
@@ -58,6 +60,7 @@ def test_typed_values_are_parsed(tmp_path: Path) -> None:
     assert (settings.compile, settings.vae_tiling, settings.log_level) == (True, False, "DEBUG")
     assert (settings.model_config, settings.preview_decoder) == ("/models/sd15-config", "madebyollin/taesd")
     assert (settings.upscaler, settings.max_upload_mb) == ("/models/4x-UltraSharp.pth", 25)
+    assert (settings.lora_dir, settings.embeddings_dir, settings.max_loras) == (tmp_path, None, 0)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +79,8 @@ def test_typed_values_are_parsed(tmp_path: Path) -> None:
         ("SDBOT_MAX_BATCH", "65", "a whole number from 1 to 64"),
         ("SDBOT_JOB_TIMEOUT", "soon", "a number of at least 1"),
         ("SDBOT_MAX_UPLOAD_MB", "0", "a whole number from 1 to 100"),
+        ("SDBOT_MAX_LORAS", "11", "a whole number from 0 to 10"),
+        ("SDBOT_EMBEDDINGS_DIR", "/no/such/folder", "an existing folder"),
     ],
 )
 def test_a_bad_value_names_the_variable_the_value_and_what_is_allowed(

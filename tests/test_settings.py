@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
+from safetensors.numpy import save_file
 
 from sdbot.config import Settings
 from sdbot.db import Database
 from sdbot.errors import InvalidSetting
+from sdbot.inference.addons import AddonKind, AddonLibrary
 from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in, defaults_from
 
 GUILD = 100
@@ -151,3 +156,25 @@ async def test_member_overrides_set_and_clear(service: SettingsService) -> None:
     assert (override.quota, override.blocked) == (None, False)
     with pytest.raises(InvalidSetting, match="from 0 to 10,000"):
         await service.set_member_quota(GUILD, 7, -5)
+
+
+async def test_loras_can_be_switched_off_or_limited_and_a_default_sampler_chosen(
+    db: Database, tmp_path: Path
+) -> None:
+    key = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn1_to_q.lora_down.weight"
+    (tmp_path / "styles").mkdir()
+    save_file({key: np.ones((1, 8), np.float16)}, str(tmp_path / "styles" / "ink.safetensors"))
+    service = SettingsService(db, loras=AddonLibrary(tmp_path, AddonKind.LORA))
+    assert (await service.get(GUILD)).lora_allowed("styles/ink")
+    settings = await service.allow_lora(GUILD, "ink")  # found by its file name, stored by its full name
+    assert settings.loras == {"styles/ink"}
+    assert settings.lora_allowed("styles/ink") and not settings.lora_allowed("other")
+    with pytest.raises(InvalidSetting, match="no LoRA 'missing' in the LoRA folder"):
+        await service.allow_lora(GUILD, "missing")
+    assert not (await service.set_loras_enabled(GUILD, False)).lora_allowed("styles/ink")
+    assert (await service.disallow_lora(GUILD, "styles/ink")).loras == frozenset()
+    assert (await service.set_default_sampler(GUILD, "dpm++ 2m karras")).default_sampler == "DPM++ 2M Karras"
+    with pytest.raises(InvalidSetting, match="no sampler 'PLMS'; the samplers are Euler, Euler a"):
+        await service.set_default_sampler(GUILD, "PLMS")
+    reset = await service.reset(GUILD)
+    assert (reset.loras_enabled, reset.default_sampler) == (True, None)

@@ -1,5 +1,5 @@
 """Per-server settings as stored: only what a server changed, plus its lists (allowed channels, banned words,
-allowed models).
+allowed models, allowed LoRAs).
 
 A NULL column means "the default", so that changing ``SDBOT_DAILY_QUOTA`` (or a built-in default) reaches
 every server that never set its own value. Defaults and validation live in ``sdbot.services.settings``.
@@ -28,14 +28,18 @@ SCALAR_SETTINGS: Mapping[str, type] = MappingProxyType(
         "upscale_allowed": bool,
         "default_model": str,
         "uploads_allowed": bool,
+        "loras_enabled": bool,
+        "default_sampler": str,
     }
 )
-# Each list setting: its table and value column. An empty list means "no restriction" (channels, models).
+# Each list setting: its table and value column. An empty list means "no restriction" (channels, models,
+# LoRAs).
 LIST_SETTINGS: Mapping[str, tuple[str, str]] = MappingProxyType(
     {
         "channels": ("guild_channels", "channel_id"),
         "banned_words": ("banned_words", "word"),
         "models": ("guild_models", "model"),
+        "loras": ("guild_loras", "lora"),
     }
 )
 

@@ -72,6 +72,7 @@ FLOW_SAMPLERS = (
     ),
     _karras("Euler", "FlowMatchEulerDiscreteScheduler", stochastic_sampling=False),
 )
+ALL_SAMPLERS = DIFFUSION_SAMPLERS + FLOW_SAMPLERS
 _FLOW_SCHEDULERS = frozenset({"FlowMatchEulerDiscreteScheduler", "FlowMatchHeunDiscreteScheduler"})
 _DIFFUSION_SCHEDULERS = frozenset(
     {sampler.scheduler for sampler in DIFFUSION_SAMPLERS}

@@ -22,6 +22,8 @@ from typing import Any
 from sdbot.config import NSFW_POLICIES, Settings
 from sdbot.db import Database, MemberOverride
 from sdbot.errors import InvalidSetting
+from sdbot.inference.addons import AddonKind, AddonLibrary
+from sdbot.inference.samplers import ALL_SAMPLERS
 
 __all__ = ["GuildSettings", "MemberOverride", "SettingsService", "banned_word_in", "defaults_from"]
 
@@ -33,6 +35,7 @@ QUEUE_LIMIT_RANGE = (1, 50)
 MAX_BANNED_WORDS = 500
 MAX_BANNED_WORD_LENGTH = 100
 MAX_CHANNELS = 500
+MAX_LISTED_LORAS = 500
 
 
 @dataclass(frozen=True)
@@ -53,12 +56,18 @@ class GuildSettings:
     uploads_allowed: bool = True  # members may start /imagine from their own picture
     default_model: str | None = None  # None: the library's default
     models: frozenset[str] = field(default_factory=frozenset)  # models members may use; empty: every one
+    loras_enabled: bool = True
+    loras: frozenset[str] = field(default_factory=frozenset)  # LoRAs members may use; empty: every one
+    default_sampler: str | None = None  # None: each model's own (SDBOT_MODELS, else its scheduler)
 
     def channel_allowed(self, channel_id: int) -> bool:
         return not self.channels or channel_id in self.channels
 
     def model_allowed(self, name: str) -> bool:
         return not self.models or name in self.models
+
+    def lora_allowed(self, name: str) -> bool:
+        return self.loras_enabled and (not self.loras or name in self.loras)
 
 
 def defaults_from(config: Settings) -> GuildSettings:
@@ -105,11 +114,16 @@ class SettingsService:
     """Reads and changes server settings and member overrides."""
 
     def __init__(
-        self, db: Database, defaults: GuildSettings | None = None, model_names: Sequence[str] = ()
+        self,
+        db: Database,
+        defaults: GuildSettings | None = None,
+        model_names: Sequence[str] = (),
+        loras: AddonLibrary | None = None,
     ) -> None:
         self._db = db
         self.defaults = GuildSettings() if defaults is None else defaults
         self._model_names = tuple(model_names)  # the library's, which a server may choose from
+        self._loras = AddonLibrary(None, AddonKind.LORA) if loras is None else loras
         self._cache: dict[int, GuildSettings] = {}
         self._writes = 0  # bumped by every write, so a read that raced one is not cached
 
@@ -234,6 +248,36 @@ class SettingsService:
         return await self._remove_from_list(
             guild_id, "models", name, f"{name} is not in this server's list of models."
         )
+
+    async def set_loras_enabled(self, guild_id: int, enabled: bool) -> GuildSettings:
+        return await self._set(guild_id, "loras_enabled", bool(enabled))
+
+    async def allow_lora(self, guild_id: int, name: str) -> GuildSettings:
+        """Add a LoRA of the folder to the ones members may use (once any is listed, only those)."""
+        lora = self._loras.find(name)
+        if lora is None:
+            raise InvalidSetting(f"There is no LoRA {name!r} in the LoRA folder (`/loras` lists them).")
+        return await self._add_to_list(guild_id, "loras", lora.name, MAX_LISTED_LORAS, "LoRAs")
+
+    async def disallow_lora(self, guild_id: int, name: str) -> GuildSettings:
+        """Remove a LoRA from the list (an empty list allows every LoRA again)."""
+        lora = self._loras.find(name)
+        return await self._remove_from_list(
+            guild_id,
+            "loras",
+            lora.name if lora is not None else name,
+            f"{name} is not in this server's list of LoRAs.",
+        )
+
+    async def set_default_sampler(self, guild_id: int, name: str | None) -> GuildSettings:
+        """The sampler members get when they name none, with every model it fits; None: each model's own."""
+        if name is not None:
+            known = {sampler.name.casefold(): sampler.name for sampler in ALL_SAMPLERS}
+            if name.strip().casefold() not in known:
+                names = ", ".join(dict.fromkeys(sampler.name for sampler in ALL_SAMPLERS))
+                raise InvalidSetting(f"There is no sampler {name!r}; the samplers are {names}.")
+            name = known[name.strip().casefold()]
+        return await self._set(guild_id, "default_sampler", name)
 
     async def member(self, guild_id: int, user_id: int) -> MemberOverride:
         return await self._db.members.get(guild_id, user_id)
