@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from sdbot.errors import SdbotError
 
 SD1, SD2, SDXL, SD3, FLUX = "sd1", "sd2", "sdxl", "sd3", "flux"
+FAMILY_LABELS = {SD1: "SD 1.x", SD2: "SD 2.x", SDXL: "SDXL", SD3: "SD 3.x", FLUX: "Flux"}
 
 Shapes = Mapping[str, Sequence[int]]
 
