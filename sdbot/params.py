@@ -135,7 +135,8 @@ class JobParams:
 
     def batch_key(self) -> tuple[object, ...]:
         """What requests must share to run in one pipeline call (one model with one set of LoRAs at the same
-        weights, one sampler and schedule, one size, one outpainting); prompts, seeds and counts may differ."""
+        weights, one sampler and schedule, one size, one outpainting); prompts, seeds and counts may
+        differ."""
         return (
             self.model,
             tuple(sorted(self.loras)),
@@ -230,9 +231,7 @@ def check_params(params: JobParams, limits: Limits = ENGINE_LIMITS) -> None:
         raise InvalidRequest(f"Zoom Out is {offered}, not {params.zoom:g}x.")
     if params.strength is not None:
         if not MIN_STRENGTH <= params.strength <= 1:
-            raise InvalidRequest(
-                f"The strength must be from {MIN_STRENGTH:g} to 1, not {params.strength:g}."
-            )
+            raise InvalidRequest(f"The strength must be from {MIN_STRENGTH:g} to 1, not {params.strength:g}.")
         if int(params.steps * params.strength) < 1:
             raise InvalidRequest(
                 f"{params.steps} steps at strength {params.strength:g} leave no denoising step: "

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from sdbot.errors import GenerationFailed
+from sdbot.errors import GenerationFailed, InvalidRequest
 from sdbot.inference.adapters import Embeddings, LoraAdapters
 from sdbot.inference.addon_families import SD1, SDXL
 from sdbot.inference.addons import AddonKind, AddonLibrary
@@ -93,7 +93,7 @@ def test_recently_used_loras_stay_loaded_within_the_bound_and_changed_files_relo
 def test_a_lora_gone_or_of_another_family_fails_the_batch_clearly(pipe, lora_dir: Path) -> None:
     with pytest.raises(GenerationFailed, match="no longer in the LoRA folder"):
         LoraAdapters(pipe, AddonLibrary(lora_dir, AddonKind.LORA), SD1).apply([("missing", 1.0)])
-    with pytest.raises(GenerationFailed, match="for sd1 models, not sdxl"):
+    with pytest.raises(InvalidRequest, match="for sd1 models, not sdxl"):
         LoraAdapters(pipe, AddonLibrary(lora_dir, AddonKind.LORA), SDXL).apply([("kohya", 1.0)])
 
 

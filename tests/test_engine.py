@@ -204,6 +204,7 @@ def test_png_carries_parameters_that_read_back(tiny_engine: DiffusersEngine) -> 
         negative_prompt="blurry",
         steps=STEPS,
         sampler="PLMS",
+        schedule_type="Normal",
         guidance=6.5,
         seed=77,
         width=SIZE,

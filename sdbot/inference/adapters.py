@@ -23,7 +23,7 @@ from diffusers import DiffusionPipeline
 from safetensors.torch import load_file
 from transformers.utils import logging as transformers_logging
 
-from sdbot.errors import GenerationFailed
+from sdbot.errors import GenerationFailed, InvalidRequest
 from sdbot.inference.addon_families import SDXL
 from sdbot.inference.addons import Addon, AddonLibrary, embedding_hash, lora_hash
 from sdbot.inference.pngmeta import LoraUse
@@ -55,16 +55,21 @@ class LoraAdapters:
     def loaded(self) -> int:
         return len(self._loaded)
 
+    @property
+    def library(self) -> AddonLibrary:
+        return self._library
+
     def apply(self, loras: Sequence[LoraRequest]) -> tuple[LoraUse, ...]:
         """Make exactly ``loras`` active, at their weights (none: every adapter off); returns them as the PNG
-        names them. Raises
-        ``GenerationFailed`` for a LoRA that is gone from the folder, of another family, or unreadable."""
+        names them. Raises ``GenerationFailed`` for a LoRA that is gone from the folder or unreadable,
+        ``InvalidRequest`` for one of another family."""
         if not loras:
             if self._enabled:
                 self._pipe.disable_lora()
                 self._enabled = False
             return ()
         addons = [self._find(name) for name, _ in loras]
+        self._unfuse_projections()
         adapters = [self._load(addon) for addon in addons]
         self._evict(keep=set(adapters))
         self._pipe.set_adapters(adapters, [weight for _, weight in loras])
@@ -81,7 +86,7 @@ class LoraAdapters:
         if addon is None:
             raise GenerationFailed(f"the LoRA {name} is no longer in the LoRA folder")
         if addon.family != self._family:
-            raise GenerationFailed(f"the LoRA {name} is for {addon.family} models, not {self._family}")
+            raise InvalidRequest(f"the LoRA {name} is for {addon.family} models, not {self._family}")
         return addon
 
     def _load(self, addon: Addon) -> str:
@@ -99,6 +104,16 @@ class LoraAdapters:
         self._loaded[version] = adapter
         log.info("loaded LoRA %s as adapter %s", addon.name, adapter)
         return adapter
+
+    def _unfuse_projections(self) -> None:
+        """Fused attention projections (the engine fuses them on CUDA) compute q, k and v from one weight
+        that holds none of a LoRA's updates: a LoRA needs the separate projections, so they come back for
+        good (a little slower, the same pixels without a LoRA)."""
+        denoiser = self._pipe.components.get("unet") or self._pipe.components.get("transformer")
+        processors = getattr(denoiser, "attn_processors", {})
+        if any(type(processor).__name__.startswith("Fused") for processor in processors.values()):
+            denoiser.unfuse_qkv_projections()
+            log.info("attention projections unfused for LoRAs")
 
     def _evict(self, keep: set[str]) -> None:
         """Delete the least recently used adapters beyond ``keep`` plus ``self._keep`` others."""

@@ -23,6 +23,8 @@ from diffusers import AutoencoderTiny
 
 from sdbot.config import Settings
 from sdbot.errors import ModelLoadFailed
+from sdbot.inference.addons import AddonKind, AddonLibrary
+from sdbot.inference.extras import ModelExtras
 from sdbot.inference.families import Family
 from sdbot.inference.modelhash import model_hash
 from sdbot.inference.pipelines import (
@@ -121,6 +123,9 @@ class ModelLoader:
         self._warned_offload = False
         self._decoders: dict[str, AutoencoderTiny] = {}  # by source: shared by the models of a family
         self._hash_cache = settings.db_path.with_name(MODEL_HASH_CACHE)
+        # shared by every model: each takes the files of its family
+        self._loras = AddonLibrary(settings.lora_dir, AddonKind.LORA)
+        self._embeddings = AddonLibrary(settings.embeddings_dir, AddonKind.EMBEDDING)
 
     @property
     def placement(self) -> Placement:
@@ -145,6 +150,7 @@ class ModelLoader:
         return ModelRunner(
             entry.name,
             model,
+            ModelExtras(model.text_to_image, model.profile, self._loras, self._embeddings),
             previews=self._previews(entry.name, model),
             tile_upscales=settings.vae_tiling,
             model_hash=model_hash(Path(entry.source), self._hash_cache) if entry.is_file else None,

@@ -30,22 +30,6 @@ PARAMETERS_KEY = "parameters"
 _NEGATIVE = "Negative prompt:"
 _SETTING = re.compile(r'\s*([\w][\w \-/]*):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
 
-# diffusers scheduler class -> the web UI's sampler name, so that other tools pick the same sampler
-SAMPLER_NAMES = {
-    "PNDMScheduler": "PLMS",
-    "DDIMScheduler": "DDIM",
-    "LMSDiscreteScheduler": "LMS",
-    "EulerDiscreteScheduler": "Euler",
-    "EulerAncestralDiscreteScheduler": "Euler a",
-    "HeunDiscreteScheduler": "Heun",
-    "DPMSolverMultistepScheduler": "DPM++ 2M",
-    "DPMSolverSinglestepScheduler": "DPM++ SDE",
-    "KDPM2DiscreteScheduler": "DPM2",
-    "KDPM2AncestralDiscreteScheduler": "DPM2 a",
-    "UniPCMultistepScheduler": "UniPC",
-    "LCMScheduler": "LCM",
-}
-
 
 @dataclass(frozen=True)
 class LoraUse:
@@ -75,10 +59,6 @@ class ImageParameters:
     loras: tuple[LoraUse, ...] = ()
     embeddings: dict[str, str] = field(default_factory=dict)
     extra: dict[str, str] = field(default_factory=dict)  # settings written by other tools, kept as text
-
-
-def sampler_name(scheduler_class_name: str) -> str:
-    return SAMPLER_NAMES.get(scheduler_class_name, scheduler_class_name)
 
 
 def format_parameters(params: ImageParameters) -> str:

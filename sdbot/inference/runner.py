@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from diffusers import DiffusionPipeline
@@ -32,10 +32,11 @@ from PIL import Image
 
 from sdbot.errors import GenerationCancelled
 from sdbot.inference.canvas import Outpaint, pan, zoom_out
+from sdbot.inference.extras import ModelExtras, PreparedBatch
 from sdbot.inference.families import Family, Size
 from sdbot.inference.latents import decode_to_images, spatial
 from sdbot.inference.pipelines import ModelPipelines
-from sdbot.inference.pngmeta import ImageParameters, encode_png, sampler_name
+from sdbot.inference.pngmeta import ImageParameters, encode_png
 from sdbot.inference.previews import PreviewMaker, preview_interval
 from sdbot.inference.safety import SafetyCheck
 from sdbot.inference.types import (
@@ -115,6 +116,31 @@ class Batch:
         prepared = [prepare(request) for request in requests]
         return cls(operation, images, len(requests), first, [prepared[image.request] for image in images])
 
+    def request_images(self) -> list[list[PlannedImage]]:
+        """Each request's images."""
+        grouped: list[list[PlannedImage]] = [[] for _ in range(self.request_count)]
+        for image in self.images:
+            grouped[image.request].append(image)
+        return grouped
+
+    def only(self, requests: list[int]) -> Batch:
+        """The part of the batch that makes ``requests``' images, renumbered in that order."""
+        number = {request: new for new, request in enumerate(requests)}
+        kept = [i for i, image in enumerate(self.images) if image.request in number]
+
+        def part(items: list | None) -> list | None:
+            return None if items is None else [items[i] for i in kept]
+
+        images = [replace(self.images[i], request=number[self.images[i].request]) for i in kept]
+        return replace(
+            self,
+            images=images,
+            request_count=len(requests),
+            sources=part(self.sources),
+            masks=part(self.masks),
+            outpaints=part(self.outpaints),
+        )
+
 
 class ModelRunner:
     """Runs batches on one model (``model``: its pipelines, profile and checker), named ``name`` in PNGs
@@ -124,6 +150,7 @@ class ModelRunner:
         self,
         name: str,
         model: ModelPipelines,
+        extras: ModelExtras,
         *,
         previews: PreviewMaker | None,
         tile_upscales: bool,
@@ -131,6 +158,7 @@ class ModelRunner:
     ) -> None:
         self.name = name
         self.model = model
+        self.extras = extras
         # what the PNGs say besides the model's name: A1111's hash of a checkpoint file
         self._png_extra = {} if model_hash is None else {"Model hash": model_hash}
         self._previews = previews
@@ -143,7 +171,15 @@ class ModelRunner:
 
     @property
     def info(self) -> ModelInfo:
-        return ModelInfo(self.name, self.model.profile, self._safety is not None)
+        extras = self.extras
+        return ModelInfo(
+            self.name,
+            self.model.profile,
+            self._safety is not None,
+            samplers=tuple(sampler.name for sampler in extras.samplers),
+            own_sampler=" ".join(dict.fromkeys(extras.own_sampler)),
+            tokenizer=extras.tokenizer,
+        )
 
     def run(
         self,
@@ -160,24 +196,39 @@ class ModelRunner:
         }.get(batch.operation, self.model.image_to_image)
         if pipe is None:
             raise ValueError(f"{self.info.profile.label} models have no pipeline to {batch.operation}")
+        started = time.perf_counter()
+        prepared = self.extras.prepare(batch.params, batch.images)
+        # counted in the first call's timings: the model's switch, the LoRAs and the prompts' encoding
+        before = Timings(switch=switch, total=switch + time.perf_counter() - started)
+        groups = prepared.groups(batch.request_images())
+        results: list[GenerationResult] = [GenerationResult([])] * batch.request_count
         tile = self._tile_upscales and batch.operation is Operation.UPSCALE
         if tile:
             pipe.vae.enable_tiling()  # the VAE's memory grows with the area
         try:
-            return self._run(pipe, batch, on_progress, should_cancel, switch)
+            for group in groups:
+                part = batch if len(groups) == 1 else batch.only(group)
+                for request, result in zip(
+                    group, self._run(pipe, part, prepared, on_progress, should_cancel, before), strict=True
+                ):
+                    results[request] = result
+                before = Timings()
         finally:
             if tile:
                 pipe.vae.disable_tiling()
+        return results
 
     @torch.no_grad()
     def _run(
         self,
         pipe: DiffusionPipeline,
         batch: Batch,
+        prepared: PreparedBatch,
         on_progress: ProgressCallback | None,
         should_cancel: CancelCheck | None,
-        switch: float,
+        before: Timings,
     ) -> list[GenerationResult]:
+        """One pipeline call; ``before``: what readying it cost (counted in its timings)."""
         started = time.perf_counter()
         firsts = [
             next(i for i, image in enumerate(batch.images) if image.request == r)
@@ -189,7 +240,7 @@ class ModelRunner:
         step_end = _StepHook(on_progress, should_cancel, render)
         decode_here = self.model.profile.family is not Family.OTHER
         output = pipe(
-            **self._call_options(pipe, batch),
+            **self._call_options(pipe, batch, prepared),
             output_type="latent" if decode_here else "pil",
             callback_on_step_end=step_end,
             callback_on_step_end_tensor_inputs=["latents"],
@@ -207,13 +258,13 @@ class ModelRunner:
         flags: list[bool | None] = list(self._safety(pictures)) if self._safety else [None] * len(pictures)
         checked = time.perf_counter()
         timings = Timings(
-            switch=switch,
+            switch=before.switch,
             denoise=denoised - started,
             decode=decoded - denoised,
             safety=checked - decoded,
-            total=switch + time.perf_counter() - started,
+            total=before.total + time.perf_counter() - started,
         )
-        return self._results(pipe, batch, pictures, flags, timings)
+        return self._results(batch, prepared, pictures, flags, timings)
 
     @torch.no_grad()
     def super_resolve(
@@ -246,20 +297,20 @@ class ModelRunner:
             total=switch + checked - started,
         )
         extra = {"Postprocess upscaler": upscaler.name, "Postprocess upscale by": str(UPSCALE_FACTOR)}
-        return self._results(self.model.text_to_image, batch, pictures, flags, timings, extra)
+        return self._results(batch, self.extras.describe(batch.params), pictures, flags, timings, extra)
 
-    def _call_options(self, pipe: DiffusionPipeline, batch: Batch) -> dict[str, object]:
+    def _call_options(
+        self, pipe: DiffusionPipeline, batch: Batch, prepared: PreparedBatch
+    ) -> dict[str, object]:
         profile, params = self.model.profile, batch.params
         accepted = _call_parameters(type(pipe))
         options: dict[str, object] = {
-            "prompt": [image.prompt for image in batch.images],
+            **prepared.call_options(pipe, batch.images),
             "num_inference_steps": params.steps,
             profile.guidance_parameter: params.guidance,
             # CPU generators: the same seed gives the same starting noise on every device.
             "generator": [torch.Generator("cpu").manual_seed(image.seed) for image in batch.images],
         }
-        if profile.negative_prompt:
-            options["negative_prompt"] = [image.negative_prompt for image in batch.images]
         if "max_sequence_length" in accepted:
             options["max_sequence_length"] = profile.prompt_tokens
         if batch.sources is None or "width" in accepted:
@@ -277,17 +328,17 @@ class ModelRunner:
 
     def _results(
         self,
-        pipe: DiffusionPipeline,
         batch: Batch,
+        prepared: PreparedBatch,
         pictures: list[Image.Image],
         flags: list[bool | None],
         timings: Timings,
         extra: dict[str, str] | None = None,
     ) -> list[GenerationResult]:
-        """The PNGs, each with its parameters: the batch's, the model's hash, what an outpainting did
-        (``Outpaint: pan left``) and ``extra``."""
+        """The PNGs, each with its parameters: the batch's (with its sampler, LoRAs and embeddings), the
+        model's hash, what an outpainting did (``Outpaint: pan left``) and ``extra``."""
         results: list[list[GeneratedImage]] = [[] for _ in range(batch.request_count)]
-        sampler = sampler_name(type(pipe.scheduler).__name__)
+        sampler, schedule_type = prepared.sampler_fields
         params = batch.params
         outpaint = {} if params.outpaint is None else {"Outpaint": params.outpaint}
         written_extra = self._png_extra | outpaint | (extra or {})
@@ -297,18 +348,21 @@ class ModelRunner:
                 negative_prompt=image.negative_prompt,
                 steps=params.steps,
                 sampler=sampler,
+                schedule_type=schedule_type,
                 guidance=params.guidance,
                 seed=image.seed,
                 width=params.width,
                 height=params.height,
                 model=self.name,
                 strength=params.strength,
+                loras=prepared.loras,
+                embeddings=prepared.embedding_hashes(image),
                 extra=written_extra,
             )
             results[image.request].append(
                 GeneratedImage(picture, image.seed, flag, encode_png(picture, written))
             )
-        return [GenerationResult(request_images, timings) for request_images in results]
+        return [GenerationResult(request_images, timings, prepared.notes) for request_images in results]
 
 
 class _StepHook:

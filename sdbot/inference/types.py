@@ -42,18 +42,38 @@ class Operation(enum.StrEnum):
 @dataclass(frozen=True)
 class ModelInfo:
     """What the rest of the bot knows of a loaded model: its name, its family profile (sizes, defaults,
-    capabilities), and whether a safety checker sees its images (False: the unchecked policy applies)."""
+    capabilities), and whether a safety checker sees its images (False: the unchecked policy applies).
+    ``samplers``: the samplers it can use (``sdbot.inference.samplers``; none: only its own scheduler),
+    ``own_sampler``: what its own scheduler is called; ``tokenizer``: the JSON of the tokenizer whose window
+    bounds its prompts (``sdbot.inference.prompt_limits``), None where prompts are not counted."""
 
     name: str
     profile: FamilyProfile
     checked: bool
+    samplers: tuple[str, ...] = ()
+    own_sampler: str = ""
+    tokenizer: str | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "profile": self.profile.to_dict(), "checked": self.checked}
+        return {
+            "name": self.name,
+            "profile": self.profile.to_dict(),
+            "checked": self.checked,
+            "samplers": list(self.samplers),
+            "own_sampler": self.own_sampler,
+            "tokenizer": self.tokenizer,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelInfo:
-        return cls(data["name"], FamilyProfile.from_dict(data["profile"]), data["checked"])
+        return cls(
+            data["name"],
+            FamilyProfile.from_dict(data["profile"]),
+            data["checked"],
+            tuple(data.get("samplers", ())),
+            data.get("own_sampler", ""),
+            data.get("tokenizer"),
+        )
 
 
 @dataclass(frozen=True)
@@ -89,8 +109,12 @@ class Timings:
 
 @dataclass(frozen=True)
 class GenerationResult:
+    """A request's images. ``notes``: what the member should be told about how it was made (a model that
+    read the prompt without its weights)."""
+
     images: list[GeneratedImage]
     timings: Timings = field(default_factory=Timings)
+    notes: tuple[str, ...] = ()
 
     @property
     def seeds(self) -> list[int]:

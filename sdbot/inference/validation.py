@@ -26,7 +26,9 @@ def check_batch(
     if not requests:
         raise ValueError("a batch needs at least one request")
     if len({request.params.batch_key() for request in requests}) > 1:
-        raise ValueError("requests in one batch must share model, steps, guidance, size (and strength)")
+        raise ValueError(
+            "requests in one batch must share model, LoRAs, sampler, steps, guidance, size (and strength)"
+        )
     name = requests[0].params.model or next(iter(models))
     info = models.get(name)
     if info is None:
