@@ -279,7 +279,7 @@ def test_bad_parameters_are_rejected_naming_the_allowed_range(
 
 
 def test_batch_must_share_its_key(tiny_engine: DiffusersEngine) -> None:
-    with pytest.raises(ValueError, match="share model, steps, guidance, size"):
+    with pytest.raises(ValueError, match="share model, LoRAs, sampler, steps, guidance, size"):
         generate(tiny_engine, [request(), request(width=SIZE + 8)])
     with pytest.raises(ValueError, match="at least one request"):
         generate(tiny_engine, [])

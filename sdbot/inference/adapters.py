@@ -19,7 +19,9 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
+import torch
 from diffusers import DiffusionPipeline
+from peft.tuners.tuners_utils import BaseTunerLayer
 from safetensors.torch import load_file
 from transformers.utils import logging as transformers_logging
 
@@ -49,7 +51,8 @@ class LoraAdapters:
         self._keep = keep
         self._loaded: OrderedDict[_FileVersion, str] = OrderedDict()  # least recently used first
         self._names = (f"lora{n}" for n in itertools.count(1))
-        self._enabled = False
+        self._layers: list[BaseTunerLayer] | None = None  # every LoRA layer; None: to be found again
+        self._active: tuple[tuple[str, ...], tuple[float, ...]] | None = None  # None: all off
 
     @property
     def loaded(self) -> int:
@@ -64,22 +67,37 @@ class LoraAdapters:
         names them. Raises ``GenerationFailed`` for a LoRA that is gone from the folder or unreadable,
         ``InvalidRequest`` for one of another family."""
         if not loras:
-            if self._enabled:
-                self._pipe.disable_lora()
-                self._enabled = False
+            self._activate(None)
             return ()
         addons = [self._find(name) for name, _ in loras]
         self._unfuse_projections()
         adapters = [self._load(addon) for addon in addons]
         self._evict(keep=set(adapters))
-        self._pipe.set_adapters(adapters, [weight for _, weight in loras])
-        if not self._enabled:
-            self._pipe.enable_lora()
-            self._enabled = True
+        self._activate((tuple(adapters), tuple(weight for _, weight in loras)))
         return tuple(
             LoraUse(addon.name, weight, lora_hash(addon.path))
             for addon, (_, weight) in zip(addons, loras, strict=True)
         )
+
+    def _activate(self, active: tuple[tuple[str, ...], tuple[float, ...]] | None) -> None:
+        """Set the active adapters and their weights on every LoRA layer (None: all off). Done on the layers
+        found once per change of the loaded set, where diffusers' ``set_adapters`` walks every module of
+        the model on each call (most of a switch's cost)."""
+        if self._layers is not None and active == self._active:
+            return
+        if self._layers is None:
+            modules = [m for m in self._pipe.components.values() if isinstance(m, torch.nn.Module)]
+            self._layers = [
+                layer for module in modules for layer in module.modules() if isinstance(layer, BaseTunerLayer)
+            ]
+        for layer in self._layers:
+            layer.enable_adapters(active is not None)
+            if active is not None:
+                adapters, weights = active
+                layer.set_adapter(list(adapters), inference_mode=True)
+                for adapter, weight in zip(adapters, weights, strict=True):
+                    layer.set_scale(adapter, weight)
+        self._active = active
 
     def _find(self, name: str) -> Addon:
         addon = self._library.find(name)
@@ -102,6 +120,7 @@ class LoraAdapters:
             self._delete(adapter)
             raise GenerationFailed(f"the LoRA {addon.name} could not be loaded: {error}") from error
         self._loaded[version] = adapter
+        self._layers = None  # loading made the new adapter the active one: set them all again
         log.info("loaded LoRA %s as adapter %s", addon.name, adapter)
         return adapter
 
@@ -128,6 +147,7 @@ class LoraAdapters:
         present = {name for names in self._pipe.get_list_adapters().values() for name in names}
         if adapter in present:
             self._pipe.delete_adapters(adapter)
+            self._layers = None
 
 
 class Embeddings:

@@ -15,6 +15,7 @@ would change its image; ``groups`` splits them into calls of one length each.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -86,7 +87,9 @@ class ModelExtras:
                 raise InvalidRequest(f"{self._profile.label} models cannot use the sampler {params.sampler}")
         if params.loras and self._loras is None:
             raise InvalidRequest(f"{self._profile.label} models take no LoRAs")
+        started = time.perf_counter()
         loras = () if self._loras is None else self._loras.apply(params.loras)
+        lora_seconds = time.perf_counter() - started
         if self._embeddings is not None:
             self._embeddings.refresh()
         encoded = None
@@ -101,6 +104,7 @@ class ModelExtras:
             sampler=sampler,
             sampler_fields=self.own_sampler if sampler is None else (sampler.label, sampler.schedule_type),
             loras=loras,
+            lora_seconds=lora_seconds,
             encoder=self._encoder,
             encoded=encoded,
             negative_prompt=self._profile.negative_prompt,
@@ -123,6 +127,7 @@ class ModelExtras:
             sampler=sampler,
             sampler_fields=self.own_sampler if sampler is None else (sampler.label, sampler.schedule_type),
             loras=tuple(loras),
+            lora_seconds=0.0,
             encoder=None,
             encoded=None,
             negative_prompt=self._profile.negative_prompt,
@@ -141,6 +146,7 @@ class PreparedBatch:
     sampler: Sampler | None
     sampler_fields: tuple[str, str]
     loras: tuple[LoraUse, ...]
+    lora_seconds: float  # making them active
     encoder: PromptEncoder | None
     encoded: dict[str, Conditioning] | None
     negative_prompt: bool  # whether the family takes one

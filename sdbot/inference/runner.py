@@ -198,8 +198,10 @@ class ModelRunner:
             raise ValueError(f"{self.info.profile.label} models have no pipeline to {batch.operation}")
         started = time.perf_counter()
         prepared = self.extras.prepare(batch.params, batch.images)
-        # counted in the first call's timings: the model's switch, the LoRAs and the prompts' encoding
-        before = Timings(switch=switch, total=switch + time.perf_counter() - started)
+        # counted in the first call's timings: the model's switch, the LoRAs' and the prompts' encoding
+        before = Timings(
+            switch=switch, loras=prepared.lora_seconds, total=switch + time.perf_counter() - started
+        )
         groups = prepared.groups(batch.request_images())
         results: list[GenerationResult] = [GenerationResult([])] * batch.request_count
         tile = self._tile_upscales and batch.operation is Operation.UPSCALE
@@ -259,6 +261,7 @@ class ModelRunner:
         checked = time.perf_counter()
         timings = Timings(
             switch=before.switch,
+            loras=before.loras,
             denoise=denoised - started,
             decode=decoded - denoised,
             safety=checked - decoded,

@@ -98,9 +98,11 @@ class GeneratedImage:
 class Timings:
     """Seconds spent in each phase of one engine call (shared by every request of a batch). ``switch``:
     bringing the batch's model onto the device first (moving it from CPU memory, or loading it again), 0
-    when it was there."""
+    when it was there. ``loras``: making the batch's LoRAs active (reading the files of those not loaded
+    yet, switching adapters)."""
 
     switch: float = 0.0
+    loras: float = 0.0
     denoise: float = 0.0
     decode: float = 0.0
     safety: float = 0.0

@@ -204,6 +204,8 @@ class ActiveJob:
 
 def _sum_timings(parts: list[Timings]) -> Timings:
     return Timings(
+        switch=sum(part.switch for part in parts),
+        loras=sum(part.loras for part in parts),
         denoise=sum(part.denoise for part in parts),
         decode=sum(part.decode for part in parts),
         safety=sum(part.safety for part in parts),
