@@ -10,7 +10,7 @@
     [models.sdxl]
     source = "stabilityai/stable-diffusion-xl-base-1.0"
     description = "SDXL base"
-    steps = 30          # optional defaults for this model: steps, guidance, size ("WxH")
+    steps = 30          # optional defaults for this model: steps, guidance, size ("WxH"), sampler
     guidance = 6.0
 
     [models.juggernaut]
@@ -22,8 +22,8 @@ id as it is, a local file or folder by its name. A bad file stops start-up with 
 line names the file, the model and the problem.
 
 Like ``sdbot.config``, this imports nothing from ``sdbot`` but the settings, errors and torch-free parts of
-the inference layer (family profiles, checkpoint suffixes): the bot, the engine's process and the CLI all
-read the library.
+the inference layer (family profiles, checkpoint suffixes, sampler names): the bot, the engine's process and
+the CLI all read the library.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from sdbot.config import Settings
 from sdbot.errors import ConfigError
 from sdbot.inference.checkpoints import SINGLE_FILE_SUFFIXES
 from sdbot.inference.families import FamilyProfile
+from sdbot.inference.samplers import ALL_SAMPLERS
 
 # For a model whose family is not known yet (the engine has not loaded it): SD 1.x's.
 FALLBACK_STEPS, FALLBACK_GUIDANCE, FALLBACK_SIZE = 30, 7.5, (512, 512)
@@ -45,13 +46,14 @@ MAX_DESCRIPTION = 100  # what autocomplete shows beside the name fits Discord's 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\-]{0,39}")
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.\-]*/[\w.\-]+")
 _SIZE = re.compile(r"([0-9]{2,5})x([0-9]{2,5})")
-_KEYS = {"source", "config", "description", "steps", "guidance", "size"}
+_KEYS = {"source", "config", "description", "steps", "guidance", "size", "sampler"}
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     """One model of the library. ``steps``, ``guidance`` and ``size``: this model's defaults, where the
-    operator set them (else its family's)."""
+    operator set them (else its family's); ``sampler``: the sampler it runs with when a request names none
+    (else its own scheduler)."""
 
     name: str
     source: str  # a hub repo id, a local diffusers folder or a single checkpoint file
@@ -60,6 +62,7 @@ class ModelEntry:
     steps: int | None = None
     guidance: float | None = None
     size: tuple[int, int] | None = None
+    sampler: str | None = None
 
     @property
     def is_file(self) -> bool:
@@ -176,6 +179,7 @@ def _entry(where: str, name: str, table: Any, base: Path) -> ModelEntry:
         steps=_number(where, table, "steps", int, 1, 150),
         guidance=_number(where, table, "guidance", float, 0.0, 30.0),
         size=_size(where, table),
+        sampler=_sampler(where, table),
     )
 
 
@@ -215,6 +219,17 @@ def _number(
     if not low <= value <= high:
         raise ConfigError(f"{where}: {key} = {value} is outside {low:g} to {high:g}")
     return kind(value)
+
+
+def _sampler(where: str, table: dict[str, Any]) -> str | None:
+    """A sampler by its web UI name (any case); whether it fits the model is known once the model loads."""
+    value = table.get("sampler")
+    if value is None:
+        return None
+    names = {sampler.name.casefold(): sampler.name for sampler in ALL_SAMPLERS}
+    if not isinstance(value, str) or value.strip().casefold() not in names:
+        raise ConfigError(f"{where}: sampler must be one of {', '.join(dict.fromkeys(names.values()))}")
+    return names[value.strip().casefold()]
 
 
 def _size(where: str, table: dict[str, Any]) -> tuple[int, int] | None:

@@ -348,5 +348,5 @@ async def test_startup_syncs_to_the_dev_guild_and_asks_for_no_privileged_intent(
     intents = running.client.intents
     assert not (intents.members or intents.presences or intents.message_content)
     names = sorted(command["name"] for command in fake_discord.commands(guild=True))
-    assert names == ["cancel", "imagine", "queue", "quota", "sdadmin"]
+    assert names == ["cancel", "imagine", "loras", "queue", "quota", "sdadmin"]
     assert fake_discord.commands(guild=False) == []

@@ -33,7 +33,7 @@ def catalog(tmp_path: Path) -> LoraCatalog:
     lora("xl/film", SDXL_KEY, 1280, {"filmgrain": 5})
     for number in range(30):
         lora(f"many/style{number:02}", SD1_KEY, 768)
-    return LoraCatalog(AddonLibrary(tmp_path, AddonKind.LORA), AddonLibrary(None, AddonKind.EMBEDDING))
+    return LoraCatalog(AddonLibrary(tmp_path, AddonKind.LORA), AddonLibrary(None, AddonKind.EMBEDDING), 3)
 
 
 def test_tags_and_the_option_are_taken_with_their_folder_names(catalog: LoraCatalog) -> None:

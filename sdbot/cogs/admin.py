@@ -16,6 +16,7 @@ from discord.ext import commands
 
 from sdbot.cogs.admin_base import check_manager, guild_of, reply
 from sdbot.cogs.admin_lists import BannedGroup, ChannelsGroup, ModelsGroup
+from sdbot.cogs.admin_loras import LorasGroup, SamplerGroup, loras_text, sampler_text
 from sdbot.cogs.admin_members import UserGroup
 from sdbot.config import NSFW_POLICIES
 from sdbot.services.imagine import DEFAULT_PIXEL_BUDGET, parse_size
@@ -65,6 +66,8 @@ def settings_text(settings: GuildSettings) -> str:
             f"Starting from members' own pictures: **{'on' if settings.uploads_allowed else 'off'}**",
             f"Channels: {channels}",
             f"Banned words: **{len(settings.banned_words)}** (`/sdadmin banned list`)",
+            loras_text(settings),
+            f"Default sampler: {sampler_text(settings)}",
         ]
     )
 
@@ -79,7 +82,14 @@ class Admin(
     def __init__(self, bot: SDBot) -> None:
         self.bot = bot
         super().__init__()
-        for group in (ChannelsGroup(bot), BannedGroup(bot), ModelsGroup(bot), UserGroup(bot)):
+        for group in (
+            ChannelsGroup(bot),
+            BannedGroup(bot),
+            ModelsGroup(bot),
+            LorasGroup(bot),
+            SamplerGroup(bot),
+            UserGroup(bot),
+        ):
             self.app_command.add_command(group)
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:

@@ -9,7 +9,7 @@ publicly. A picture attached to ``image`` is downloaded only after every cheaper
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
 import discord
@@ -20,13 +20,18 @@ from sdbot.errors import UploadRejected
 from sdbot.params import (
     MAX_COUNT,
     MAX_GUIDANCE,
+    MAX_LORA_WEIGHT,
     MAX_PROMPT_LENGTH,
     MAX_SEED,
     MAX_STEPS,
     MIN_GUIDANCE,
+    MIN_LORA_WEIGHT,
     MIN_STRENGTH,
 )
 from sdbot.services.imagine import ImagineOptions, Requester, Upload
+from sdbot.services.loras import LoraChoice
+from sdbot.services.models import ModelChoice
+from sdbot.views.render import addons_text
 
 if TYPE_CHECKING:
     from sdbot.bot import SDBot
@@ -63,6 +68,9 @@ class Imagine(commands.Cog):
         model="Which model draws it (the server's default if omitted)",
         image="Start from your own picture (PNG, JPEG or WebP); the size follows the picture",
         strength="With an image: how far to move from it, 0.05 (barely) to 1 (freely); default 0.6",
+        lora="A LoRA for the model (type to search names and trigger words); or write <lora:NAME:WEIGHT>",
+        lora_weight="How strongly the LoRA applies, from -2 to 2 (default 1)",
+        sampler="The sampler (the model's default if omitted)",
     )
     async def imagine(
         self,
@@ -77,9 +85,25 @@ class Imagine(commands.Cog):
         model: app_commands.Range[str, 1, 100] | None = None,
         image: discord.Attachment | None = None,
         strength: app_commands.Range[float, MIN_STRENGTH, 1.0] | None = None,
+        lora: app_commands.Range[str, 1, 200] | None = None,
+        lora_weight: app_commands.Range[float, MIN_LORA_WEIGHT, MAX_LORA_WEIGHT] | None = None,
+        sampler: app_commands.Range[str, 1, 40] | None = None,
     ) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
-        options = ImagineOptions(prompt, negative, steps, guidance, seed, size, count, model, strength)
+        options = ImagineOptions(
+            prompt,
+            negative,
+            steps,
+            guidance,
+            seed,
+            size,
+            count,
+            model,
+            strength,
+            lora=lora,
+            lora_weight=lora_weight,
+            sampler=sampler,
+        )
         upload = None if image is None else Upload(image.size, _reader(image))
         tracker = self.bot.delivery.track(interaction)
         job = await self.bot.imagine.imagine(requester(interaction), options, upload=upload, observer=tracker)
@@ -89,8 +113,7 @@ class Imagine(commands.Cog):
     async def model_choices(
         self, interaction: discord.Interaction, typed: str
     ) -> list[app_commands.Choice[str]]:
-        choices = await self.bot.imagine.model_choices(requester(interaction), typed)
-        return [app_commands.Choice(name=choice.label, value=choice.name) for choice in choices]
+        return _labelled(await self.bot.imagine.model_choices(requester(interaction), typed))
 
     @imagine.autocomplete("size")
     async def size_choices(
@@ -99,6 +122,32 @@ class Imagine(commands.Cog):
         model = getattr(interaction.namespace, "model", None)
         sizes = await self.bot.imagine.size_choices(requester(interaction), model, typed)
         return [app_commands.Choice(name=size, value=size) for size in sizes]
+
+    @imagine.autocomplete("lora")
+    async def lora_choices(
+        self, interaction: discord.Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        model = getattr(interaction.namespace, "model", None)
+        return _labelled(await self.bot.imagine.lora_choices(requester(interaction), model, typed))
+
+    @imagine.autocomplete("sampler")
+    async def sampler_choices(
+        self, interaction: discord.Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        model = getattr(interaction.namespace, "model", None)
+        samplers = await self.bot.imagine.sampler_choices(requester(interaction), model, typed)
+        return [app_commands.Choice(name=name, value=name) for name in samplers]
+
+    @app_commands.command(name="loras", description="The LoRAs and embeddings you can use, by model family.")
+    @app_commands.guild_only()
+    async def loras(self, interaction: discord.Interaction) -> None:
+        families = await self.bot.imagine.addons(requester(interaction))
+        await interaction.response.send_message(addons_text(families), ephemeral=True)
+
+
+def _labelled(choices: Sequence[ModelChoice | LoraChoice]) -> list[app_commands.Choice[str]]:
+    """Autocomplete answers that show a label and send back a name."""
+    return [app_commands.Choice(name=choice.label, value=choice.name) for choice in choices]
 
 
 def _reader(attachment: discord.Attachment) -> Callable[[], Awaitable[bytes]]:

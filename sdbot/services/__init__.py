@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 from sdbot.config import Settings
 from sdbot.db import Database
+from sdbot.inference.addons import AddonKind, AddonLibrary
 from sdbot.library import ModelLibrary, load_library
 from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
+from sdbot.services.loras import LoraCatalog
 from sdbot.services.models import ModelCatalog
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService, defaults_from
@@ -39,12 +41,24 @@ def build_services(
 ) -> Services:
     """The services over ``db``; ``library`` defaults to the one the settings name."""
     library = load_library(settings) if library is None else library
-    settings_service = SettingsService(db, defaults_from(settings), library.names)
+    loras = LoraCatalog(
+        AddonLibrary(settings.lora_dir, AddonKind.LORA),
+        AddonLibrary(settings.embeddings_dir, AddonKind.EMBEDDING),
+        settings.max_loras,
+    )
+    settings_service = SettingsService(db, defaults_from(settings), library.names, loras.loras)
     quotas = QuotaService(db, settings_service, clock)
     queue = JobQueue(db, quotas, settings, settings_service, clock)
     models = ModelCatalog(library)
     imagine = ImagineService(
-        db, settings_service, quotas, queue, models, clock, max_upload_bytes=settings.max_upload_mb * MEBIBYTE
+        db,
+        settings_service,
+        quotas,
+        queue,
+        models,
+        loras,
+        clock,
+        max_upload_bytes=settings.max_upload_mb * MEBIBYTE,
     )
     return Services(db, settings, settings_service, quotas, queue, models, imagine, EditService(imagine))
 

@@ -246,9 +246,7 @@ class EditService:
         limits: Limits | None = None,
     ) -> JobRecord:
         self._imagine.check(params, settings, limits)
-        return await self._imagine.submit(
-            who, kind, params, parent=parent, source_png=png, observer=observer
-        )
+        return await self._imagine.submit(who, kind, params, parent=parent, source_png=png, observer=observer)
 
 
 def _missing_pipeline(kind: JobKind, profile: FamilyProfile | None) -> str | None:

@@ -37,8 +37,10 @@ from sdbot.errors import (
     PromptRejected,
 )
 from sdbot.inference.families import FamilyProfile, model_limits
+from sdbot.library import ModelEntry
 from sdbot.params import JobKind, JobParams, JobState, Limits, check_params, min_steps
 from sdbot.services.jobs import JobQueue, JobRequest, Observer
+from sdbot.services.loras import FamilyAddons, LoraCatalog, LoraChoice
 from sdbot.services.models import MAX_CHOICES, ModelCatalog, ModelChoice
 from sdbot.services.privacy import forget_user
 from sdbot.services.quotas import QuotaService, QuotaStatus
@@ -85,6 +87,9 @@ class ImagineOptions:
     count: int = 1
     model: str | None = None
     strength: float | None = None  # with an uploaded picture: how far to move from it
+    lora: str | None = None
+    lora_weight: float | None = None
+    sampler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +154,7 @@ class ImagineService:
         quotas: QuotaService,
         queue: JobQueue,
         models: ModelCatalog,
+        loras: LoraCatalog,
         clock: Callable[[], float] = time.time,
         *,
         max_upload_bytes: int = 10 * MEBIBYTE,
@@ -160,6 +166,7 @@ class ImagineService:
         self._quotas = quotas
         self._queue = queue
         self.models = models
+        self.loras = loras
         self._ready = False
 
     @property
@@ -228,16 +235,40 @@ class ImagineService:
     async def size_choices(self, who: Requester, model: str | None, typed: str) -> list[str]:
         """The model's sizes (its library default, then its family's) within the server's pixel budget."""
         settings = await self._settings.get(who.guild_id)
-        try:
-            entry = self.models.resolve(model, settings)
-        except InvalidRequest:
-            entry = self.models.default_for(settings)
+        entry = self._chosen_model(model, settings)
         profile = self.models.profile(entry.name)
         sizes = [entry.defaults(profile).size]
         sizes += [(size.width, size.height) for size in profile.size_presets] if profile else []
         budget = pixel_budget(settings, profile)
         shown = dict.fromkeys(f"{w}x{h}" for w, h in sizes if w * h <= budget)
         return [size for size in shown if typed.strip().lower() in size][:MAX_CHOICES]
+
+    async def lora_choices(self, who: Requester, model: str | None, typed: str) -> list[LoraChoice]:
+        """The LoRAs of the chosen model's family this server allows, by name or trigger word."""
+        settings = await self._settings.get(who.guild_id)
+        profile = self.models.profile(self._chosen_model(model, settings).name)
+        return [] if profile is None else self.loras.choices(typed, profile.family.value, settings)
+
+    async def sampler_choices(self, who: Requester, model: str | None, typed: str) -> list[str]:
+        """The samplers the chosen model can use, the one it gets by default first."""
+        settings = await self._settings.get(who.guild_id)
+        entry = self._chosen_model(model, settings)
+        info = self.models.info(entry.name)
+        offered = [] if info is None else list(info.samplers)
+        default = self._default_sampler(entry, settings)
+        if default is not None:
+            offered.insert(0, offered.pop(offered.index(default)))
+        return [name for name in offered if typed.strip().casefold() in name.casefold()][:MAX_CHOICES]
+
+    async def addons(self, who: Requester) -> list[FamilyAddons]:
+        """For ``/loras``: the LoRAs (allowed here) and embeddings of each family of this server's models."""
+        settings = await self._settings.get(who.guild_id)
+        families = dict.fromkeys(
+            profile.family
+            for entry in self.models.allowed(settings)
+            if (profile := self.models.profile(entry.name))
+        )
+        return [self.loras.family_addons(family.value, settings) for family in families]
 
     # ----- the member's view of the queue
 
@@ -323,8 +354,12 @@ class ImagineService:
         defaults = model.defaults(profile)
         width, height = parse_size(options.size) if options.size else defaults.size
         steps = _first(options.steps, settings.default_steps, defaults.steps)
+        family = None if profile is None else profile.family.value
+        prompt, loras = self.loras.from_request(
+            options.prompt.strip(), options.lora, options.lora_weight, family, settings
+        )
         params = JobParams(
-            prompt=options.prompt.strip(),
+            prompt=prompt,
             negative_prompt=(options.negative or "").strip(),
             steps=steps if options.steps is not None else min(steps, settings.max_steps),
             guidance=_first(options.guidance, defaults.guidance),
@@ -333,9 +368,39 @@ class ImagineService:
             seed=options.seed,
             count=options.count,
             model=model.name,
+            loras=loras,
+            sampler=self._sampler(options.sampler, model, settings),
         )
         self.check(params, settings)
         return params
+
+    def _chosen_model(self, name: str | None, settings: GuildSettings) -> ModelEntry:
+        """For autocomplete: the model named so far, else the server's default."""
+        try:
+            return self.models.resolve(name, settings)
+        except InvalidRequest:
+            return self.models.default_for(settings)
+
+    def _sampler(self, chosen: str | None, model: ModelEntry, settings: GuildSettings) -> str | None:
+        """The sampler a request gets: the member's, else the server's default, else the library's for the
+        model (each only where the model can use it), else None: the model's own scheduler."""
+        if chosen is None:
+            return self._default_sampler(model, settings)
+        info = self.models.info(model.name)
+        if info is None:
+            return chosen.strip()  # the engine checks it
+        offered = {name.casefold(): name for name in info.samplers}
+        if chosen.strip().casefold() not in offered:
+            others = ", ".join(info.samplers) if info.samplers else f"none but its own ({info.own_sampler})"
+            raise InvalidRequest(
+                f"{model.name} ({info.profile.label}) cannot use {chosen!r}; its samplers: {others}."
+            )
+        return offered[chosen.strip().casefold()]
+
+    def _default_sampler(self, model: ModelEntry, settings: GuildSettings) -> str | None:
+        info = self.models.info(model.name)
+        offered = () if info is None else info.samplers
+        return next((name for name in (settings.default_sampler, model.sampler) if name in offered), None)
 
     async def _from_upload(
         self,
@@ -381,6 +446,7 @@ class ImagineService:
             max_steps=settings.max_steps,
             max_count=settings.max_count,
             max_pixels=pixel_budget(settings, profile),
+            max_loras=self.loras.max_loras,
             owner="this server",
         )
         return limits if profile is None else model_limits(profile, limits, model)
@@ -391,6 +457,13 @@ class ImagineService:
         word = banned_word_in(params.prompt, settings)
         if word is not None:
             raise PromptRejected(f'"{word}" is banned on this server')
+        profile = self.models.profile(params.model)
+        # LoRAs the request keeps from an earlier job must still be here and allowed
+        self.loras.check(params.loras, None if profile is None else profile.family.value, settings)
+        window = self.models.window(params.model)
+        if window is not None:
+            window.check("prompt", params.prompt)
+            window.check("negative prompt", params.negative_prompt)
 
     async def submit(
         self,

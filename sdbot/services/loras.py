@@ -24,6 +24,15 @@ MAX_LABEL = 100  # characters of an autocomplete answer
 
 
 @dataclass(frozen=True)
+class FamilyAddons:
+    """What ``/loras`` lists for one family: its LoRAs that the server allows, and its embeddings."""
+
+    label: str
+    loras: list[Addon]
+    embeddings: list[Addon]
+
+
+@dataclass(frozen=True)
 class LoraChoice:
     """One autocomplete answer: the LoRA's name, and what the member reads (name and trigger words)."""
 
@@ -34,16 +43,17 @@ class LoraChoice:
 class LoraCatalog:
     """The LoRA and embedding folders under a server's rules."""
 
-    def __init__(self, loras: AddonLibrary, embeddings: AddonLibrary) -> None:
+    def __init__(self, loras: AddonLibrary, embeddings: AddonLibrary, max_loras: int) -> None:
         self.loras = loras
         self.embeddings = embeddings
+        self.max_loras = max_loras  # per request (SDBOT_MAX_LORAS); check_params enforces it
 
     def from_request(
         self,
         prompt: str,
         option: str | None,
         weight: float | None,
-        family: str,
+        family: str | None,
         settings: GuildSettings,
     ) -> tuple[str, tuple[LoraRequest, ...]]:
         """The prompt without its LoRA tags, and the LoRAs the tags and the options ask for (the tags' first),
@@ -57,10 +67,11 @@ class LoraCatalog:
         return text, self.check(requested, family, settings)
 
     def check(
-        self, requested: Sequence[LoraRequest], family: str, settings: GuildSettings
+        self, requested: Sequence[LoraRequest], family: str | None, settings: GuildSettings
     ) -> tuple[LoraRequest, ...]:
         """``requested`` by their names in the folder. Raises ``InvalidRequest`` for a LoRA that is not in
-        the folder or not for ``family``, ``NotAllowedHere`` for one the server does not allow."""
+        the folder or not for ``family`` (None: not known yet, the engine checks it), ``NotAllowedHere``
+        for one the server does not allow."""
         if requested and not settings.loras_enabled:
             raise NotAllowedHere("LoRAs are switched off on this server.")
         checked = []
@@ -68,7 +79,7 @@ class LoraCatalog:
             lora = self.loras.find(name)
             if lora is None:
                 raise InvalidRequest(f"There is no LoRA {name!r} here: `/loras` lists them.")
-            if lora.family != family:
+            if family is not None and lora.family != family:
                 raise InvalidRequest(
                     f"The LoRA {lora.name} is for {_label(lora.family)} models, and this model is "
                     f"{_label(family)}: `/loras` lists the LoRAs of each family."
@@ -89,6 +100,10 @@ class LoraCatalog:
             if needle in lora.name.casefold() or any(needle in word.casefold() for word in lora.triggers)
         ]
         return [LoraChoice(lora.name, describe(lora)) for lora in found[:MAX_CHOICES]]
+
+    def family_addons(self, family: str, settings: GuildSettings) -> FamilyAddons:
+        loras = self.usable(family, settings) if settings.loras_enabled else []
+        return FamilyAddons(_label(family), loras, self.embeddings.for_family(family))
 
     def usable(self, family: str, settings: GuildSettings) -> list[Addon]:
         """The family's LoRAs that members of this server may use, in name order."""

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from sdbot.errors import InvalidRequest
 from sdbot.inference.families import FamilyProfile
+from sdbot.inference.prompt_limits import PromptWindow
 from sdbot.inference.types import ModelInfo
 from sdbot.library import ModelEntry, ModelLibrary
 from sdbot.services.settings import GuildSettings
@@ -37,15 +38,26 @@ class ModelCatalog:
     def __init__(self, library: ModelLibrary) -> None:
         self.library = library
         self._infos: dict[str, ModelInfo] = {}
+        self._windows: dict[str, PromptWindow] = {}
 
     def learn(self, infos: Iterable[ModelInfo]) -> None:
-        """What the engine found when it loaded the models: their profiles."""
-        self._infos.update((info.name, info) for info in infos)
+        """What the engine found when it loaded the models: their profiles, samplers and tokenizers."""
+        for info in infos:
+            self._infos[info.name] = info
+            self._windows[info.name] = PromptWindow(info.profile, info.tokenizer)
+
+    def info(self, name: str) -> ModelInfo | None:
+        """What the engine told of the model, once it has loaded it."""
+        return self._infos.get(name)
 
     def profile(self, name: str) -> FamilyProfile | None:
         """The model's family profile, once the engine has loaded it."""
         info = self._infos.get(name)
         return None if info is None else info.profile
+
+    def window(self, name: str) -> PromptWindow | None:
+        """How much of a prompt the model reads, counted in its tokens, once the engine has loaded it."""
+        return self._windows.get(name)
 
     def default_for(self, settings: GuildSettings) -> ModelEntry:
         """The model a request of this server gets when it names none."""

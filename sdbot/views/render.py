@@ -19,6 +19,7 @@ from sdbot.inference.pngmeta import read_parameters
 from sdbot.inference.types import GenerationResult
 from sdbot.params import JobKind
 from sdbot.services.imagine import Disposition, disposition
+from sdbot.services.loras import FamilyAddons, describe
 from sdbot.services.settings import GuildSettings
 from sdbot.views.buttons import Tools, result_view
 
@@ -123,9 +124,17 @@ def progress_text(job: JobRecord, step: int, total: int) -> str:
     return f"{_title(job)}\nGenerating job {job.id}: step {step}/{total} ({percent}%)."
 
 
-def summary(job: JobRecord, *, mention: bool, withheld: int, upscaler: str | None = None) -> str:
-    """Prompt, seeds, steps, guidance, size and time of a finished job, and what a tool did: its strength,
-    the super-resolution model (``upscaler``) of an Upscale (Subtle)."""
+def summary(
+    job: JobRecord,
+    *,
+    mention: bool,
+    withheld: int,
+    upscaler: str | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """Prompt, seeds, steps, guidance, size, sampler, LoRAs and time of a finished job, what a tool did (its
+    strength, the super-resolution model (``upscaler``) of an Upscale (Subtle)), and what the engine noted
+    about how it was made."""
     params = job.params
     lines = [_title(job) + (f" (<@{job.user_id}>)" if mention else "")]
     if params.negative_prompt:
@@ -143,9 +152,14 @@ def summary(job: JobRecord, *, mention: bool, withheld: int, upscaler: str | Non
         facts.insert(3, f"strength {params.strength:g}")
     if params.model:
         facts.insert(0, short(params.model, 40))
+    if params.sampler:
+        facts.append(params.sampler)
     if job.started_at is not None and job.finished_at is not None:
         facts.append(f"{job.finished_at - job.started_at:.1f} s")
     lines.append(" · ".join(facts))
+    if params.loras:
+        lines.append(short("LoRAs: " + ", ".join(f"{name} {weight:g}" for name, weight in params.loras), 300))
+    lines.extend(notes)
     if withheld:
         images = "image was" if withheld == 1 else "images were"
         lines.append(f"{withheld} {images} withheld by this server's NSFW policy.")
@@ -188,10 +202,37 @@ def result_message(
     if job.kind is JobKind.UPSCALE_SUBTLE and result.images:
         upscaler = read_parameters(result.images[0].png).extra.get("Postprocess upscaler")
     return ResultMessage(
-        content=summary(job, mention=mention, withheld=withheld, upscaler=upscaler),
+        content=summary(job, mention=mention, withheld=withheld, upscaler=upscaler, notes=result.notes),
         files=files,
         view=result_view(job.id, len(result.images), shown, tools),
         allowed_mentions=discord.AllowedMentions(
             everyone=False, roles=False, users=[discord.Object(job.user_id)] if mention else False
         ),
     )
+
+
+MAX_ADDONS_SHOWN = 15  # per family and kind: /loras stays within a message's 2,000 characters
+
+
+def addons_text(families: Sequence[FamilyAddons]) -> str:
+    """``/loras``: each family's LoRAs (with trigger words) and embeddings, the first of each shown."""
+    if not any(family.loras or family.embeddings for family in families):
+        return "There are no LoRAs or embeddings for the models of this server."
+    lines = []
+    for family in families:
+        lines.append(f"**{family.label}**")
+        loras = [short(describe(lora), 110) for lora in family.loras]
+        embeddings = [short(embedding.name, 60) for embedding in family.embeddings]
+        lines.append("LoRAs: " + (_first_of(loras) or "none"))
+        if embeddings:
+            lines.append("Embeddings (write their names in a prompt): " + _first_of(embeddings))
+    lines.append(
+        "Use one with `/imagine lora:` (type to search), or write `<lora:NAME:WEIGHT>` in the prompt."
+    )
+    text = "\n".join(lines)
+    return text if len(text) <= 2000 else text[:1999] + "…"
+
+
+def _first_of(names: list[str]) -> str:
+    shown = ", ".join(names[:MAX_ADDONS_SHOWN])
+    return shown + (f" and {len(names) - MAX_ADDONS_SHOWN} more" if len(names) > MAX_ADDONS_SHOWN else "")
