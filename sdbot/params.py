@@ -240,13 +240,13 @@ def check_params(params: JobParams, limits: Limits = ENGINE_LIMITS) -> None:
 
 
 def _check_loras(loras: tuple[tuple[str, float], ...], limits: Limits, server: bool) -> None:
+    names = [name for name, _ in loras]
+    if len(set(names)) < len(names):
+        raise InvalidRequest("Each LoRA may be named once per request.")
     if len(loras) > min(MAX_LORAS, limits.max_loras):
         where = " on this server" if server else ""
         most = min(MAX_LORAS, limits.max_loras)
         raise InvalidRequest(f"{len(loras)} LoRAs asked; at most {most} per request{where}.")
-    names = [name for name, _ in loras]
-    if len(set(names)) < len(names):
-        raise InvalidRequest("Each LoRA may be named once per request.")
     for name, weight in loras:
         _check_range(f"The weight of LoRA {name}", weight, MIN_LORA_WEIGHT, MAX_LORA_WEIGHT, False)
 
