@@ -35,6 +35,7 @@ description = "SDXL base"
 steps = 30
 guidance = 6.0
 size = "1152x896"
+sampler = "dpm++ 2m karras"
 
 [models.juggernaut]
 source = "juggernautXL.safetensors"   # beside this file
@@ -51,6 +52,7 @@ config = "./sdxl-config"
         steps=30,
         guidance=6.0,
         size=(1152, 896),
+        sampler="DPM++ 2M Karras",
     )
     juggernaut = library["juggernaut"]
     assert juggernaut.source == str(tmp_path / "juggernautXL.safetensors") and juggernaut.is_file
@@ -85,6 +87,10 @@ def test_sdbot_model_alone_is_a_library_of_one(tmp_path: Path) -> None:
         ("[models.a]\nsource = 'org/a'\nsteps = 0\n", "model 'a': steps = 0 is outside 1 to 150"),
         ("[models.a]\nsource = 'org/a'\nsteps = 2.5\n", "model 'a': steps must be a whole number"),
         ("[models.a]\nsource = 'org/a'\nsize = 'big'\n", "model 'a': size must look like"),
+        (
+            "[models.a]\nsource = 'org/a'\nsampler = 'PLMS'\n",
+            "model 'a': sampler must be one of Euler, Euler a",
+        ),
         ("[models.'a b']\nsource = 'org/a'\n", "model name 'a b' must be 1-40 letters"),
         ("models = 3\n", "no models"),
         ("modles = 1\n", "unknown key 'modles'"),
