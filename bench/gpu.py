@@ -17,7 +17,11 @@ the way users do. In one run, at 512x512 and 50 steps, it measures:
   the standalone safety checker as sdbot checks them;
 - ``switch``: both in one engine whose GPU budget (``SDBOT_GPU_MEMORY``) holds one of them, called
   alternately (1024x1024, 4 steps each): every call first parks the other model in CPU memory and brings its
-  own back; ``switch_ms`` is the median of what that took (``Timings.switch``).
+  own back; ``switch_ms`` is the median of what that took (``Timings.switch``);
+- ``lora``: SD 1.5 in sdbot's engine with two kohya-format LoRAs (rank 16, every attention projection of the
+  UNet and text encoder), one request per call alternating between them (both loaded in the warm-up, as the
+  engine keeps recently used LoRAs): its images/s against ``sdbot``'s is what LoRAs cost a queue that
+  switches on every job, and ``switch_ms`` is the median LoRA switch (``Timings.loras``).
 
 For each it prints ms per step (wall time of a call over its steps), images/s, peak VRAM, and for the SD 1.5
 cases the ratio to the notebook and the fraction of the hardware limit: images/s times the work per image
@@ -71,13 +75,15 @@ from transformers.utils import logging as transformers_logging  # noqa: E402
 from bench.full_models import FULL_BUILDERS  # noqa: E402
 from sdbot.config import Settings  # noqa: E402
 from sdbot.inference.engine import DiffusersEngine, load_engine  # noqa: E402
-from sdbot.inference.types import EngineRequest, Operation, Progress  # noqa: E402
+from sdbot.inference.types import EngineRequest, Operation, Progress, default_model  # noqa: E402
 from sdbot.library import ModelEntry, ModelLibrary  # noqa: E402
 from sdbot.params import JobParams  # noqa: E402
+from tests.tiny_loras import save_kohya_lora  # noqa: E402
 
 CONFIGS = ROOT / "bench" / "configs" / "sd15"
 SD15_CASES = ("notebook", "sdbot", "batch4", "compiled", "batch4_compiled")
-CASES = (*SD15_CASES, "sdxl", "sdxl_batch4", "flux", "flux_batch4", "switch")
+CASES = (*SD15_CASES, "lora", "sdxl", "sdxl_batch4", "flux", "flux_batch4", "switch")
+LORA_RANK = 16
 PROMPTS = (
     "a photo of an astronaut riding a horse on mars",
     "a watercolor painting of a lighthouse at dawn",
@@ -319,6 +325,28 @@ def measure_engine(
             yield measure(case, batch, call, plan, load_seconds)
 
 
+def measure_lora(folder: Path, tmp: Path, plan: Plan) -> Measurement:
+    """SD 1.5 with two LoRAs, calls alternating between them (see the module's docstring)."""
+    started = time.perf_counter()
+    engine = load_engine(Settings(model=str(folder), device=plan.device.type, lora_dir=tmp / "loras"))
+    load_seconds = time.perf_counter() - started
+    pipe = engine.runner(default_model(engine)).model.text_to_image
+    for seed, name in enumerate(("a", "b")):
+        save_kohya_lora(pipe, tmp / "loras" / f"{name}.safetensors", seed=seed, rank=LORA_RANK)
+    switches: list[float] = []
+    calls = [
+        _engine_call(engine, 1, plan.size, plan.steps, loras=((name, 0.8),), switches=switches)
+        for name in "ab"
+    ]
+    for call in calls:  # both loaded before the timed calls
+        call()
+    switches.clear()
+    alternating = itertools.cycle(calls)
+    measured = measure("lora", 1, lambda: next(alternating)(), plan, load_seconds)
+    timed = switches[1:]  # the warm-up call's is not one of the timed calls'
+    return replace(measured, switch_seconds=tuple(timed))
+
+
 def measure_family(
     name: str, folder: Path, checker: Path, plan: Plan, cases: Sequence[str]
 ) -> Iterator[Measurement]:
@@ -366,12 +394,22 @@ def _engine_call(
     steps: int,
     model: str = "",
     switches: list[float] | None = None,
+    loras: tuple[tuple[str, float], ...] = (),
 ) -> Callable[[], None]:
-    """One ``engine.run`` call of ``batch`` requests of ``model``, with the callbacks the job worker passes;
-    each call's model switch (seconds) goes to ``switches``."""
+    """One ``engine.run`` call of ``batch`` requests of ``model`` (with ``loras``), with the callbacks the job
+    worker passes; each call's switch (seconds: the model's, or with ``loras`` the LoRAs') goes to
+    ``switches``."""
     requests = [
         EngineRequest(
-            JobParams(prompt=PROMPTS[i], steps=steps, width=size, height=size, seed=1000 + i, model=model)
+            JobParams(
+                prompt=PROMPTS[i],
+                steps=steps,
+                width=size,
+                height=size,
+                seed=1000 + i,
+                model=model,
+                loras=loras,
+            )
         )
         for i in range(batch)
     ]
@@ -389,7 +427,8 @@ def _engine_call(
         if not reported or reported[-1].step != reported[-1].total:
             raise RuntimeError("sdbot: the engine did not report progress up to its last step")
         if switches is not None:
-            switches.append(results[0].timings.switch)
+            timings = results[0].timings
+            switches.append(timings.loras if loras else timings.switch)
 
     return run
 
@@ -445,7 +484,7 @@ def case_line(m: Measurement, notebook: Measurement | None, plan: Plan, flops_pe
 def summary_line(measurements: list[Measurement], plan: Plan, flops_per_image: float) -> str:
     """The machine-readable last line; ``n/a`` for cases not run (or a peak not known)."""
     ips = {m.case: m.images_per_second for m in measurements}
-    switches = [seconds for m in measurements for seconds in m.switch_seconds]
+    switches = {m.case: m.switch_seconds for m in measurements}
     sdbot, base = ips.get("sdbot"), ips.get("notebook")
     fractions = [
         f
@@ -462,9 +501,16 @@ def summary_line(measurements: list[Measurement], plan: Plan, flops_per_image: f
         "best_fraction_of_peak": _number(max(fractions, default=None), "{:.4f}"),
         "sdxl_ips": _number(ips.get("sdxl"), "{:.4f}"),
         "flux_ips": _number(ips.get("flux"), "{:.4f}"),
-        "switch_ms": _number(statistics.median(switches) * 1000 if switches else None, "{:.1f}"),
+        "switch_ms": _median_ms(switches.get("switch")),
+        "lora_ips": _number(ips.get("lora"), "{:.4f}"),
+        "lora_ratio": _number(ips.get("lora") and sdbot and ips["lora"] / sdbot, "{:.3f}"),
+        "lora_switch_ms": _median_ms(switches.get("lora")),
     }
     return " ".join(f"{key}={value}" for key, value in summary.items())
+
+
+def _median_ms(seconds: Sequence[float] | None) -> str:
+    return _number(statistics.median(seconds) * 1000 if seconds else None, "{:.1f}")
 
 
 def fraction_of_peak(m: Measurement, plan: Plan, flops_per_image: float) -> float | None:
@@ -589,6 +635,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             ("notebook", lambda: [measure_notebook(folder, plan)] if "notebook" in args.only else []),
             ("sdbot", lambda: measure_engine(folder, plan, compiled=False, cases=args.only)),
             ("compiled", lambda: measure_engine(folder, plan, compiled=True, cases=args.only)),
+            ("lora", lambda: [measure_lora(folder, Path(tmp), plan)] if "lora" in args.only else []),
             ("families", lambda: measure_families(Path(tmp), plan, args.only)),
         ]
         for name, group in groups:

@@ -43,9 +43,13 @@ SUMMARY_KEYS = [
     "sdxl_ips",
     "flux_ips",
     "switch_ms",
+    "lora_ips",
+    "lora_ratio",
+    "lora_switch_ms",
 ]
 SD15_CASES = ["notebook", "sdbot", "batch4", "compiled", "batch4_compiled"]
-FAMILY_CASES = ["sdxl", "sdxl_batch4", "flux", "flux_batch4", "switch"]
+# the cases not compared with the notebook
+OTHER_CASES = ["lora", "sdxl", "sdxl_batch4", "flux", "flux_batch4", "switch"]
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -85,7 +89,7 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
     assert float(header["work_per_image_tflop"]) > 0
 
     cases = {fields["case"]: fields for fields in map(_fields, lines[1:-1])}
-    assert list(cases) == SD15_CASES + FAMILY_CASES
+    assert list(cases) == SD15_CASES + OTHER_CASES
     for name, fields in cases.items():
         assert list(fields) == CASE_KEYS
         assert fields["batch"] == ("4" if "batch4" in name else "1")
@@ -94,7 +98,7 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
         assert len(fields["reps_s"].split(",")) == 2
     for name in SD15_CASES:
         assert float(cases[name]["fraction_of_peak"]) > 0 and cases[name]["switch_ms"] == "n/a"
-    for name in FAMILY_CASES:  # the notebook and the peak's work per image are SD 1.5's
+    for name in OTHER_CASES:  # the notebook and the peak's work per image are SD 1.5's
         assert cases[name]["vs_notebook"] == cases[name]["fraction_of_peak"] == "n/a"
     assert cases["notebook"]["vs_notebook"] == "1.000"
     assert float(cases["sdbot"]["vs_notebook"]) > 0
@@ -105,6 +109,7 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
         "sdxl+flux-schnell",
     ]
     assert float(cases["switch"]["switch_ms"]) >= 0  # on a CPU device a switch moves nothing: about 0 ms
+    assert cases["lora"]["model"] == "sd15" and float(cases["lora"]["switch_ms"]) > 0
 
     summary = _fields(lines[-1])
     assert list(summary) == SUMMARY_KEYS
@@ -115,6 +120,8 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
     assert values["best_fraction_of_peak"] == pytest.approx(best, rel=1e-3)
     assert values["sdxl_ips"] == pytest.approx(float(cases["sdxl"]["images_per_s"]), rel=1e-3)
     assert values["switch_ms"] == pytest.approx(float(cases["switch"]["switch_ms"]), abs=0.1)
+    assert values["lora_ratio"] == pytest.approx(values["lora_ips"] / values["sdbot_ips"], rel=1e-2)
+    assert values["lora_switch_ms"] == pytest.approx(float(cases["lora"]["switch_ms"]), abs=0.1)
 
 
 def test_cases_not_run_and_an_unknown_peak_read_not_available(gpu_bench: ModuleType) -> None:

@@ -19,13 +19,15 @@ RANK = 4
 SCALE = 0.3
 
 
-def _updates(model: torch.nn.Module, generator: torch.Generator) -> dict[str, tuple[torch.Tensor, ...]]:
+def _updates(
+    model: torch.nn.Module, generator: torch.Generator, rank: int = RANK
+) -> dict[str, tuple[torch.Tensor, ...]]:
     """Module name -> (down, up) for each attention projection of ``model``."""
     updates = {}
     for name, module in model.named_modules():
         if isinstance(module, torch.nn.Linear) and "attn" in name:
-            down = torch.randn(RANK, module.in_features, generator=generator) * SCALE
-            up = torch.randn(module.out_features, RANK, generator=generator) * SCALE
+            down = torch.randn(rank, module.in_features, generator=generator) * SCALE
+            up = torch.randn(module.out_features, rank, generator=generator) * SCALE
             updates[name] = (down, up)
     return updates
 
@@ -37,7 +39,12 @@ def _encoders(pipe: DiffusionPipeline) -> dict[str, torch.nn.Module]:
 
 
 def save_kohya_lora(
-    pipe: DiffusionPipeline, path: Path, *, seed: int, metadata: dict[str, str] | None = None
+    pipe: DiffusionPipeline,
+    path: Path,
+    *,
+    seed: int,
+    metadata: dict[str, str] | None = None,
+    rank: int = RANK,
 ) -> Path:
     generator = torch.Generator().manual_seed(seed)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,11 +57,11 @@ def save_kohya_lora(
     )
     state: dict[str, torch.Tensor] = {}
     for prefix, model in [("lora_unet", pipe.unet), *zip(prefixes, encoders, strict=True)]:
-        for name, (down, up) in _updates(model, generator).items():
+        for name, (down, up) in _updates(model, generator, rank).items():
             key = f"{prefix}_{name.removeprefix('text_model.').replace('.', '_')}"
             state[f"{key}.lora_down.weight"] = down
             state[f"{key}.lora_up.weight"] = up
-            state[f"{key}.alpha"] = torch.tensor(float(RANK))
+            state[f"{key}.alpha"] = torch.tensor(float(rank))
     save_file(state, str(path), metadata=metadata)
     return path
 
