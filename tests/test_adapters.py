@@ -90,6 +90,16 @@ def test_recently_used_loras_stay_loaded_within_the_bound_and_changed_files_relo
         path.write_bytes(original)
 
 
+def test_a_lora_applies_whole_where_the_attention_projections_were_fused(pipe, lora_dir: Path) -> None:
+    library = AddonLibrary(lora_dir, AddonKind.LORA)
+    LoraAdapters(pipe, library, SD1).apply([("kohya", 1.0)])
+    with_lora = render(pipe)
+    pipe.unload_lora_weights()
+    pipe.unet.fuse_qkv_projections()  # as the engine does on CUDA when it loads a model
+    LoraAdapters(pipe, library, SD1).apply([("kohya", 1.0)])
+    assert np.abs(render(pipe) - with_lora).max() <= 1
+
+
 def test_a_lora_gone_or_of_another_family_fails_the_batch_clearly(pipe, lora_dir: Path) -> None:
     with pytest.raises(GenerationFailed, match="no longer in the LoRA folder"):
         LoraAdapters(pipe, AddonLibrary(lora_dir, AddonKind.LORA), SD1).apply([("missing", 1.0)])

@@ -151,11 +151,3 @@ def test_batches_never_mix_lora_sets_or_samplers(engine: DiffusersEngine) -> Non
     for mixed in (other, params("sd1"), params("sd1", loras=one.loras, sampler="Euler")):
         with pytest.raises(ValueError, match="share model, LoRAs, sampler"):
             engine.run(Operation.GENERATE, [EngineRequest(one), EngineRequest(mixed)])
-
-
-def test_a_lora_applies_whole_where_the_attention_projections_were_fused(engine: DiffusersEngine) -> None:
-    unet = engine.runner("sd1").model.text_to_image.unet
-    with_lora = image(engine, params("sd1", loras=(("ink", 1.0),)))
-    generate(engine, [params("sd1")])  # back to no LoRA
-    unet.fuse_qkv_projections()  # as the engine does on CUDA
-    assert np.abs(image(engine, params("sd1", loras=(("ink", 1.0),))) - with_lora).max() <= 1

@@ -53,6 +53,7 @@ class LoraAdapters:
         self._names = (f"lora{n}" for n in itertools.count(1))
         self._layers: list[BaseTunerLayer] | None = None  # every LoRA layer; None: to be found again
         self._active: tuple[tuple[str, ...], tuple[float, ...]] | None = None  # None: all off
+        self._unfused = False
 
     @property
     def loaded(self) -> int:
@@ -85,13 +86,15 @@ class LoraAdapters:
         the model on each call (most of a switch's cost)."""
         if self._layers is not None and active == self._active:
             return
+        toggle = self._layers is None or (active is None) != (self._active is None)
         if self._layers is None:
             modules = [m for m in self._pipe.components.values() if isinstance(m, torch.nn.Module)]
             self._layers = [
                 layer for module in modules for layer in module.modules() if isinstance(layer, BaseTunerLayer)
             ]
         for layer in self._layers:
-            layer.enable_adapters(active is not None)
+            if toggle:
+                layer.enable_adapters(active is not None)
             if active is not None:
                 adapters, weights = active
                 layer.set_adapter(list(adapters), inference_mode=True)
@@ -128,11 +131,14 @@ class LoraAdapters:
         """Fused attention projections (the engine fuses them on CUDA) compute q, k and v from one weight
         that holds none of a LoRA's updates: a LoRA needs the separate projections, so they come back for
         good (a little slower, the same pixels without a LoRA)."""
+        if self._unfused:
+            return  # nothing fuses them again: the engine fuses a model's projections when it loads it
         denoiser = self._pipe.components.get("unet") or self._pipe.components.get("transformer")
         processors = getattr(denoiser, "attn_processors", {})
         if any(type(processor).__name__.startswith("Fused") for processor in processors.values()):
             denoiser.unfuse_qkv_projections()
             log.info("attention projections unfused for LoRAs")
+        self._unfused = True
 
     def _evict(self, keep: set[str]) -> None:
         """Delete the least recently used adapters beyond ``keep`` plus ``self._keep`` others."""
