@@ -21,7 +21,6 @@ the alternating queue's images/s to the one-model queue's. The last line is the 
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import sys
 import tempfile
@@ -35,10 +34,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # module: search the repository root instead.
 sys.path[:] = [str(ROOT)] + [entry for entry in sys.path if Path(entry or ".").resolve() != ROOT / "bench"]
 
-import torch  # noqa: E402
-from diffusers.utils import logging as diffusers_logging  # noqa: E402
-from transformers.utils import logging as transformers_logging  # noqa: E402
 
+from bench.tinybench import parse_queue_args, quiet_single_thread  # noqa: E402
 from sdbot.config import Settings  # noqa: E402
 from sdbot.inference.engine import DiffusersEngine, load_engine  # noqa: E402
 from sdbot.inference.loading import model_size  # noqa: E402
@@ -92,26 +89,9 @@ def measure(
     }
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=12, help="jobs per queue (default 12)")
-    parser.add_argument("--rounds", type=int, default=3, help="paired rounds per mode (default 3)")
-    parser.add_argument("--steps", type=int, default=4, help="denoising steps per job (default 4)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels (default 64)")
-    args = parser.parse_args(argv)
-    if args.jobs < 2 or args.rounds < 1 or args.steps < 1 or args.size < 64 or args.size % 8:
-        parser.error(
-            "--jobs must be at least 2, --rounds and --steps at least 1, --size a multiple of 8 >= 64"
-        )
-    return args
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.disable_progress_bar()
-    torch.set_num_threads(1)  # tiny tensors: a second thread only adds waiting on a busy machine
-    logging.getLogger("sdbot").setLevel(logging.ERROR)  # that the tiny models are unchecked is known
+    args = parse_queue_args(__doc__.splitlines()[0], argv, "paired rounds per mode")
+    quiet_single_thread()
     with tempfile.TemporaryDirectory(prefix="sdbot-bench-models-") as tmp:
         entries = tuple(ModelEntry(name, str(build_sdxl(Path(tmp, name)))) for name in ("xl-a", "xl-b"))
         library = ModelLibrary(entries, "xl-a")

@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.test_bench_models import run_bench
 
 
 def test_a_short_run_prints_the_queues_and_the_switch_figures() -> None:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "lora.py"), "--jobs", "2", "--rounds", "1", "--steps", "1"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = [dict(pair.split("=", 1) for pair in line.split()) for line in done.stdout.strip().splitlines()]
+    lines = run_bench("lora.py", "--jobs", "2", "--rounds", "1", "--steps", "1")
     assert lines[0]["loras"] == "2" and lines[0]["jobs"] == "2"
     assert all(
         float(lines[1][key]) > 0 for key in ("plain_ips", "after_ips", "alternating_ips", "lora_load_ms")
