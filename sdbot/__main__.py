@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from sdbot.config import Settings, load_settings
-from sdbot.errors import ConfigError, GenerationFailed, ModelLoadFailed
+from sdbot.errors import ConfigError, GenerationFailed, ModelLoadFailed, PromptRejected
 from sdbot.health import check_heartbeat, heartbeat_path
 from sdbot.inference.families import model_limits
+from sdbot.inference.prompt_syntax import split_loras
 from sdbot.inference.sources import inspect_source
 from sdbot.inference.types import EngineRequest, Operation
 from sdbot.library import ModelLibrary, load_library
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, default=Path("outputs"), help="a folder, or a .png file name (default: outputs/)"
     )
     generate.add_argument("--model", help="a model of the library, or a source (default: the library's)")
+    generate.add_argument("--sampler", help="an AUTOMATIC1111 sampler name (default: the model's)")
     commands.add_parser("models", help="list the model library: family, source, on disk, size")
     doctor = commands.add_parser("doctor", help="check versions, device, every model and its speed")
     doctor.add_argument("--model", help="check only this model (of the library, or a source)")
@@ -111,8 +113,13 @@ def _size(text: str) -> tuple[int, int]:
 
 def _generate(args: argparse.Namespace, settings: Settings, library: ModelLibrary) -> int:
     entry = library[library.default]
+    try:
+        prompt, loras = split_loras(args.prompt)  # <lora:NAME:WEIGHT> tags, from SDBOT_LORA_DIR
+    except PromptRejected as error:
+        print(f"sdbot: {error}", file=sys.stderr)
+        return 2
     given = JobParams(
-        prompt=args.prompt,
+        prompt=prompt,
         negative_prompt=args.negative,
         steps=1 if args.steps is None else args.steps,
         guidance=0.0 if args.guidance is None else args.guidance,
@@ -121,6 +128,8 @@ def _generate(args: argparse.Namespace, settings: Settings, library: ModelLibrar
         seed=args.seed,
         count=args.count,
         model=entry.name,
+        loras=loras,
+        sampler=args.sampler,
     )
     if _refused(given):  # what was given, by the engine's ranges, before the slow model load
         return 2

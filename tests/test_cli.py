@@ -197,6 +197,11 @@ def test_generate_takes_a_model_of_the_library_and_its_defaults(
     assert (params.model, params.steps, params.guidance) == ("flux", 4, 0.0)  # Flux schnell's own defaults
     assert main(["generate", "a cat", "--model", "flux", "--size", "72x64"]) == 2
     assert "multiple of 16" in capsys.readouterr().err
+    assert main(["generate", "a cat", "--model", "flux", "--size", "64x64", "--sampler", "Euler a"]) == 0
+    written = read_parameters(Path(capsys.readouterr().out.split()[0]).read_bytes())
+    assert (written.sampler, written.schedule_type) == ("Euler a", "Simple")
+    assert main(["generate", "a cat <lora:ink:1:2>", "--model", "flux"]) == 2
+    assert "one weight for the whole LoRA" in capsys.readouterr().err
 
 
 def test_doctor_refuses_a_bad_size_before_loading_anything(
