@@ -3,11 +3,25 @@ longest request's messages stay within Discord's 2,000 characters."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import discord
 
 from sdbot.db import JobRecord
-from sdbot.params import MAX_PROMPT_LENGTH, MAX_SEED, MAX_SIDE, MAX_STEPS, JobKind, JobParams, JobState
-from sdbot.views.render import MAX_PROMPT_SHOWN, progress_text, short, summary, waiting_text
+from sdbot.inference.addons import Addon, AddonKind
+from sdbot.inference.extras import WEIGHTS_DROPPED
+from sdbot.params import (
+    MAX_LORAS,
+    MAX_PROMPT_LENGTH,
+    MAX_SEED,
+    MAX_SIDE,
+    MAX_STEPS,
+    JobKind,
+    JobParams,
+    JobState,
+)
+from sdbot.services.loras import FamilyAddons
+from sdbot.views.render import MAX_PROMPT_SHOWN, addons_text, progress_text, short, summary, waiting_text
 
 DISCORD_MAX_CONTENT = 2000
 MARKDOWN_PROMPT = "*_" * (MAX_PROMPT_LENGTH // 2)  # every character escapes to two
@@ -30,6 +44,8 @@ def longest_job() -> JobRecord:
             width=MAX_SIDE,
             height=MAX_SIDE,
             count=4,
+            loras=tuple((f"styles/{'x' * 190}{n}", -1.25) for n in range(MAX_LORAS)),
+            sampler="DPM++ 2M SDE Karras",
         ),
         image_count=4,
         state=JobState.DONE,
@@ -57,13 +73,32 @@ def test_short_counts_the_escapes_and_never_cuts_one_in_half():
 def test_the_longest_request_fits_every_message():
     job = longest_job()
     texts = {
-        "result": summary(job, mention=True, withheld=4),
+        "result": summary(job, mention=True, withheld=4, notes=(WEIGHTS_DROPPED,)),
         "waiting": waiting_text(job, 99),
         "progress": progress_text(job, MAX_STEPS, MAX_STEPS),
     }
     for name, text in texts.items():
         assert len(text) <= DISCORD_MAX_CONTENT, (name, len(text))
     assert "4 images were withheld" in texts["result"] and f"<@{job.user_id}>" in texts["result"]
+    assert "DPM++ 2M SDE Karras" in texts["result"] and "LoRAs: styles/" in texts["result"]
+    assert WEIGHTS_DROPPED in texts["result"]
+
+
+def test_the_list_of_loras_and_embeddings_fits_a_message_however_many_there_are() -> None:
+    def addon(kind: AddonKind, name: str) -> Addon:
+        return Addon(kind, name, Path(name), "sd1", triggers=("t" * 40, "u" * 40))
+
+    families = [
+        FamilyAddons(
+            label,
+            [addon(AddonKind.LORA, f"{label}/lora{n}") for n in range(300)],
+            [addon(AddonKind.EMBEDDING, f"embedding{n}") for n in range(300)],
+        )
+        for label in ("SD 1.x", "SDXL", "Flux")
+    ]
+    text = addons_text(families)
+    assert len(text) <= DISCORD_MAX_CONTENT and "**SD 1.x**" in text and "and 285 more" in text
+    assert addons_text([FamilyAddons("SD 1.x", [], [])]).startswith("There are no LoRAs")
 
 
 def test_a_failure_notice_with_a_huge_error_stays_within_a_message() -> None:
