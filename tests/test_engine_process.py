@@ -166,3 +166,15 @@ def test_close_ends_the_child(tmp_path) -> None:
     assert engine.pid is None
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+def test_the_child_starts_without_the_discord_token(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # docker compose's env_file puts the token in the bot's environment; the engine never needs it.
+    monkeypatch.setenv("DISCORD_TOKEN", "the-bots-secret-token")
+    engine = EngineProcess(Settings(db_path=tmp_path / "db"), loader=load_crashing_engine).start()
+    try:
+        environment = Path(f"/proc/{engine.pid}/environ").read_bytes()
+        assert b"DISCORD_TOKEN" not in environment and b"the-bots-secret-token" not in environment
+        assert os.environ["DISCORD_TOKEN"] == "the-bots-secret-token"  # the bot's own is left alone
+    finally:
+        engine.close()

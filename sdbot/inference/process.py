@@ -29,12 +29,13 @@ import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import os
 import pickle
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.synchronize import Event
@@ -65,6 +66,9 @@ POLL_INTERVAL = 0.5  # seconds between two checks of ``should_cancel`` while the
 PREVIEW_INTERVAL = 0.2  # seconds; the worker's default progress interval
 KILL_AFTER = 30.0  # seconds a call may go on after it was cancelled before its process is killed
 STOP_WAIT = 5.0  # seconds ``close`` waits for the process to exit after asking it to
+# Environment variables the child is started without: it never talks to Discord, and a process's environment
+# is readable (``/proc/<pid>/environ``) long after it started.
+CHILD_SECRETS = ("DISCORD_TOKEN",)
 
 
 class EngineProcess:
@@ -160,7 +164,8 @@ class EngineProcess:
             name="sdbot-engine",
             daemon=True,  # ended when the bot exits; if the bot is killed, the closed pipe ends it
         )
-        process.start()
+        with _environment_without(CHILD_SECRETS):
+            process.start()
         child_end.close()  # the child holds its end: a dead child now reads as end of file here
         try:
             message = _receive(parent_end)
@@ -291,6 +296,17 @@ class _Reporter:
             previews = progress.make_previews()
             self._last_previews = now
         self._connection.send(("progress", progress.step, progress.total, previews))
+
+
+@contextlib.contextmanager
+def _environment_without(names: tuple[str, ...]) -> Iterator[None]:
+    """Leave ``names`` out of the environment while a child is spawned (it copies the environment as it
+    starts); this process keeps them."""
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
 
 
 def _default_loader() -> EngineLoader:
