@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import warnings
 import weakref
 from pathlib import Path
 
@@ -328,6 +329,16 @@ def test_image_to_image_shares_the_text_to_image_weights(tiny_engine: DiffusersE
     assert img2img.unet is txt2img.unet
     assert img2img.vae is txt2img.vae
     assert img2img.text_encoder is txt2img.text_encoder
+
+
+def test_loading_a_model_prints_no_deprecation_of_torch_dtype(tiny_model_dir: Path, tmp_path: Path) -> None:
+    # diffusers 0.40 renamed ``torch_dtype`` to ``dtype`` and warns at every load given the old name.
+    checkpoint = save_single_file(tiny_model_dir, tmp_path / "tiny-sd.safetensors")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_engine(tiny_settings(tiny_model_dir))
+        load_engine(tiny_settings(checkpoint, model_config=str(tiny_model_dir), db_path=tmp_path / "db"))
+    assert [str(w.message) for w in caught if "dtype" in str(w.message)] == []
 
 
 def test_single_checkpoint_file_loads_offline_with_a_local_config(

@@ -28,6 +28,7 @@ from sdbot.inference.extras import ModelExtras
 from sdbot.inference.families import Family
 from sdbot.inference.modelhash import model_hash
 from sdbot.inference.pipelines import (
+    DIFFUSERS_DTYPE,
     ModelPipelines,
     SafetyModel,
     denoiser,
@@ -259,7 +260,7 @@ class ModelLoader:
             return self._decoders[source]
         try:
             decoder = AutoencoderTiny.from_pretrained(
-                source, torch_dtype=self._placement.dtype, token=self._settings.hf_token
+                source, token=self._settings.hf_token, **{DIFFUSERS_DTYPE: self._placement.dtype}
             )
         except Exception as error:
             raise ModelLoadFailed(

@@ -23,7 +23,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import diffusers
 import torch
+import transformers
 from diffusers import (
     AutoPipelineForText2Image,
     DiffusionPipeline,
@@ -37,6 +39,7 @@ from diffusers import (
 )
 from diffusers.loaders.single_file_utils import load_single_file_checkpoint
 from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+from packaging.version import Version
 from transformers import CLIPImageProcessor
 
 from sdbot.errors import ModelLoadFailed
@@ -49,6 +52,11 @@ from sdbot.inference.checkpoints import (
 from sdbot.inference.detect import Task, profile_from_pipeline, sibling_class
 from sdbot.inference.families import Family, FamilyProfile
 from sdbot.inference.sources import inspect_source, pipeline_family
+
+# The keyword that names the weights' dtype: diffusers 0.40 and transformers 4.56 renamed ``torch_dtype`` to
+# ``dtype`` and print a FutureWarning at every load given the old name, which older releases still need.
+DIFFUSERS_DTYPE = "dtype" if Version(diffusers.__version__) >= Version("0.40") else "torch_dtype"
+TRANSFORMERS_DTYPE = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +127,7 @@ def load_model(
             pipe = _load_single_file(path, config=config, dtype=dtype, token=token)
         else:
             pipe = AutoPipelineForText2Image.from_pretrained(
-                str(path) if path.is_dir() else source, torch_dtype=dtype, token=token
+                str(path) if path.is_dir() else source, token=token, **{DIFFUSERS_DTYPE: dtype}
             )
     except ModelLoadFailed:
         raise
@@ -176,7 +184,7 @@ def load_safety_checker(source: str, *, dtype: torch.dtype, token: str | None = 
     )
     try:
         checker = StableDiffusionSafetyChecker.from_pretrained(
-            source, subfolder=checker_folder, torch_dtype=dtype, token=token
+            source, subfolder=checker_folder, token=token, **{TRANSFORMERS_DTYPE: dtype}
         )
         extractor = CLIPImageProcessor.from_pretrained(source, subfolder=extractor_folder, token=token)
     except Exception as error:  # hub errors, missing files: the unchecked policy applies; start-up says so
@@ -204,7 +212,7 @@ def _load_single_file(
             f"{path.name}: diffusers loads .safetensors and .ckpt files: rename it {path.stem}.safetensors"
         )
     layout = _detect(path)
-    options: dict[str, object] = {"config": config, "torch_dtype": dtype, "token": token}
+    options: dict[str, object] = {"config": config, DIFFUSERS_DTYPE: dtype, "token": token}
     if config is not None and Path(config).is_dir():
         options["local_files_only"] = True
     if layout.denoiser_only:
