@@ -242,3 +242,23 @@ async def test_a_models_family_gives_its_defaults_and_refuses_what_it_cannot_do(
     with pytest.raises(InvalidRequest, match="multiple of 16"):
         await imagine.imagine(who, ImagineOptions("a cat", size="1000x1000"))
     assert await stack.reserved_and_used(ALICE) == (2, 0)
+
+
+def _with_bad_crc(png: bytes) -> bytes:
+    """``png`` with its image data chunk's checksum broken, as a damaged or hostile file has it."""
+    data = png.index(b"IDAT") - 4  # the chunk starts with its length
+    crc = data + 8 + int.from_bytes(png[data : data + 4], "big")
+    return png[:crc] + bytes(b ^ 0xFF for b in png[crc : crc + 4]) + png[crc + 4 :]
+
+
+@pytest.mark.parametrize("tool", ["vary", "upscale"])
+async def test_a_source_with_a_bad_chunk_checksum_is_refused_clearly(service, tool: str) -> None:
+    _, stack = service
+    parent = await _done_job(stack, 64, 64)
+
+    async def damaged() -> bytes:
+        return _with_bad_crc(_png(64, 64))
+
+    with pytest.raises(InvalidRequest, match="could not be read"):
+        await getattr(stack.edits, tool)(Requester(GUILD, CHANNEL, BOB), parent, 0, damaged, subtle=False)
+    assert await stack.reserved_and_used(BOB) == (0, 0)

@@ -303,7 +303,7 @@ def _decode_source(png: bytes | None) -> Image.Image:
     try:
         with Image.open(io.BytesIO(png)) as image:
             return image.convert("RGB")
-    except (OSError, ValueError):
+    except (OSError, ValueError, SyntaxError):  # SyntaxError: PIL's word for a broken PNG chunk
         raise GenerationFailed("the source image of this job could not be read") from None
 
 
