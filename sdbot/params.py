@@ -32,6 +32,7 @@ MIN_STRENGTH = 0.05  # below this an image-to-image run changes nothing a member
 ZOOM_FACTORS = (1.5, 2.0)  # Zoom Out's choices, as Midjourney offers them
 MIN_LORA_WEIGHT, MAX_LORA_WEIGHT = -2.0, 2.0
 MAX_LORAS = 10  # the most any server may allow (SDBOT_MAX_LORAS, default 3)
+SHOWN_CHARACTERS = 40  # of a bad value quoted back in a refusal
 
 
 class JobKind(enum.StrEnum):
@@ -198,6 +199,8 @@ def check_params(params: JobParams, limits: Limits = ENGINE_LIMITS) -> None:
     """Raise ``InvalidRequest`` naming the first parameter outside ``limits`` (and the engine's ranges);
     ``PromptRejected`` for the prompts."""
     server = limits.owner != ENGINE_LIMITS.owner
+    if not isinstance(params.prompt, str) or not isinstance(params.negative_prompt, str):
+        raise PromptRejected("the prompt must be text")
     if not params.prompt.strip():
         raise PromptRejected("the prompt is empty")
     for label, text in (("prompt", params.prompt), ("negative prompt", params.negative_prompt)):
@@ -207,11 +210,13 @@ def check_params(params: JobParams, limits: Limits = ENGINE_LIMITS) -> None:
             )
     if params.negative_prompt.strip() and not limits.negative_prompt:
         raise InvalidRequest(f"{limits.model} takes no negative prompt: leave it out.")
-    _check_range("Steps", params.steps, MIN_STEPS, min(MAX_STEPS, limits.max_steps), server)
+    _check_range("Steps", params.steps, MIN_STEPS, min(MAX_STEPS, limits.max_steps), server, whole=True)
     _check_range("Guidance", params.guidance, MIN_GUIDANCE, MAX_GUIDANCE, False)
     if params.seed is not None:
-        _check_range("The seed", params.seed, 0, MAX_SEED, False)
-    _check_range("The image count", params.count, MIN_COUNT, min(MAX_COUNT, limits.max_count), server)
+        _check_range("The seed", params.seed, 0, MAX_SEED, False, whole=True)
+    _check_range(
+        "The image count", params.count, MIN_COUNT, min(MAX_COUNT, limits.max_count), server, whole=True
+    )
     for label, side in (("width", params.width), ("height", params.height)):
         if not MIN_SIDE <= side <= MAX_SIDE or side % limits.size_multiple:
             raise InvalidRequest(
@@ -260,10 +265,17 @@ def min_steps(strength: float) -> int:
     return steps
 
 
-def _check_range(label: str, value: float, low: float, high: float, server: bool) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        where = " on this server" if server else ""
-        bounds = f"from {_shown(low)} to {_shown(high)}{where}"
+def _check_range(
+    label: str, value: float, low: float, high: float, server: bool, *, whole: bool = False
+) -> None:
+    """``value`` must be a number (``whole``: an integer) within ``low..high``: a modified client can send
+    any JSON type for any option."""
+    where = " on this server" if server else ""
+    bounds = f"from {_shown(low)} to {_shown(high)}{where}"
+    if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
+        kind = "a whole number" if whole else "a number"
+        raise InvalidRequest(f"{label} must be {kind} {bounds} (got {shown(value)}).")
+    if not low <= value <= high:
         raise InvalidRequest(f"{label} must be {bounds} (got {_shown(value)}).")
 
 
@@ -271,4 +283,11 @@ def _shown(value: object) -> str:
     """A number as a member typed it: whole numbers in full (a seed is ten digits), others short."""
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
-    return f"{value:g}" if isinstance(value, float) else repr(value)
+    return f"{value:g}" if isinstance(value, float) else shown(value)
+
+
+def shown(value: object, limit: int = SHOWN_CHARACTERS) -> str:
+    """Anything a member sent, quoted for a refusal and cut to ``limit`` characters: a modified client can
+    send thousands, and a message holds 2,000."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

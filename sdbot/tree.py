@@ -9,9 +9,11 @@ interaction was already acknowledged (a followup then), so no interaction is lef
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import discord
-from discord import app_commands
+from discord import AppCommandOptionType, app_commands
 
 from sdbot.errors import (
     ChannelNotAllowed,
@@ -26,12 +28,14 @@ from sdbot.errors import (
     QueueFull,
     QuotaExceeded,
 )
+from sdbot.params import shown
 from sdbot.views.render import channel_list, relative_time
 
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again later."
 NOT_PERMITTED = "You are not permitted to do that."
+MAX_MESSAGE = 2000  # characters Discord accepts in a message
 
 
 def _quota_text(error: QuotaExceeded) -> str:
@@ -76,19 +80,24 @@ def user_message(error: BaseException) -> str | None:
             return f"Images can't be generated in this channel. Try {channel_list(error.allowed)}."
         case NotAllowedHere() | JobNotFound() | InvalidSetting() | InvalidRequest():
             return str(error)
+        case MalformedOption():
+            return str(error)
         case app_commands.NoPrivateMessage():
             return "This command works only in a server."
         case app_commands.CheckFailure():  # includes MissingPermissions
             return NOT_PERMITTED
         case app_commands.TransformerError():
-            return f"{error.value!r} is not a valid value for that option."
+            return f"{shown(error.value)} is not a valid value for that option."
         case app_commands.CommandNotFound():
             return "That command no longer exists; Discord may still show an old list. Try again shortly."
     return None
 
 
 async def send_ephemeral(interaction: discord.Interaction, content: str) -> None:
-    """Answer privately, as a followup when the interaction was already acknowledged."""
+    """Answer privately, as a followup when the interaction was already acknowledged. The answer is cut to
+    Discord's 2,000 characters: a longer one would be refused and leave the member "thinking"."""
+    if len(content) > MAX_MESSAGE:
+        content = content[: MAX_MESSAGE - 1] + "…"
     try:
         if interaction.response.is_done():
             await interaction.followup.send(content, ephemeral=True)
@@ -118,8 +127,58 @@ def _describe(interaction: discord.Interaction) -> str:
     return f"component {custom_id!r}" if custom_id else f"interaction {interaction.id}"
 
 
+class MalformedOption(app_commands.CheckFailure):
+    """An option's value is not of the option's type: only a modified client sends that (Discord's own
+    checks the types), and discord.py would fail on it before the command runs."""
+
+    def __init__(self, name: str, value: object, expected: str) -> None:
+        self.name, self.value, self.expected = name, value, expected
+        super().__init__(f"The {name} option takes {expected}, not {shown(value)}.")
+
+
+# What each option type's value must be in an interaction's data, and how a refusal names it.
+_OPTION_VALUES: dict[int, tuple[Callable[[object], bool], str]] = {
+    AppCommandOptionType.string.value: (lambda value: isinstance(value, str), "text"),
+    AppCommandOptionType.integer.value: (lambda value: _is_number(value, whole=True), "a whole number"),
+    AppCommandOptionType.number.value: (lambda value: _is_number(value, whole=False), "a number"),
+    AppCommandOptionType.boolean.value: (lambda value: isinstance(value, bool), "true or false"),
+    **{
+        kind.value: (lambda value: str(value).isdigit(), "an id")
+        for kind in (
+            AppCommandOptionType.user,
+            AppCommandOptionType.channel,
+            AppCommandOptionType.role,
+            AppCommandOptionType.mentionable,
+            AppCommandOptionType.attachment,
+        )
+    },
+}
+
+
+def _is_number(value: object, *, whole: bool) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int if whole else int | float)
+
+
+def check_option_types(options: list[dict[str, Any]]) -> None:
+    """Raise ``MalformedOption`` for the first option (subcommands' included) whose value is not of its
+    type."""
+    for option in options:
+        check_option_types(option.get("options") or [])
+        rule = _OPTION_VALUES.get(option.get("type", 0))
+        if rule is not None and "value" in option and not option.get("focused"):
+            fits, expected = rule
+            if not fits(option["value"]):
+                raise MalformedOption(str(option.get("name", "?")), option["value"], expected)
+
+
 class SDTree(app_commands.CommandTree):
     """The bot's command tree: all slash-command errors go through ``report_error``."""
+
+    async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
+        """Runs before discord.py reads a command's options, which it does not check against their types."""
+        data: Any = interaction.data or {}
+        check_option_types(data.get("options") or [])
+        return True
 
     async def on_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError, /

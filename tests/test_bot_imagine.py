@@ -168,6 +168,27 @@ async def test_bad_inputs_sent_raw_are_answered_clearly(start_sdbot, fake_discor
     assert expected in await ephemeral_answer(fake_discord, interaction)
 
 
+async def test_option_values_only_a_modified_client_sends_get_short_clear_refusals(start_sdbot, fake_discord):
+    running = await start_sdbot()
+    cases = {
+        "size": ("x" * 3000, "is not WIDTHxHEIGHT"),
+        "steps": ("10", "The steps option takes a whole number, not '10'."),
+        "guidance": ("abc", "The guidance option takes a number, not 'abc'."),
+        "seed": (1.5, "The seed option takes a whole number, not 1.5."),
+        "count": (True, "The count option takes a whole number, not True."),
+        "prompt": (5, "The prompt option takes text, not 5."),
+    }
+    for option, (value, expected) in cases.items():
+        options = {"prompt": "a cat", option: value}
+        interaction = await fake_discord.slash("imagine", raw=True, options=options)
+        answer = await ephemeral_answer(fake_discord, interaction)
+        assert expected in answer and len(answer) < 300, (option, answer)
+    status = await running.client.quotas.status(
+        fake_discord.guild_id, fake_discord.members["alice"].id, is_manager=False
+    )
+    assert status.used == status.reserved == 0
+
+
 async def test_cancel_queued_and_running_jobs_refunds_them(start_sdbot, fake_discord, tiny_engine):
     gated = GatedEngine(tiny_engine)
     running = await start_sdbot(gated)

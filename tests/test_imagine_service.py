@@ -16,7 +16,7 @@ from sdbot.inference import families
 from sdbot.inference.families import FamilyProfile
 from sdbot.inference.types import ModelInfo
 from sdbot.library import ModelEntry, ModelLibrary
-from sdbot.params import JobKind, JobParams
+from sdbot.params import JobKind, JobParams, check_params
 from sdbot.services.imagine import (
     DEFAULT_PIXEL_BUDGET,
     Disposition,
@@ -262,3 +262,11 @@ async def test_a_source_with_a_bad_chunk_checksum_is_refused_clearly(service, to
     with pytest.raises(InvalidRequest, match="could not be read"):
         await getattr(stack.edits, tool)(Requester(GUILD, CHANNEL, BOB), parent, 0, damaged, subtle=False)
     assert await stack.reserved_and_used(BOB) == (0, 0)
+
+
+def test_parameters_that_are_not_whole_numbers_are_refused_with_the_value_cut_short() -> None:
+    with pytest.raises(InvalidRequest, match=r"Steps must be a whole number from 1 to 150 \(got 10\.5\)"):
+        check_params(JobParams("a cat", steps=10.5))  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequest, match="Size 'xxx") as refused:
+        parse_size("x" * 3000)
+    assert len(str(refused.value)) < 200

@@ -38,7 +38,7 @@ from sdbot.errors import (
 )
 from sdbot.inference.families import FamilyProfile, model_limits
 from sdbot.library import ModelEntry
-from sdbot.params import JobKind, JobParams, JobState, Limits, check_params, min_steps
+from sdbot.params import JobKind, JobParams, JobState, Limits, check_params, min_steps, shown
 from sdbot.services.jobs import JobQueue, JobRequest, Observer
 from sdbot.services.loras import FamilyAddons, LoraCatalog, LoraChoice
 from sdbot.services.models import MAX_CHOICES, ModelCatalog, ModelChoice
@@ -138,9 +138,9 @@ def disposition(
 
 def parse_size(size: str) -> tuple[int, int]:
     """``"768x512"`` -> (768, 512); raises ``InvalidRequest`` for anything else."""
-    match = _SIZE.fullmatch(size)
+    match = _SIZE.fullmatch(size) if isinstance(size, str) else None
     if match is None:
-        raise InvalidRequest(f"Size {size!r} is not WIDTHxHEIGHT, such as 512x768.")
+        raise InvalidRequest(f"Size {shown(size)} is not WIDTHxHEIGHT, such as 512x768.")
     return int(match[1]), int(match[2])
 
 
@@ -503,3 +503,4 @@ def pixel_budget(settings: GuildSettings, profile: FamilyProfile | None) -> int:
         return settings.max_pixels
     family = max((width * height for width, height in profile.size_presets), default=0) if profile else 0
     return max(DEFAULT_PIXEL_BUDGET, family)
+
