@@ -107,3 +107,22 @@ def test_a_failure_notice_with_a_huge_error_stays_within_a_message() -> None:
     notice = _failed_text(longest_job(), "CUDA error: " + "x" * 5000)
     assert len(f"<@{2**63 - 1}> {notice}") <= DISCORD_MAX_CONTENT
     assert notice.endswith("Nothing was charged.")
+
+
+def test_mentions_timestamps_emoji_and_direction_overrides_in_a_prompt_show_as_typed():
+    markup = ["<@123456789012345678>", "<@!42>", "<@&42>", "<#7>", "<t:1700000000:R>", "<:blob:99>",
+              "<a:dance:98>", "</imagine:5>", "<id:customize>"]
+    shown = short(" ".join(markup) + " done")
+    for item in markup:
+        assert "\\" + item in shown  # Discord shows an escaped markup as typed, and renders the rest
+    assert short("a < b and c<d") == "a < b and c<d"  # no markup: nothing to escape
+
+
+def test_invisible_and_direction_changing_characters_are_dropped_but_emoji_sequences_kept():
+    spoof = "cat\u202e)moc.live(\u202c by \u2066alice\u2069 w\u200bi\u200ct\u2060h\ufeff \u200flove\u200e"
+    assert short(spoof) == "cat)moc.live( by alice with love"
+    family, firefighter = "\U0001F468\u200d\U0001F469\u200d\U0001F467", "\U0001F469\U0001F3FD\u200d\U0001F692"
+    assert short(f"{family} {firefighter} \u2764\ufe0f\u200d\U0001F525") == (
+        f"{family} {firefighter} \u2764\ufe0f\u200d\U0001F525"
+    )
+    assert short("a\u200db") == "ab"

@@ -8,6 +8,7 @@ decides per image whether it is posted plainly, as a spoiler (``SPOILER_`` file 
 from __future__ import annotations
 
 import io
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,20 +35,37 @@ _KIND_TITLES = {
     JobKind.UPSCALE_SUBTLE: "Upscale (Subtle)",
     JobKind.UPSCALE: "Upscale (Creative)",
 }
+# Discord's markup inside any text: <@user>, <@!user>, <@&role>, <#channel>, <t:time>, <:emoji:id>,
+# <a:emoji:id>, </command:id>, <id:guide>. A backslash before the "<" shows it as typed.
+_MARKUP = re.compile(r"<(?=@|#|/|:|a:|t:|id:)")
+# Bidirectional marks, embeddings, overrides and isolates, and zero-width characters; a zero-width joiner
+# only where it does not join emoji (a family, a skin tone, a red heart on fire).
+_EMOJI = "\U0001F000-\U0001FAFF\u2600-\u27BF\uFE0F"
+_INVISIBLE = re.compile(
+    "[\u061C\u200B\u200C\u200E\u200F\u202A-\u202E\u2060\u2066-\u2069\uFEFF]"
+    f"|(?<![{_EMOJI}])\u200D|\u200D(?![{_EMOJI}])"
+)
 
 
 def short(text: str, limit: int = MAX_PROMPT_SHOWN) -> str:
-    """A user's text made safe to show: markdown escaped, at most ``limit`` characters with the escapes
-    (each can double a character: a message's 2,000 must hold the longest prompt's)."""
-    text = " ".join(text.split())
-    shown = discord.utils.escape_markdown(text)
+    """A user's text made safe to show in a public message: invisible and direction-changing characters
+    dropped (they let a prompt spoof the line that names the requester), markdown and Discord's markup
+    (mentions, timestamps, custom emoji, command links) escaped so that they show as typed, at most
+    ``limit`` characters with the escapes (each can double a character: a message's 2,000 must hold the
+    longest prompt's)."""
+    text = " ".join(_INVISIBLE.sub("", text).split())
+    shown = _escaped(text)
     kept = len(text)
     while len(shown) > limit:
         # Cut the text, not its escaped form (never half an escape). A character escapes to at most two,
         # so cutting half the excess never cuts more than needed.
         kept -= (len(shown) - limit + 1) // 2
-        shown = discord.utils.escape_markdown(text[:kept]) + "…"
+        shown = _escaped(text[:kept]) + "…"
     return shown
+
+
+def _escaped(text: str) -> str:
+    return _MARKUP.sub(r"\<", discord.utils.escape_markdown(text))
 
 
 def channel_list(channels: frozenset[int], limit: int = MAX_CHANNELS_SHOWN) -> str:
