@@ -4,6 +4,7 @@ channel."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from PIL import Image
@@ -16,9 +17,18 @@ from tests.test_bot_imagine import SINGLE, SMALL, ephemeral_answer, labels, resu
 pytest_plugins = ["tests.fakediscord.fixtures"]
 
 
-async def imagine(fake: FakeDiscord, prompt: str = "a lighthouse at dusk", **options: object) -> Message:
-    interaction = await fake.slash("imagine", raw=True, prompt=prompt, **(SMALL | options))
+async def imagine(
+    fake: FakeDiscord, prompt: str = "a lighthouse at dusk", *, user: str = "alice", **options: object
+) -> Message:
+    interaction = await fake.slash("imagine", raw=True, user=user, prompt=prompt, **(SMALL | options))
     return await result_of(fake, interaction)
+
+
+async def interaction_handlers_done() -> None:
+    """Wait for the tasks discord.py runs a click's handlers in (the button's and ``on_interaction``)."""
+    names = ("discord-ui-dynamic-item-", "discord.py: on_interaction")
+    handlers = [task for task in asyncio.all_tasks() if task.get_name().startswith(names)]
+    await asyncio.wait_for(asyncio.gather(*handlers, return_exceptions=True), 10)
 
 
 async def reply_to(fake: FakeDiscord, original: Message, *, after: int = 0) -> Message:
@@ -93,6 +103,22 @@ async def test_delete_is_for_the_requester_or_a_moderator(start_sdbot, fake_disc
     second = await imagine(fake_discord, "second")
     await fake_discord.click(second, "Delete")
     await fake_discord.wait_for(lambda: second.deleted)
+
+
+async def test_delete_is_for_whom_the_message_was_made_not_only_who_owns_the_job_it_names(
+    start_sdbot, fake_discord
+):
+    await start_sdbot()
+    grid = await imagine(fake_discord, "a grid", count=2)  # Alice's
+    pick = await fake_discord.click(grid, "U1", user="bob")
+    picked = await fake_discord.wait_for_reply(pick)  # Bob's message, its Delete naming Alice's job
+    refused = await fake_discord.click(picked, "Delete")
+    assert "not yours to delete" in await ephemeral_answer(fake_discord, refused)
+    await interaction_handlers_done()
+    assert not picked.deleted
+    await fake_discord.click(picked, "Delete", user="bob")
+    await fake_discord.wait_for(lambda: picked.deleted)
+    assert not grid.deleted
 
 
 async def test_buttons_work_after_a_restart_from_the_stored_parameters(start_sdbot, fake_discord):

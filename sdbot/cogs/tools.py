@@ -19,7 +19,7 @@ from sdbot.cogs.imagine import requester
 from sdbot.db import JobRecord
 from sdbot.errors import JobNotFound
 from sdbot.services.edits import SourceReader
-from sdbot.services.imagine import Requester
+from sdbot.services.imagine import MessageFacts, Requester
 from sdbot.services.jobs import Observer
 from sdbot.views.buttons import Action, image_view
 from sdbot.views.remix import RemixModal, remix_submission
@@ -47,7 +47,8 @@ class ImageTools(commands.Cog):
         """A result or cancel button was pressed (see ``sdbot.views.buttons``)."""
         who = requester(interaction)
         if action is Action.DELETE:
-            await self.bot.imagine.may_delete(who, job_id, moderator=interaction.permissions.manage_messages)
+            moderator = interaction.permissions.manage_messages
+            await self.bot.imagine.may_delete(who, job_id, _message_facts(interaction), moderator=moderator)
             await interaction.response.defer()
             await interaction.delete_original_response()
             return
@@ -160,3 +161,12 @@ async def _read(attachment: discord.Attachment) -> bytes:
 
 async def setup(bot: SDBot) -> None:
     await bot.add_cog(ImageTools(bot))
+
+
+def _message_facts(interaction: discord.Interaction) -> MessageFacts:
+    """The clicked message as Discord sent it with the click (a client cannot alter it)."""
+    message = interaction.message
+    if message is None:
+        return MessageFacts(0)
+    metadata = message.interaction_metadata
+    return MessageFacts(message.id, None if metadata is None else metadata.user.id)

@@ -65,6 +65,15 @@ class Upload:
 
 
 @dataclass(frozen=True)
+class MessageFacts:
+    """What Discord says about the message a button sits on: its id, and the member whose interaction made
+    it (None: the bot posted it in the channel)."""
+
+    id: int
+    made_for: int | None = None
+
+
+@dataclass(frozen=True)
 class Requester:
     """Who asks, and where. ``is_manager``: Manage Server (quota exemption, cancelling others' jobs)."""
 
@@ -305,10 +314,22 @@ class ImagineService:
     async def quota(self, who: Requester) -> QuotaStatus:
         return await self._quotas.status(who.guild_id, who.user_id, is_manager=who.is_manager)
 
-    async def may_delete(self, who: Requester, job_id: int, *, moderator: bool) -> JobRecord:
-        """The job whose result message the member wants gone: theirs, or anyone's with Manage Messages."""
+    async def may_delete(
+        self, who: Requester, job_id: int, message: MessageFacts, *, moderator: bool
+    ) -> JobRecord:
+        """The job whose message the member wants gone, if it is theirs to delete (anyone's with Manage
+        Messages). The button names the job, but whose the message is decides: the member it was made for
+        (a result or a picked image sent through their interaction), else, for a message the bot posted
+        in the channel, the owner of the job whose result it is."""
         job = await self.parent(who, job_id)
-        if job.user_id != who.user_id and not moderator:
+        if moderator:
+            return job
+        owner = message.made_for
+        if owner is None and job.message_id == message.id:
+            owner = job.user_id
+        if owner is None:
+            raise JobNotFound("That button does not belong to this message.")
+        if owner != who.user_id:
             raise NotPermitted("That is not yours to delete.")
         return job
 
