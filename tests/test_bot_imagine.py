@@ -91,6 +91,8 @@ async def test_imagine_acknowledges_shows_position_and_progress_then_posts_pngs(
     assert "a red fox in snow" in image.info["parameters"]
     assert "a red fox in snow" in result.content and "3 steps" in result.content and "64x64" in result.content
     await fake_discord.wait_for(lambda: "is done" in status.content and not status.buttons)
+    link = f"https://discord.com/channels/{fake_discord.guild_id}/{result.channel_id}/{result.id}"
+    assert status.content.endswith(f"is done: {link}")  # the followup's own link would say @me
 
 
 async def test_queue_position_is_shown_while_waiting(start_sdbot, fake_discord, tiny_engine):

@@ -54,6 +54,7 @@ from sdbot.services.settings import SettingsService
 from sdbot.views.buttons import cancel_view
 from sdbot.views.render import (
     ResultMessage,
+    message_link,
     progress_text,
     result_message,
     short,
@@ -376,7 +377,8 @@ class JobTracker:
                     reason = failure.text or failure
                     text = f"Job {job.id} is done, but I could not post its images here ({reason})."
                     return _Outcome(job, text, must_reach=False)
-                return _Outcome(job, f"Job {job.id} is done: {message.jump_url}", must_reach=False)
+                text = f"Job {job.id} is done: {message_link(job, message.id)}"
+                return _Outcome(job, text, must_reach=False)
             case JobFailed(error=error):
                 return _Outcome(job, _failed_text(job, error), must_reach=True)
             case _:  # JobCancelled, the only other terminal event

@@ -83,6 +83,12 @@ def relative_time(timestamp: float) -> str:
     return f"<t:{int(timestamp)}:R>"
 
 
+def message_link(job: JobRecord, message_id: int) -> str:
+    """A link to a message in the job's channel. A followup's own ``jump_url`` says ``@me``: discord.py does
+    not know the guild of a webhook message."""
+    return f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{message_id}"
+
+
 def image_filename(job_id: int, index: int) -> str:
     return f"sdbot-{job_id}-{index + 1}.png"
 
