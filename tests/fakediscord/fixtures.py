@@ -142,11 +142,16 @@ async def find_leftovers(
     """Tasks and non-daemon threads started since the snapshot that outlive ``grace`` seconds.
 
     Idle workers of the loop's default executor are not leaks, but work still running on them is: the
-    executor is shut down (joining its threads) within the grace period.
+    executor is shut down first (joining its idle threads at once) within the grace period.
     """
     loop = asyncio.get_running_loop()
     current = asyncio.current_task()
     deadline = loop.time() + grace
+    executor_busy = False
+    try:
+        await asyncio.wait_for(loop.shutdown_default_executor(), grace)
+    except TimeoutError:
+        executor_busy = True
 
     def live_tasks() -> list[asyncio.Task[object]]:
         return [t for t in asyncio.all_tasks() if t not in tasks_before and t is not current and not t.done()]
@@ -156,11 +161,6 @@ async def find_leftovers(
 
     while (live_tasks() or live_threads()) and loop.time() < deadline:  # noqa: ASYNC110 (polls threads too)
         await asyncio.sleep(0.02)
-    executor_busy = False
-    try:
-        await asyncio.wait_for(loop.shutdown_default_executor(), max(deadline - loop.time(), 0.1))
-    except TimeoutError:
-        executor_busy = True
     return Leftovers(live_tasks(), live_threads(), executor_busy)
 
 

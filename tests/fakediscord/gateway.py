@@ -3,7 +3,8 @@
 discord.py asks for ``compress=zlib-stream`` but only inflates binary frames, so text frames need no
 compression. Supported: HELLO, IDENTIFY -> READY + GUILD_CREATE, HEARTBEAT -> ACK (after a short delay, as
 answering instantly trips discord.py's "Can't keep up" warning through a timing race), RESUME (replaying
-missed dispatches, then RESUMED), and RECONNECT sent on request. Sessions outlive their socket so a client can
+missed dispatches, then RESUMED), RECONNECT sent on request, and presence updates (recorded in
+``presences``). Sessions outlive their socket so a client can
 resume.
 """
 
@@ -55,6 +56,7 @@ class Gateway:
         self._guild_payloads = guild_payloads
         self.sessions: dict[str, Session] = {}
         self.opcodes_received: list[int] = []
+        self.presences: list[dict[str, Any]] = []  # as sent at IDENTIFY and in every op 3, oldest first
         self._sockets: set[web.WebSocketResponse] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -78,7 +80,11 @@ class Gateway:
                 if op == 1:
                     self._spawn(self._ack_later(socket))
                 elif op == 2:
+                    if message["d"].get("presence"):
+                        self.presences.append(message["d"]["presence"])
                     session = await self._identify(socket, message["d"])
+                elif op == 3:
+                    self.presences.append(message["d"])
                 elif op == 6:
                     session = await self._resume(socket, message["d"])
         finally:

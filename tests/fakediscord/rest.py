@@ -349,6 +349,7 @@ class Rest:
 
     async def create_followup(self, request: web.Request) -> web.Response:
         interaction = self._webhook_interaction(request)
+        self.fake.check_post()
         body: Body = request[BODY]
         original = interaction.original
         if original is not None and original.loading and original.interaction is interaction:
@@ -416,6 +417,7 @@ class Rest:
     async def create_channel_message(self, request: web.Request) -> web.Response:
         self._require_bot(request)
         channel = self._channel(request)
+        self.fake.check_post()
         body: Body = request[BODY]
         reference = body.json.get("message_reference")
         reference_id = None
@@ -456,6 +458,7 @@ class Rest:
         attachment = self.fake.attachments.get(int(request.match_info["attachment"]))
         if attachment is None or attachment.filename != request.match_info["filename"]:
             raise web.HTTPNotFound()
+        await self.fake.attachment_download()
         return web.Response(
             body=attachment.data, content_type=attachment.content_type or "application/octet-stream"
         )

@@ -117,6 +117,9 @@ class FakeDiscord:
         self.attachments: dict[int, Attachment] = {}
         self.synced_commands: dict[int | None, list[dict[str, Any]]] = {}
         self._edit_times: dict[int, deque[float]] = {}
+        self._post_failures: deque[DiscordError] = deque()  # the next message posts' answers (refuse_posts)
+        self._downloads_gate: asyncio.Event | None = None  # attachment downloads wait for it (hold_downloads)
+        self.downloads_held = 0
         self._changed = asyncio.Event()
         self._build_world()
         self.gateway = Gateway(
@@ -414,6 +417,38 @@ class FakeDiscord:
                 },
             )
         self.notify()
+
+    def refuse_posts(self, status: int, times: int = 1, *, retry_after: float = 1.0) -> None:
+        """Answer the next ``times`` message posts (channel messages and followups) with ``status``, as
+        Discord does when it fails (5xx) or rate-limits (429, waited out by discord.py for ``retry_after``
+        seconds)."""
+        if status == 429:
+            failure = rate_limit_reply(retry_after, "fake-posts", 5)
+        else:
+            failure = DiscordError(status, 0, "Service Unavailable" if status >= 500 else "Refused")
+        self._post_failures.extend([failure] * times)
+
+    def hold_downloads(self) -> asyncio.Event:
+        """Hold every attachment download (a slow CDN) until the returned event is set; ``downloads_held``
+        counts those waiting."""
+        self._downloads_gate = asyncio.Event()
+        return self._downloads_gate
+
+    async def attachment_download(self) -> None:
+        """Wait while downloads are held."""
+        gate = self._downloads_gate
+        if gate is not None and not gate.is_set():
+            self.downloads_held += 1
+            self.notify()
+            try:
+                await gate.wait()
+            finally:
+                self.downloads_held -= 1
+
+    def check_post(self) -> None:
+        """Raise the failure ``refuse_posts`` queued for this post, if any."""
+        if self._post_failures:
+            raise self._post_failures.popleft()
 
     def _count_edit(self, channel_id: int) -> None:
         now = self.clock.now()
