@@ -357,7 +357,7 @@ class Bench:
         client = await running.start()
         try:
             assert isinstance(client, SDBot)
-            await self.discord.call(lambda f: f.wait_for(lambda: client.imagine.ready, timeout=60.0))
+            await self.discord.call(lambda f: f.wait_for(lambda: client.model_ready, timeout=60.0))
             await self.discord.call(configure)
             print(
                 f"SDBOT_MAX_BATCH={settings.max_batch} SDBOT_DAILY_QUOTA={settings.daily_quota} "

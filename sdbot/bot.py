@@ -1,17 +1,22 @@
 """``SDBot``: the Discord client that owns the bot's resources, their start-up order and their shutdown order.
 
-Start-up (``setup_hook``, before the gateway connects): open the database (migrations run), build the
-services, start loading the model in a thread (logging progress; until it is loaded, requests are answered
-"the model is still loading"), load the cogs (one that fails is logged and skipped), register the persistent
-result buttons, and sync the slash commands: to ``SDBOT_DEV_GUILD`` when set, else globally, and only when the
-command set differs from the one last synced (its hash is kept in the database). When the model is loaded the
-worker starts, resuming the jobs a previous run left unfinished. A heartbeat file beside the database tells
-``python -m sdbot health`` (Docker's HEALTHCHECK) whether the bot is alive and connected. Quota ledger rows
-that left the 24-hour window are deleted at start-up and then hourly, so a bot that runs for weeks keeps its
-database small.
+Start-up: ``login`` opens the database first (migrations run), so that a bad ``SDBOT_DB`` stops start-up at
+once in one line, then logs in to Discord, trying again with backoff (and saying so) while Discord cannot be
+reached. ``setup_hook`` builds the services, queues again the jobs a previous run left unfinished (one whose
+images were kept is recorded done, never run twice), starts loading the model in a thread (logging
+progress), loads the cogs (one that fails is logged and skipped), registers the persistent result buttons,
+syncs the slash commands (to ``SDBOT_DEV_GUILD`` when set, else globally, and only when the command set
+differs from the one last synced: its hash is kept in the database), and starts posting what a previous run
+left unposted. Requests are queued from the start; while the model loads they wait, and say so, and the
+worker starts once it is loaded. The presence says loading / ready / busy / paused. A heartbeat file beside
+the database tells ``python -m sdbot health`` (Docker's HEALTHCHECK) whether the bot is alive and connected.
+Quota ledger rows that left the 24-hour window, and status message tokens that expired, are deleted at
+start-up and then hourly.
 
-Shutdown (``close``): the worker stops (the running batch gets ``SDBOT_SHUTDOWN_GRACE`` seconds, else it stays
-queued for the next start), deliveries in flight finish, the gateway closes, then the database.
+Shutdown (``close``): new interactions are refused ("restarting") and those in flight get
+``HANDLER_GRACE`` seconds to finish; then the worker stops (the running batch gets ``SDBOT_SHUTDOWN_GRACE``
+seconds, else it stays queued for the next start), deliveries in flight finish, the gateway closes, then the
+database.
 
 No privileged intents: slash commands and buttons arrive as interactions.
 """
@@ -27,6 +32,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+import aiohttp
 import discord
 from discord.ext import commands
 
@@ -36,16 +42,17 @@ from sdbot.errors import JobNotFound
 from sdbot.health import Heartbeat, heartbeat_path, write_heartbeat
 from sdbot.inference.types import Engine
 from sdbot.library import ModelLibrary, load_library
-from sdbot.services import open_services
+from sdbot.services import build_services
 from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService
 from sdbot.services.worker import Worker
-from sdbot.tree import SDTree, report_error
-from sdbot.views.buttons import ButtonHandler, JobButton, is_job_button
+from sdbot.tree import Restarting, SDTree, report_error
+from sdbot.views.buttons import ButtonHandler, JobButton, has_button, is_job_button
 from sdbot.views.delivery import Delivery
+from sdbot.views.presence import BotState, keep_presence
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +60,10 @@ COGS = ("sdbot.cogs.imagine", "sdbot.cogs.tools", "sdbot.cogs.queue", "sdbot.cog
 LOAD_LOG_INTERVAL = 15.0  # seconds between "still loading" log lines
 HEARTBEAT_INTERVAL = 20.0  # seconds between heartbeats (the health check allows 120)
 PRUNE_INTERVAL = 60 * 60.0  # seconds between deletions of quota ledger rows older than the window
+HANDLER_GRACE = 10.0  # seconds shutdown gives interaction handlers in flight
+LOGIN_RETRY_FIRST = 2.0  # seconds before logging in again when Discord cannot be reached, doubling
+LOGIN_RETRY_LAST = 60.0  # seconds between tries at most
+UNREACHABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError, discord.DiscordServerError)
 COMMANDS_HASH_KEY = "commands_hash"
 
 EngineFactory = Callable[[], Engine]
@@ -78,12 +89,17 @@ class SDBot(commands.Bot):
             intents=intents,
             tree_cls=SDTree,
             allowed_mentions=discord.AllowedMentions.none(),
+            status=BotState.LOADING.status,
+            activity=BotState.LOADING.activity,
         )
         self.settings = settings
         self.library = load_library(settings) if library is None else library
         self.clock = clock
         self._engine_factory = engine_factory
         self.fatal_error: BaseException | None = None  # why the bot stopped itself (the model did not load)
+        self.model_ready = False  # the model is loaded and the worker runs
+        self.accepting = True  # interactions are handled (no longer once shutdown began)
+        self._handlers: set[asyncio.Task[object]] = set()  # interaction handlers in flight
         self._model_task: asyncio.Task[None] | None = None
         self._housekeeping: list[asyncio.Task[None]] = []  # heartbeat, ledger pruning
         self._closing: asyncio.Future[None] | None = None
@@ -97,23 +113,55 @@ class SDBot(commands.Bot):
         self.edits: EditService
         self.delivery: Delivery
 
+    async def login(self, token: str) -> None:
+        """Open the database, then log in to Discord, trying again with backoff while it cannot be reached
+        (no route, DNS, refused, or Discord's own 5xx). A ``ConfigError`` says what is wrong with
+        ``SDBOT_DB``."""
+        if not hasattr(self, "db"):
+            self.db = await Database.open(self.settings.db_path)
+            log.info("database %s ready (schema version %d)", self.db.path, self.db.schema_version)
+        delay = LOGIN_RETRY_FIRST
+        while True:
+            try:
+                await super().login(token)
+                return
+            except UNREACHABLE as error:
+                log.warning(
+                    "cannot reach Discord at %s (%s): check the network and DNS; trying again in %.0f s",
+                    discord.http.Route.BASE,
+                    error,
+                    delay,
+                )
+            await self.http.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LOGIN_RETRY_LAST)
+            if self._closing is not None:  # stopped while waiting: ``connect`` then returns at once
+                return
+
     async def setup_hook(self) -> None:
-        services = await open_services(self.settings, self.library, self.clock)
-        self.db = services.db
-        log.info("database %s ready (schema version %d)", self.db.path, self.db.schema_version)
+        services = build_services(self.db, self.settings, self.library, self.clock)
         self.settings_service = services.settings_service
         self.quotas = services.quotas
         self.queue = services.queue
         self.imagine = services.imagine
         self.edits = services.edits
         self.delivery = Delivery(
-            self, self.db, self.settings_service, services.models, self.settings, self.clock
+            self,
+            self.db,
+            self.queue,
+            self.settings_service,
+            services.models,
+            self.settings,
+            model_ready=lambda: self.model_ready,
+            clock=self.clock,
         )
         self.queue.add_listener(self.delivery.on_unwatched)
+        await self.queue.restore()  # before any request: resumed jobs keep their places
         self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
         self._housekeeping = [
             asyncio.create_task(self._beat(), name="sdbot-heartbeat"),
-            asyncio.create_task(self._prune_ledger(), name="sdbot-prune-ledger"),
+            asyncio.create_task(self._prune(), name="sdbot-prune"),
+            asyncio.create_task(keep_presence(self, self._state), name="sdbot-presence"),
         ]
         for name in COGS:
             try:
@@ -122,6 +170,7 @@ class SDBot(commands.Bot):
                 log.exception("could not load %s; the bot runs without it", name)
         self.add_dynamic_items(JobButton)
         await self._sync_commands()
+        self.delivery.spawn(self.delivery.recover(), "sdbot-recover")
 
     async def _load_model(self) -> None:
         """Load the engine off the event loop, then start the worker and accept requests."""
@@ -155,8 +204,8 @@ class SDBot(commands.Bot):
         # Collect first, so that what loading left behind is freed rather than kept for good.
         gc.collect()
         gc.freeze()
-        self.imagine.mark_ready()
-        log.info("accepting requests")
+        self.model_ready = True
+        log.info("the model is ready: running the queue")
 
     async def _sync_commands(self) -> None:
         """Sync only when the command set changed since the last sync to the same place."""
@@ -183,23 +232,32 @@ class SDBot(commands.Bot):
         finally:
             heartbeat_path(self.settings.db_path).unlink(missing_ok=True)
 
-    async def _prune_ledger(self) -> None:
-        """Delete the quota ledger's rows that left the window, now and every ``PRUNE_INTERVAL``. Checks
-        read only the window either way: a failed prune is logged and tried again next time."""
+    async def _prune(self) -> None:
+        """Delete the quota ledger's rows that left the window and the status messages whose tokens
+        expired, now and every ``PRUNE_INTERVAL``. Checks read only the window and the valid tokens either
+        way: a failed prune is logged and tried again next time."""
         while True:
             try:
                 pruned = await self.quotas.prune()
+                expired = await self.db.statuses.prune(self.clock())
             except Exception:
-                log.exception("could not prune the quota ledger")
+                log.exception("could not prune the quota ledger and the expired tokens")
             else:
-                log.debug("pruned %d quota ledger row(s)", pruned)
+                log.debug("pruned %d quota ledger row(s) and %d expired token(s)", pruned, expired)
             await asyncio.sleep(PRUNE_INTERVAL)
+
+    def _state(self) -> BotState:
+        if not self.model_ready:
+            return BotState.LOADING
+        if self.queue.paused is not None:
+            return BotState.PAUSED
+        return BotState.BUSY if self.queue.running() or self.queue.queued() else BotState.READY
 
     def _write_heartbeat(self) -> None:
         heartbeat = Heartbeat(
             at=time.time(),  # wall time: the checker is another process reading the clock
             connected=self.is_ready() and self.ws is not None and self.ws.open,
-            model_ready=self.imagine.ready,
+            model_ready=self.model_ready,
             queued=len(self.queue.queued()),
         )
         try:
@@ -217,18 +275,35 @@ class SDBot(commands.Bot):
         if interaction.type is not discord.InteractionType.component or interaction.data is None:
             return
         custom_id = str(interaction.data.get("custom_id", ""))
-        if is_job_button(custom_id) and _message_has(interaction.message, custom_id):
+        if is_job_button(custom_id) and has_button(interaction.message, custom_id):
             return
         await report_error(interaction, JobNotFound("This button is no longer valid."))
 
+    def admit(self) -> None:
+        """Called first by every interaction handler (commands, buttons): shutdown waits for the handler's
+        task; once shutdown has begun, it refuses with ``Restarting``."""
+        if not self.accepting:
+            raise Restarting()
+        task = asyncio.current_task()
+        if task is not None:
+            self._handlers.add(task)
+            task.add_done_callback(self._handlers.discard)
+
     async def close(self) -> None:
-        """Stop in order: the model loader, the worker (with grace), deliveries, the gateway, the database.
-        Safe to call more than once (``async with bot`` calls it again after ``start`` returns)."""
+        """Stop in order: new interactions, the handlers in flight (with grace), the model loader, the
+        worker (with grace), deliveries, the gateway, the database. Safe to call more than once (``async
+        with bot`` calls it again after ``start`` returns)."""
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._close_in_order())
         await asyncio.shield(self._closing)
 
     async def _close_in_order(self) -> None:
+        self.accepting = False
+        if self._handlers:
+            _, late = await asyncio.wait(set(self._handlers), timeout=HANDLER_GRACE)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         if self._model_task is not None:
             self._model_task.cancel()  # also when it is the one closing us: it awaits this task, shielded
             await asyncio.gather(self._model_task, return_exceptions=True)
@@ -244,12 +319,3 @@ class SDBot(commands.Bot):
             await self.db.close()
         log.info("shut down")
 
-
-def _message_has(message: discord.Message | None, custom_id: str) -> bool:
-    if message is None:
-        return False
-    return any(
-        getattr(child, "custom_id", None) == custom_id
-        for row in message.components
-        for child in getattr(row, "children", ())
-    )

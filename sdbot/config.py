@@ -55,6 +55,7 @@ class Settings:
     max_batch: int = 4
     job_timeout: float = 600.0
     shutdown_grace: float = 30.0
+    post_retry: float = 600.0  # seconds a result's post is retried while Discord fails it, before a refund
     unchecked_policy: str = "spoiler"
     offload: str = "none"
     attention_slicing: bool = False
@@ -99,6 +100,7 @@ def load_settings(
         max_batch=reader.number("SDBOT_MAX_BATCH", int, 4, minimum=1, maximum=64),
         job_timeout=reader.number("SDBOT_JOB_TIMEOUT", float, 600.0, minimum=1),
         shutdown_grace=reader.number("SDBOT_SHUTDOWN_GRACE", float, 30.0, minimum=0),
+        post_retry=reader.number("SDBOT_POST_RETRY", float, 600.0, minimum=0),
         unchecked_policy=reader.choice("SDBOT_UNCHECKED_POLICY", NSFW_POLICIES, "spoiler"),
         offload=reader.choice("SDBOT_OFFLOAD", OFFLOAD_MODES, "none"),
         attention_slicing=reader.flag("SDBOT_ATTENTION_SLICING", False),

@@ -77,8 +77,9 @@ class JobNotFound(SdbotError):
     """A job id (from a button or a command) names no job, or a job the user cannot see."""
 
 
-class ModelLoading(SdbotError):
-    """The model is still loading; the request was not queued."""
+class JobsPaused(SdbotError):
+    """New jobs are not taken for now: the bot cannot save the ends of jobs (a full disk, a locked
+    database). ``str(error)`` says why."""
 
 
 class ModelLoadFailed(SdbotError):

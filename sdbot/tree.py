@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import discord
 from discord import AppCommandOptionType, app_commands
 
@@ -21,7 +22,7 @@ from sdbot.errors import (
     InvalidRequest,
     InvalidSetting,
     JobNotFound,
-    ModelLoading,
+    JobsPaused,
     NotAllowedHere,
     NotPermitted,
     PromptRejected,
@@ -34,6 +35,7 @@ from sdbot.views.render import channel_list, relative_time
 log = logging.getLogger(__name__)
 
 APOLOGY = "Sorry, something went wrong on my side. It has been logged; please try again later."
+RESTARTING = "The bot is restarting; please try again in a minute."
 NOT_PERMITTED = "You are not permitted to do that."
 MAX_MESSAGE = 2000  # characters Discord accepts in a message
 
@@ -70,8 +72,10 @@ def user_message(error: BaseException) -> str | None:
             return _queue_full_text(error)
         case PromptRejected():
             return f"Prompt rejected: {error}."
-        case ModelLoading():
-            return "The model is still loading. Please try again in a minute."
+        case JobsPaused():
+            return f"New jobs are paused: {error}. Nothing was charged; please try again later."
+        case Restarting():
+            return RESTARTING
         case GenerationFailed():
             return f"Generation failed: {error}. Nothing was charged."
         case NotPermitted():
@@ -103,8 +107,9 @@ async def send_ephemeral(interaction: discord.Interaction, content: str) -> None
             await interaction.followup.send(content, ephemeral=True)
         else:
             await interaction.response.send_message(content, ephemeral=True)
-    except discord.HTTPException as failure:
-        # The token expired or the message was deleted: nobody is left to tell.
+    except (discord.HTTPException, aiohttp.ClientError, OSError, RuntimeError) as failure:
+        # The token expired, the message was deleted, the network failed or the bot is closing its
+        # connection (RuntimeError: session closed): nobody is left to tell.
         log.warning("could not deliver an error message to interaction %s: %s", interaction.id, failure)
 
 
@@ -125,6 +130,10 @@ def _describe(interaction: discord.Interaction) -> str:
         return f"/{interaction.command.qualified_name}"
     custom_id = interaction.data.get("custom_id") if interaction.data else None
     return f"component {custom_id!r}" if custom_id else f"interaction {interaction.id}"
+
+
+class Restarting(app_commands.CheckFailure):
+    """The bot is shutting down: it takes no new interaction (those in flight finish first)."""
 
 
 class MalformedOption(app_commands.CheckFailure):
@@ -175,7 +184,11 @@ class SDTree(app_commands.CommandTree):
     """The bot's command tree: all slash-command errors go through ``report_error``."""
 
     async def interaction_check(self, interaction: discord.Interaction, /) -> bool:
-        """Runs before discord.py reads a command's options, which it does not check against their types."""
+        """Runs first for every command: the client admits it (or refuses it while shutting down), then the
+        options are checked against their types, which discord.py reads without checking them."""
+        admit = getattr(interaction.client, "admit", None)
+        if admit is not None:
+            admit()
         data: Any = interaction.data or {}
         check_option_types(data.get("options") or [])
         return True

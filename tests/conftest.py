@@ -144,7 +144,7 @@ def start_sdbot(discord_bot, fake_discord, tiny_model_dir: Path, tiny_engine, tm
         )
         chosen = engine or (load_engine(settings) if settings.models_file else tiny_engine)
         running = await discord_bot(lambda: SDBot(settings, lambda: chosen, clock=fake_discord.clock.now))
-        await fake_discord.wait_for(lambda: running.client is not None and running.client.imagine.ready)
+        await fake_discord.wait_for(lambda: running.client is not None and running.client.model_ready)
         return running
 
     return start

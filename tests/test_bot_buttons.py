@@ -126,7 +126,7 @@ async def test_buttons_work_after_a_restart_from_the_stored_parameters(start_sdb
     original = await imagine(fake_discord, "a windmill", steps=3)
     version = fake_discord.commands(guild=False)[0]["version"]
     await running.restart()
-    await fake_discord.wait_for(lambda: running.client is not None and running.client.imagine.ready)
+    await fake_discord.wait_for(lambda: running.client is not None and running.client.model_ready)
     assert fake_discord.commands(guild=False)[0]["version"] == version  # same commands: not synced again
 
     await fake_discord.click(original, "Reroll")

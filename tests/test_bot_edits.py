@@ -116,7 +116,7 @@ async def test_remix_opens_a_prefilled_modal_and_makes_the_edited_prompt_with_th
     assert values == {"prompt": "a red fox", "negative": "blurry"}
 
     await running.restart()  # the member takes their time; the modal still works
-    await fake_discord.wait_for(lambda: running.client is not None and running.client.imagine.ready)
+    await fake_discord.wait_for(lambda: running.client is not None and running.client.model_ready)
     submitted = await fake_discord.submit_modal(opened, {"prompt": "a blue fox"})
     assert (await fake_discord.wait_for_reply(submitted)).ephemeral  # its status is the member's alone
     remix = await reply_to(fake_discord, original)

@@ -17,7 +17,7 @@ from PIL import Image
 from sdbot.bot import SDBot
 from sdbot.errors import GenerationFailed
 from sdbot.inference.types import Engine
-from sdbot.views import delivery
+from sdbot.views import delivery, presence
 from tests.conftest import tiny_settings
 from tests.engines import FaultyEngine, GatedEngine, always
 from tests.fakediscord import FakeDiscord, Interaction, Message
@@ -260,9 +260,10 @@ async def test_late_result_after_token_expiry_goes_to_the_channel(start_sdbot, f
     assert not [m for m in fake_discord.messages if m.interaction is interaction and not m.ephemeral]
 
 
-async def test_requests_while_the_model_loads_are_told_to_wait(
-    discord_bot, fake_discord, tiny_model_dir, tiny_engine, tmp_path
+async def test_requests_while_the_model_loads_are_queued_and_run_once_it_is_loaded(
+    discord_bot, fake_discord, tiny_model_dir, tiny_engine, tmp_path, monkeypatch
 ):
+    monkeypatch.setattr(presence, "PRESENCE_GAP", 0.0)
     loaded = threading.Event()
 
     def slow_engine() -> Engine:
@@ -270,13 +271,22 @@ async def test_requests_while_the_model_loads_are_told_to_wait(
         return tiny_engine
 
     settings = tiny_settings(tiny_model_dir, db_path=tmp_path / "bot.sqlite3", shutdown_grace=2.0)
-    running = await discord_bot(lambda: SDBot(settings, slow_engine, clock=fake_discord.clock.now))
+    await discord_bot(lambda: SDBot(settings, slow_engine, clock=fake_discord.clock.now))
+    assert presence_line(fake_discord) == "Loading the model: requests wait in the queue"
     early = await fake_discord.slash("imagine", raw=True, prompt="too early", **SMALL)
-    assert "still loading" in await ephemeral_answer(fake_discord, early)
+    status = await fake_discord.wait_for_reply(early)
+    await fake_discord.wait_for(lambda: "next up, waiting for the model to load" in status.content)
+    assert status.buttons  # it can be cancelled meanwhile
     loaded.set()
-    await fake_discord.wait_for(lambda: running.client.imagine.ready)
-    later = await fake_discord.slash("imagine", raw=True, prompt="on time", **SMALL)
-    await result_of(fake_discord, later)
+    await result_of(fake_discord, early)
+    await fake_discord.wait_for(lambda: presence_line(fake_discord) == "Ready: /imagine")
+
+
+def presence_line(fake: FakeDiscord) -> str:
+    """The line under the bot's name, as it last set it (discord.py sends it as ``game`` at IDENTIFY)."""
+    last = fake.gateway.presences[-1]
+    activity = last.get("game") or last["activities"][0]
+    return activity.get("state") or activity["name"]
 
 
 async def test_queue_command_lists_my_jobs(start_sdbot, fake_discord, tiny_engine):

@@ -21,7 +21,16 @@ from sdbot.params import (
     JobState,
 )
 from sdbot.services.loras import FamilyAddons
-from sdbot.views.render import MAX_PROMPT_SHOWN, addons_text, progress_text, short, summary, waiting_text
+from sdbot.views.render import (
+    MAX_PROMPT_SHOWN,
+    addons_text,
+    failed_text,
+    progress_text,
+    short,
+    summary,
+    undelivered_text,
+    waiting_text,
+)
 
 DISCORD_MAX_CONTENT = 2000
 MARKDOWN_PROMPT = "*_" * (MAX_PROMPT_LENGTH // 2)  # every character escapes to two
@@ -102,11 +111,12 @@ def test_the_list_of_loras_and_embeddings_fits_a_message_however_many_there_are(
 
 
 def test_a_failure_notice_with_a_huge_error_stays_within_a_message() -> None:
-    from sdbot.views.delivery import _failed_text
-
-    notice = _failed_text(longest_job(), "CUDA error: " + "x" * 5000)
-    assert len(f"<@{2**63 - 1}> {notice}") <= DISCORD_MAX_CONTENT
-    assert notice.endswith("Nothing was charged.")
+    for notice in (
+        failed_text(longest_job(), "CUDA error: " + "x" * 5000),
+        undelivered_text(longest_job(), "Discord answered 503 " + "x" * 5000),
+    ):
+        assert len(f"<@{2**63 - 1}> {notice}") <= DISCORD_MAX_CONTENT
+        assert notice.endswith("Nothing was charged.")
 
 
 def test_mentions_timestamps_emoji_and_direction_overrides_in_a_prompt_show_as_typed():

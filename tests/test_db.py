@@ -12,7 +12,7 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from sdbot.db import Database, connect, migrate
+from sdbot.db import Database, JobEnding, StatusMessage, StoredImage, StoredResult, connect, migrate
 from sdbot.db.connection import Migration, load_migrations
 from sdbot.db.database import SOURCE_GRACE, sources_folder
 from sdbot.errors import ConfigError
@@ -129,8 +129,10 @@ async def test_job_round_trip_and_lifecycle(db: Database) -> None:
     [stored] = list(sources_folder(db.path).iterdir())  # a file beside the database, not a row's blob
     assert stored.read_bytes() == b"\x89PNG fake"
     assert await db.jobs.mark_running(job.id, 101.0)
+    assert await db.end_job(job.id, JobEnding(JobState.DONE, 103.0, [7, 8], [False, None]))
+    assert [waiting.id for waiting in await db.jobs.undelivered()] == [job.id]
     await db.jobs.set_message(job.id, 555)
-    assert await db.jobs.mark_done(job.id, [7, 8], [False, None], 103.0)
+    assert await db.jobs.undelivered() == []
     done = await db.jobs.get(job.id)
     assert done is not None
     assert (done.state, done.seeds, done.nsfw, done.message_id) == ("done", [7, 8], [False, None], 555)
@@ -207,7 +209,7 @@ async def test_schema_3_keeps_every_job_its_parent_links_and_id_counter(tmp_path
             guild_id=1, channel_id=2, user_id=3, kind=JobKind.TXT2IMG, params=PARAMS, image_count=1, now=2
         )
         assert fresh.id == 4
-        assert await db.jobs.mark_done(2, [9], [False], 3.0)
+        assert await db.end_job(2, JobEnding(JobState.DONE, 3.0, [9], [False]))
         assert await db.jobs.source_png(2) is None
     finally:
         await db.close()
@@ -217,10 +219,10 @@ async def test_a_finished_job_cannot_change_state_again(db: Database) -> None:
     job = await db.jobs.create(
         guild_id=1, channel_id=2, user_id=3, kind=JobKind.TXT2IMG, params=PARAMS, image_count=1, now=1.0
     )
-    assert await db.jobs.mark_cancelled(job.id, 2.0)
+    assert await db.end_job(job.id, JobEnding(JobState.CANCELLED, 2.0))
     assert not await db.jobs.mark_running(job.id, 3.0)
-    assert not await db.jobs.mark_done(job.id, [1], [False], 3.0)
-    assert not await db.jobs.mark_failed(job.id, "late", 3.0)
+    assert not await db.end_job(job.id, JobEnding(JobState.DONE, 3.0, [1], [False]))
+    assert not await db.end_job(job.id, JobEnding(JobState.FAILED, 3.0, error="late"))
     stored = await db.jobs.get(job.id)
     assert stored is not None and stored.state == "cancelled" and stored.error is None
 
@@ -241,7 +243,7 @@ async def test_unfinished_jobs_survive_a_restart_oldest_first(tmp_path: Path) ->
         )
         ids.append(job.id)
     await db.jobs.mark_running(ids[0], 10.0)
-    await db.jobs.mark_failed(ids[1], "out of memory", 11.0)
+    await db.end_job(ids[1], JobEnding(JobState.FAILED, 11.0, error="out of memory"))
     await db.close()
 
     db = await Database.open(path)
@@ -295,9 +297,10 @@ async def test_stats_count_done_jobs_since_a_moment(db: Database) -> None:
         )
         await db.jobs.mark_running(job.id, created)
         if state == "done":
-            await db.jobs.mark_done(job.id, list(range(images)), [False] * images, created + seconds)
+            ending = JobEnding(JobState.DONE, created + seconds, list(range(images)), [False] * images)
         else:
-            await db.jobs.mark_failed(job.id, "boom", created + seconds)
+            ending = JobEnding(JobState.FAILED, created + seconds, error="boom")
+        await db.end_job(job.id, ending)
 
     await finished(10, 4, created=50.0, seconds=100.0)  # before the period
     await finished(10, 2, created=100.0, seconds=4.0)
@@ -345,3 +348,72 @@ async def test_a_write_cancelled_as_its_transaction_begins_leaves_later_writes_c
     finally:
         await db.close()
         await other.close()
+
+
+async def _reserved_job(db: Database, images: int = 2) -> tuple[int, int]:
+    """A queued job of user 3 with ``images`` reserved; (job id, reservation id)."""
+    reserved = await db.usage.reserve(1, 3, images, limit=None, since=0.0, now=1.0)
+    assert reserved.reservation_id is not None
+    job = await db.jobs.create(
+        guild_id=1,
+        channel_id=2,
+        user_id=3,
+        kind=JobKind.TXT2IMG,
+        params=JobParams("a cat", count=images),
+        image_count=images,
+        reservation_id=reserved.reservation_id,
+        now=1.0,
+    )
+    return job.id, reserved.reservation_id
+
+
+async def _counted(db: Database) -> tuple[int, int]:
+    window = await db.usage.window(1, 3, since=0.0)
+    return window.reserved, window.used
+
+
+async def test_a_job_end_and_its_quota_are_one_write(db: Database) -> None:
+    done, _ = await _reserved_job(db)
+    assert await db.end_job(done, JobEnding(JobState.DONE, 2.0, [1, 2], [False, False]))
+    assert await _counted(db) == (0, 2)
+    failed, _ = await _reserved_job(db)
+    assert await db.end_job(failed, JobEnding(JobState.FAILED, 2.0, error="boom"))
+    assert await _counted(db) == (0, 2)  # refunded
+    assert not await db.end_job(failed, JobEnding(JobState.DONE, 3.0, [1, 2], [False, False]))
+    assert await _counted(db) == (0, 2)  # an ended job's quota is not settled again
+
+
+async def test_a_done_job_whose_images_cannot_be_posted_ends_failed_and_refunded(db: Database) -> None:
+    job_id, _ = await _reserved_job(db)
+    await db.end_job(job_id, JobEnding(JobState.DONE, 2.0, [1, 2], [False, False]))
+    assert await db.abandon_delivery(job_id, "Discord refused the images")
+    job = await db.jobs.get(job_id)
+    assert job is not None and (job.state, job.error) == ("failed", "Discord refused the images")
+    assert await _counted(db) == (0, 0) and await db.jobs.undelivered() == []
+    assert not await db.abandon_delivery(job_id, "twice")
+
+
+async def test_result_files_appear_whole_and_read_back(db: Database) -> None:
+    images = [StoredImage(b"\x89PNG one", 7, False), StoredImage(b"\x89PNG two", 8, None)]
+    kept = StoredResult(images, ("a note on how they were made",))
+    assert await db.results.load(5) is None
+    await db.results.save(5, kept)
+    assert await db.results.load(5) == kept
+    (db.results.root / "6.partial").mkdir()  # a save a crash interrupted
+    await db.results.remove_partial()
+    assert sorted(path.name for path in db.results.root.iterdir()) == ["5"]
+    await db.results.delete(5)
+    assert await db.results.load(5) is None
+
+
+async def test_status_messages_are_read_only_while_their_token_is_valid(db: Database) -> None:
+    job_id, _ = await _reserved_job(db)
+    status = StatusMessage(job_id, application_id=9, token="secret", message_id=77, expires_at=100.0)
+    await db.statuses.save(status)
+    assert "secret" not in repr(status)
+    assert await db.statuses.get(job_id, now=99.0) == status
+    assert await db.statuses.get(job_id, now=100.0) is None and await db.statuses.valid(now=100.0) == []
+    assert await db.statuses.prune(now=100.0) == 1
+    await db.statuses.save(status)
+    await db.jobs.delete_for_user(1, 3)  # the job goes, and its status message with it
+    assert await db.statuses.valid(now=0.0) == []

@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from sdbot.config import Settings
+from sdbot.db import JobEnding
 from sdbot.errors import InvalidRequest, NotAllowedHere, UploadRejected
 from sdbot.inference.families import SD1
 from sdbot.inference.types import ModelInfo
-from sdbot.params import JobKind, JobParams, PanDirection
+from sdbot.params import JobKind, JobParams, JobState, PanDirection
 from sdbot.services.edits import SourceReader
 from sdbot.services.imagine import ImagineOptions, Requester, Upload
 from tests.test_queue import ALICE, BOB, CHANNEL, GUILD, Stack, open_stack
@@ -53,7 +54,7 @@ async def done_job(stack: Stack, width: int = 512, height: int = 512, kind: JobK
         source_png=png(8, 8) if kind.from_image else None,
         now=1.0,
     )
-    assert await stack.db.jobs.mark_done(job.id, [5], [False], 2.0)
+    assert await stack.db.end_job(job.id, JobEnding(JobState.DONE, 2.0, [5], [False]))
     return job.id
 
 
@@ -65,7 +66,6 @@ async def charged(stack: Stack, user: int = BOB) -> int:
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     built = await open_stack(tmp_path / "sdbot.sqlite3", Settings(daily_quota=100))
-    built.imagine.mark_ready()
     yield built
     await built.db.close()
 
@@ -148,7 +148,7 @@ async def test_an_upload_becomes_an_image_to_image_job_at_its_fitted_size(stack:
     assert (job.kind, job.params.size, job.params.strength) == (JobKind.IMG2IMG, (880, 664), 0.6)
     assert Image.open(io.BytesIO(await stack.db.jobs.source_png(job.id) or b"")).size == (880, 664)
     assert await charged(stack) == 1
-    assert await stack.db.jobs.mark_done(job.id, [1], [False], 3.0)
+    assert await stack.db.end_job(job.id, JobEnding(JobState.DONE, 3.0, [1], [False]))
     with pytest.raises(NotAllowedHere, match="not kept"):
         await stack.imagine.reroll(BOB_HERE, job.id)
 

@@ -11,12 +11,13 @@ import pytest
 from PIL import Image
 
 from sdbot.config import Settings
+from sdbot.db import JobEnding
 from sdbot.errors import InvalidRequest, InvalidSetting
 from sdbot.inference import families
 from sdbot.inference.families import FamilyProfile
 from sdbot.inference.types import ModelInfo
 from sdbot.library import ModelEntry, ModelLibrary
-from sdbot.params import JobKind, JobParams, check_params
+from sdbot.params import JobKind, JobParams, JobState, check_params
 from sdbot.services.imagine import (
     DEFAULT_PIXEL_BUDGET,
     Disposition,
@@ -84,14 +85,13 @@ async def _done_job(stack: Stack, width: int, height: int) -> int:
         image_count=1,
         now=1.0,
     )
-    assert await stack.db.jobs.mark_done(job.id, [5], [False], 2.0)
+    assert await stack.db.end_job(job.id, JobEnding(JobState.DONE, 2.0, [5], [False]))
     return job.id
 
 
 @pytest.fixture
 async def service(tmp_path: Path) -> AsyncIterator[tuple[ImagineService, Stack]]:
     stack = await open_stack(tmp_path / "sdbot.sqlite3", Settings(daily_quota=100))
-    stack.imagine.mark_ready()
     yield stack.imagine, stack
     await stack.db.close()
 
@@ -137,7 +137,6 @@ LIBRARY = ModelLibrary(
 @pytest.fixture
 async def library_service(tmp_path: Path) -> AsyncIterator[tuple[ImagineService, Stack]]:
     stack = await open_stack(tmp_path / "sdbot.sqlite3", Settings(daily_quota=100), LIBRARY)
-    stack.imagine.mark_ready()
     yield stack.imagine, stack
     await stack.db.close()
 

@@ -4,24 +4,30 @@ observers. No engine runs here: the tests take jobs the way the worker does (``t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from sdbot.config import Settings
 from sdbot.db import Database, JobRecord
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
+from sdbot.inference.types import GeneratedImage, Timings
 from sdbot.library import ModelLibrary
 from sdbot.params import JobKind, JobParams
-from sdbot.services import open_services
+from sdbot.services import endings, open_services
 from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import (
+    ActiveJob,
     JobCancelled,
+    JobDone,
     JobEvent,
+    JobFailed,
     JobPositionChanged,
     JobQueue,
     JobQueued,
@@ -271,20 +277,104 @@ async def test_a_cancel_while_shutdown_requeues_the_job_wins_and_leaves_no_ghost
     assert await stack.reserved_and_used(ALICE) == (0, 0)
 
 
-async def test_a_failed_state_write_still_refunds_the_job(
+async def read_only(db: Database, on: bool = True) -> None:
+    """Make every write to ``db`` fail as on a read-only file (SQLite's ``query_only``), or work again."""
+    async with db._gateway.reading() as conn:
+        await conn.execute(f"PRAGMA query_only = {int(on)}")
+
+
+def finished_images(job: ActiveJob) -> None:
+    """Give ``job`` all its images, as the worker does when the engine returns them."""
+    images = [
+        GeneratedImage(Image.new("RGB", (8, 8)), seed, False, f"png of {seed}".encode())
+        for seed in range(job.image_count)
+    ]
+    assert job.add_images(0, images, Timings())
+
+
+async def started(stack: Stack, user: int, **options: Any) -> tuple[JobRecord, ActiveJob, list[JobEvent]]:
+    """A submitted job, taken and started as the worker does; its events are heard in the list."""
+    events: list[JobEvent] = []
+    job = await stack.submit(user, observer=events.append, **options)
+    [active] = stack.queue.take_batch(job.image_count, batch_key)
+    assert stack.queue.start(active)
+    await stack.queue.flush()
+    return job, active, events
+
+
+async def test_a_job_end_that_cannot_be_written_is_retried_and_heard_only_once_written(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    job, active, events = await started(stack, ALICE, count=2)
+    finished_images(active)
+    await read_only(stack.db)
+    completing = asyncio.create_task(stack.queue.complete(active))
+    # The images are kept first; then the ledger's write fails, and nobody hears of the job yet.
+    await until(lambda: f"job {job.id}: could not record it done" in caplog.text)
+    assert (stack.db.results.root / str(job.id)).is_dir()
+    assert not completing.done() and not isinstance(events[-1], JobDone)
+    stored = await stack.db.jobs.get(job.id)
+    assert stored is not None and stored.state == "running"
+
+    await read_only(stack.db, False)
+    await asyncio.wait_for(completing, 10)
+    assert [type(event) for event in events].count(JobDone) == 1
+    stored = await stack.db.jobs.get(job.id)
+    assert stored is not None and stored.state == "done"
+    assert await stack.reserved_and_used(ALICE) == (0, 2)
+
+
+async def test_new_work_pauses_while_job_ends_cannot_be_written(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job = await stack.submit(ALICE, count=2)
-    [active] = stack.queue.take_batch(2, batch_key)
-    stack.queue.start(active)
+    monkeypatch.setattr(endings, "PATIENCE", 0.2)
+    _, active, events = await started(stack, ALICE)
+    waiting = await stack.submit(BOB)
+    await read_only(stack.db)
+    failing = asyncio.create_task(stack.queue.fail(active, "engine exploded"))
+    await until(lambda: stack.queue.paused is not None)
+    assert "cannot save its work" in stack.queue.paused and "readonly database" in stack.queue.paused
+    assert stack.take() == []  # the waiting job stays queued
 
-    async def locked(*args: Any, **kwargs: Any) -> bool:
-        raise RuntimeError("database is locked")
+    await read_only(stack.db, False)
+    await asyncio.wait_for(failing, 10)
+    assert stack.queue.paused is None and isinstance(events[-1], JobFailed)
+    assert await stack.reserved_and_used(ALICE) == (0, 0)  # refunded, exactly once
+    assert stack.take() == [waiting.id]
 
-    monkeypatch.setattr(stack.db.jobs, "mark_failed", locked)
-    await stack.queue.fail(active, "engine exploded")
-    assert await stack.reserved_and_used(ALICE) == (0, 0)
-    assert stack.queue.position(job.id) is None and not stack.queue.running()
+
+async def test_a_job_whose_images_were_kept_is_recorded_done_on_restore_not_run_again(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(daily_quota=100)
+    first = await open_stack(tmp_path / "sdbot.sqlite3", settings)
+    job, active, _ = await started(first, ALICE, count=2)
+    finished_images(active)
+    await read_only(first.db)
+    completing = asyncio.create_task(first.queue.complete(active))
+    await until(lambda: (first.db.results.root / str(job.id)).is_dir())
+    completing.cancel()  # the bot stops (or is killed) before the ledger could be written
+    await first.db.close()
+
+    second = await open_stack(tmp_path / "sdbot.sqlite3", settings)
+    try:
+        assert await second.queue.restore() == 0 and second.queue.queued() == []
+        stored = await second.db.jobs.get(job.id)
+        assert stored is not None and (stored.state, stored.seeds) == ("done", [0, 1])
+        assert [waiting.id for waiting in await second.db.jobs.undelivered()] == [job.id]
+        assert await second.reserved_and_used(ALICE) == (0, 2)
+        kept = await second.db.results.load(job.id)
+        assert kept is not None and [image.png for image in kept.images] == [b"png of 0", b"png of 1"]
+    finally:
+        await second.db.close()
+
+
+async def until(predicate: Callable[[], bool]) -> None:
+    """Wait until ``predicate()`` holds (checked every few milliseconds), for at most 10 s."""
+    deadline = time.monotonic() + 10
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.005)
 
 
 async def test_a_submit_cancelled_while_writing_still_queues_the_job(

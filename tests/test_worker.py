@@ -36,7 +36,7 @@ from sdbot.services.jobs import (
 )
 from sdbot.services.worker import Worker
 from tests.engines import CountingEngine, FaultyEngine, StepEngine, poison
-from tests.test_queue import ALICE, BOB, CAROL, Stack, open_stack
+from tests.test_queue import ALICE, BOB, CAROL, Stack, open_stack, until
 
 
 class Running:
@@ -71,13 +71,6 @@ async def start(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     for running in opened:
         await running.worker.stop()
         await running.stack.db.close()
-
-
-async def until(predicate: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + 10
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        await asyncio.sleep(0.005)
 
 
 async def test_a_job_runs_in_the_engine_thread_and_reports_each_step(start) -> None:

@@ -89,7 +89,7 @@ class Imagine(commands.Cog):
         lora_weight: app_commands.Range[float, MIN_LORA_WEIGHT, MAX_LORA_WEIGHT] | None = None,
         sampler: app_commands.Range[str, 1, 40] | None = None,
     ) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        status = await interaction.response.defer(ephemeral=True, thinking=True)
         options = ImagineOptions(
             prompt,
             negative,
@@ -105,7 +105,7 @@ class Imagine(commands.Cog):
             sampler=sampler,
         )
         upload = None if image is None else Upload(image.size, _reader(image))
-        tracker = self.bot.delivery.track(interaction)
+        tracker = self.bot.delivery.track(interaction, status_message_id=status_message_id(status))
         job = await self.bot.imagine.imagine(requester(interaction), options, upload=upload, observer=tracker)
         tracker.begin(job)
 
@@ -158,6 +158,11 @@ def _reader(attachment: discord.Attachment) -> Callable[[], Awaitable[bytes]]:
             raise UploadRejected("Your picture could not be fetched from Discord; try again.") from None
 
     return read
+
+
+def status_message_id(callback: discord.InteractionCallbackResponse | None) -> int | None:
+    """The id of the "thinking" message a deferral made: the member's status message."""
+    return None if callback is None else callback.message_id
 
 
 async def setup(bot: SDBot) -> None:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands
 
-from sdbot.cogs.imagine import requester
+from sdbot.cogs.imagine import requester, status_message_id
 from sdbot.db import JobRecord
 from sdbot.errors import JobNotFound
 from sdbot.services.edits import SourceReader
@@ -24,6 +24,7 @@ from sdbot.services.jobs import Observer
 from sdbot.views.buttons import Action, image_view
 from sdbot.views.remix import RemixModal, remix_submission
 from sdbot.views.render import find_image, picked_text, tools_for
+from sdbot.views.tracker import JobTracker
 
 if TYPE_CHECKING:
     from sdbot.bot import SDBot
@@ -59,8 +60,7 @@ class ImageTools(commands.Cog):
             )
             return
         if action is Action.REROLL:
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            tracker = self.bot.delivery.track(interaction, reply_to=interaction.message)
+            tracker = await self._track(interaction)
             tracker.begin(await self.bot.imagine.reroll(who, job_id, observer=tracker))
             return
         if index is None:
@@ -71,8 +71,7 @@ class ImageTools(commands.Cog):
         elif action is Action.PICK:
             await self._pick(interaction, who, job_id, index)
         else:
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            tracker = self.bot.delivery.track(interaction, reply_to=interaction.message)
+            tracker = await self._track(interaction)
             source = _image_reader(interaction, job_id, index)
             tracker.begin(await self._edit(action, who, job_id, index, source, tracker))
 
@@ -83,8 +82,8 @@ class ImageTools(commands.Cog):
         if submission is None:
             return
         try:
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            tracker = self.bot.delivery.track(interaction, reply_to=interaction.message)
+            self.bot.admit()  # refuses while the bot shuts down
+            tracker = await self._track(interaction)
             job = await self.bot.edits.remix(
                 requester(interaction),
                 submission.job_id,
@@ -118,6 +117,13 @@ class ImageTools(commands.Cog):
         if action.pan is not None:
             return await edits.pan(who, job_id, index, source, action.pan, observer=observer)
         raise JobNotFound("This button is no longer valid.")
+
+    async def _track(self, interaction: discord.Interaction) -> JobTracker:
+        """Acknowledge the click privately ("thinking") and follow the job it makes, posted as a reply."""
+        status = await interaction.response.defer(ephemeral=True, thinking=True)
+        return self.bot.delivery.track(
+            interaction, reply_to=interaction.message, status_message_id=status_message_id(status)
+        )
 
     async def _pick(self, interaction: discord.Interaction, who: Requester, job_id: int, index: int) -> None:
         """Post image ``index`` of a grid alone, with the single-image tools: free, no new job."""

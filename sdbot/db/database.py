@@ -1,12 +1,15 @@
 """The ``Database``: one SQLite file, migrated on open, with one repository per table group.
 
 Everything the bot must remember lives in this one file, so an admin backs up one file and a restart loses
-nothing. Several ``Database`` objects (or bot processes) may share a file: writes take SQLite's write lock
-(``BEGIN IMMEDIATE``) and wait for each other up to the busy timeout.
+nothing; only the images of done jobs not yet posted wait beside it (``sdbot.db.results``). Several
+``Database`` objects (or bot processes) may share a file: writes take SQLite's write lock (``BEGIN
+IMMEDIATE``) and wait for each other up to the busy timeout.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,11 +17,14 @@ from pathlib import Path
 from sdbot.db.connection import connect, migrate
 from sdbot.db.gateway import Gateway
 from sdbot.db.guilds import GuildsRepository
-from sdbot.db.jobs import JobsRepository, delete_user_jobs
+from sdbot.db.jobs import JobEnding, JobsRepository, abandon_delivery, delete_user_jobs, end_job
 from sdbot.db.members import MembersRepository, delete_user_overrides
 from sdbot.db.meta import MetaRepository
+from sdbot.db.results import ResultFiles, results_folder
 from sdbot.db.sources import SourceStore
-from sdbot.db.usage import UsageRepository, delete_user_usage
+from sdbot.db.statuses import StatusMessagesRepository
+from sdbot.db.usage import UsageRepository, delete_user_usage, settle_reservation
+from sdbot.params import JobState
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +51,11 @@ class Database:
         self.guilds = GuildsRepository(gateway)
         self.members = MembersRepository(gateway)
         self.usage = UsageRepository(gateway)
-        self.jobs = JobsRepository(gateway, SourceStore(sources_folder(path)))
+        self.sources = SourceStore(sources_folder(path))
+        self.jobs = JobsRepository(gateway, self.sources)
         self.meta = MetaRepository(gateway)
+        self.statuses = StatusMessagesRepository(gateway)
+        self.results = ResultFiles(results_folder(path))
 
     @classmethod
     async def open(cls, path: str | Path) -> Database:
@@ -67,6 +76,31 @@ class Database:
 
     async def close(self) -> None:
         await self._gateway.conn.close()
+        await asyncio.to_thread(self.results.close)
+
+    async def end_job(self, job_id: int, ending: JobEnding) -> bool:
+        """Record a queued or running job's end and settle its quota in one transaction, so that a fault
+        (a locked file, a full disk) leaves both as they were: done commits the reserved images, failed and
+        cancelled refund them. False if the job had already ended."""
+        async with self._gateway.transaction() as conn:
+            ended = await end_job(conn, job_id, ending)
+            if ended is not None and ended.reservation_id is not None:
+                settled = "committed" if ending.state is JobState.DONE else "refunded"
+                await settle_reservation(conn, ended.reservation_id, settled)
+        if ended is not None and ended.source_file is not None:
+            # Once the end is committed; one left behind (a full disk) goes at the next start's sweep.
+            with contextlib.suppress(OSError):
+                await self.sources.delete(ended.source_file)
+        return ended is not None
+
+    async def abandon_delivery(self, job_id: int, error: str) -> bool:
+        """A done job whose images cannot be posted: failed with ``error``, its committed images refunded,
+        in one transaction. False if it was not waiting to be posted."""
+        async with self._gateway.transaction() as conn:
+            abandoned, reservation = await abandon_delivery(conn, job_id, error)
+            if abandoned and reservation is not None:
+                await settle_reservation(conn, reservation, "refunded", ("reserved", "committed"))
+            return abandoned
 
     async def forget_user(self, guild_id: int, user_id: int) -> ForgottenRows:
         """Delete a member's jobs, quota ledger and overrides in a server, all or nothing."""

@@ -2,10 +2,11 @@
 working (a reroll reads its parent's parameters from here).
 
 A job moves queued -> running -> done | failed | cancelled; ``requeue`` puts a running job back in the queue
-after a restart. Each transition checks the state it starts from and says whether it happened, so that a
-cancel racing a finish has exactly one winner. The picture a job starts from is a file of the
-``SourceStore``, written before the row that names it and deleted when the job ends (jobs queued before
-schema 3 keep theirs in ``source_png``). Interaction tokens are credentials and are never stored.
+after a restart. A done job's images are ``undelivered`` until its result message is recorded; one whose
+images cannot be posted ends failed instead. Each transition checks the state it starts from and says
+whether it happened, so that a cancel racing a finish has exactly one winner. The picture a job starts from is
+a file of the ``SourceStore``, written before the row that names it and deleted when the job ends (jobs queued
+before schema 3 keep theirs in ``source_png``).
 """
 
 from __future__ import annotations
@@ -65,6 +66,70 @@ class JobStats:
     jobs: int
     seconds_per_image: float | None
     top_users: list[tuple[int, int]]  # (user_id, images), most images first
+
+
+@dataclass(frozen=True)
+class JobEnding:
+    """How a job ends: done (with each image's seed and NSFW verdict), failed (with a reason fit for the
+    member) or cancelled."""
+
+    state: JobState
+    finished_at: float
+    seeds: Sequence[int] = ()
+    nsfw: Sequence[bool | None] = ()
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.state.finished:
+            raise ValueError(f"a job does not end {self.state}")
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What a job's end leaves to do: settle its reservation, delete its source picture (once committed)."""
+
+    reservation_id: int | None
+    source_file: str | None
+
+
+async def end_job(conn: aiosqlite.Connection, job_id: int, ending: JobEnding) -> Ended | None:
+    """queued or running -> the ending's state, inside the caller's transaction (its source picture is no
+    longer named; a done job's images are then waiting to be posted). None if the job had already ended."""
+    async with conn.execute(
+        "SELECT reservation_id, source_file FROM jobs WHERE id = ? AND state IN ('queued', 'running')",
+        (job_id,),
+    ) as cursor:
+        row = await cursor.fetchone()
+    if row is None:
+        return None
+    await conn.execute(
+        "UPDATE jobs SET state = ?, seeds = ?, nsfw = ?, error = ?, finished_at = ?, source_file = NULL, "
+        "source_png = NULL, undelivered = ? WHERE id = ?",
+        (
+            ending.state,
+            json.dumps(list(ending.seeds)),
+            json.dumps(list(ending.nsfw)),
+            ending.error,
+            ending.finished_at,
+            int(ending.state is JobState.DONE),
+            job_id,
+        ),
+    )
+    return Ended(row["reservation_id"], row["source_file"])
+
+
+async def abandon_delivery(
+    conn: aiosqlite.Connection, job_id: int, error: str
+) -> tuple[bool, int | None]:
+    """A done job whose images could not be posted becomes failed, inside the caller's transaction. Returns
+    whether it happened and the job's reservation id."""
+    async with conn.execute(
+        "UPDATE jobs SET state = 'failed', error = ?, undelivered = 0 "
+        "WHERE id = ? AND state = 'done' AND undelivered = 1 RETURNING reservation_id",
+        (error, job_id),
+    ) as cursor:
+        row = await cursor.fetchone()
+    return (False, None) if row is None else (True, row["reservation_id"])
 
 
 async def delete_user_jobs(conn: aiosqlite.Connection, guild_id: int, user_id: int) -> int:
@@ -170,29 +235,23 @@ class JobsRepository:
         """queued -> running; False if the job was no longer queued (cancelled meanwhile, say)."""
         return await self._transition(job_id, ("queued",), "state = 'running', started_at = ?", (now,))
 
-    async def mark_done(
-        self, job_id: int, seeds: Sequence[int], nsfw: Sequence[bool | None], now: float
-    ) -> bool:
-        """Record each image's seed and NSFW verdict (None: not checked) and drop the source picture."""
-        return await self._end(
-            job_id,
-            "state = 'done', seeds = ?, nsfw = ?, finished_at = ?",
-            (json.dumps(list(seeds)), json.dumps(list(nsfw)), now),
-        )
-
-    async def mark_failed(self, job_id: int, error: str, now: float) -> bool:
-        return await self._end(job_id, "state = 'failed', error = ?, finished_at = ?", (error, now))
-
-    async def mark_cancelled(self, job_id: int, now: float) -> bool:
-        return await self._end(job_id, "state = 'cancelled', finished_at = ?", (now,))
-
     async def requeue(self, job_id: int) -> bool:
         """running -> queued, for a job a restart interrupted."""
         return await self._transition(job_id, ("running",), "state = 'queued', started_at = NULL", ())
 
     async def set_message(self, job_id: int, message_id: int) -> None:
-        """Remember the message that shows the job's result (its buttons carry the job id)."""
-        await self._gateway.write("UPDATE jobs SET message_id = ? WHERE id = ?", (message_id, job_id))
+        """Remember the message that shows the job's result (its buttons carry the job id): its images are
+        delivered."""
+        await self._gateway.write(
+            "UPDATE jobs SET message_id = ?, undelivered = 0 WHERE id = ?", (message_id, job_id)
+        )
+
+    async def undelivered(self) -> list[JobRecord]:
+        """Done jobs whose images wait to be posted, oldest first."""
+        rows = await self._gateway.fetch_all(
+            f"SELECT {_COLUMNS} FROM jobs WHERE undelivered = 1 AND state = 'done' ORDER BY id"
+        )
+        return [_record(row) for row in rows]
 
     async def unfinished(self) -> list[JobRecord]:
         """Queued and running jobs, oldest first."""
@@ -229,25 +288,6 @@ class JobsRepository:
         """Delete a member's jobs in a server; other jobs made from them keep their own parameters."""
         async with self._gateway.transaction() as conn:
             return await delete_user_jobs(conn, guild_id, user_id)
-
-    async def _end(self, job_id: int, assignments: str, params: tuple[Any, ...]) -> bool:
-        """An unfinished job's last transition; its source picture is deleted once that is committed."""
-        placeholders = ", ".join("?" for _ in UNFINISHED)
-        async with self._gateway.transaction() as conn:
-            async with conn.execute(
-                f"SELECT source_file FROM jobs WHERE id = ? AND state IN ({placeholders})",
-                (job_id, *UNFINISHED),
-            ) as cursor:
-                row = await cursor.fetchone()
-            if row is None:
-                return False
-            await conn.execute(
-                f"UPDATE jobs SET {assignments}, source_file = NULL, source_png = NULL WHERE id = ?",
-                (*params, job_id),
-            )
-        if row["source_file"] is not None:
-            await self._sources.delete(row["source_file"])
-        return True
 
     async def _transition(
         self, job_id: int, from_states: tuple[str, ...], assignments: str, params: tuple[Any, ...]

@@ -129,3 +129,16 @@ async def _window(conn: aiosqlite.Connection, guild_id: int, user_id: int, since
     )
     (row,) = rows
     return UsageWindow(used=row["used"], reserved=row["reserved"], oldest_at=row["oldest_at"])
+
+
+async def settle_reservation(
+    conn: aiosqlite.Connection, reservation_id: int, state: str, from_states: tuple[str, ...] = ("reserved",)
+) -> bool:
+    """Move a reservation to ``state`` (committed or refunded), inside the caller's transaction. False if it
+    was in none of ``from_states`` (already settled, or pruned)."""
+    placeholders = ", ".join("?" for _ in from_states)
+    async with conn.execute(
+        f"UPDATE usage SET state = ? WHERE id = ? AND state IN ({placeholders})",
+        (state, reservation_id, *from_states),
+    ) as cursor:
+        return cursor.rowcount == 1

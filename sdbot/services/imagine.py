@@ -1,10 +1,11 @@
 """Turning a member's request (``/imagine`` or a result button) into a queued job, under the server's rules.
 
-Checks run cheapest first and before anything is charged: the model has loaded, the member is not blocked,
-the channel is allowed, the prompt has no banned word, steps, guidance, seed, size and count are within the
-engine's range and the server's limits. Only then is quota reserved, and the reservation goes to
-``JobQueue.submit``, which refunds it if the job is not queued. A refused request therefore never costs
-anything. Every refusal is a domain error whose text the command tree shows to the member.
+Checks run cheapest first and before anything is charged: new jobs are taken (they are paused while the
+bot cannot save its work), the member is not blocked, the channel is allowed, the prompt has no banned word,
+steps, guidance, seed, size and count are within the engine's range and the server's limits. Only then is
+quota reserved, and the reservation goes to ``JobQueue.submit``, which refunds it if the job is not queued.
+A refused request therefore never costs anything. Every refusal is a domain error whose text the command
+tree shows to the member.
 
 A member may start from their own picture (``/imagine image:``): it is checked, turned upright and fitted
 by ``sdbot.services.uploads`` after every cheaper check and before anything is charged, and kept with the
@@ -31,7 +32,7 @@ from sdbot.errors import (
     ChannelNotAllowed,
     InvalidRequest,
     JobNotFound,
-    ModelLoading,
+    JobsPaused,
     NotAllowedHere,
     NotPermitted,
     PromptRejected,
@@ -176,15 +177,6 @@ class ImagineService:
         self._queue = queue
         self.models = models
         self.loras = loras
-        self._ready = False
-
-    @property
-    def ready(self) -> bool:
-        return self._ready
-
-    def mark_ready(self) -> None:
-        """The model has loaded and the worker runs: requests are accepted from now on."""
-        self._ready = True
 
     # ----- new jobs
 
@@ -355,8 +347,8 @@ class ImagineService:
 
     async def admit(self, who: Requester) -> GuildSettings:
         """The checks that depend on who asks and where, not on what they asked for."""
-        if not self._ready:
-            raise ModelLoading("the model is still loading")
+        if self._queue.paused is not None:
+            raise JobsPaused(self._queue.paused)
         if (await self._settings.member(who.guild_id, who.user_id)).blocked:
             raise NotAllowedHere("You are blocked from generating images on this server.")
         settings = await self._settings.get(who.guild_id)

@@ -20,14 +20,17 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from sdbot.config import Settings
+from sdbot.db import JobEnding, StoredImage, StoredResult
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
 from sdbot.inference.types import GeneratedImage, GenerationResult, Timings
 from sdbot.params import JobKind, JobParams, JobState, random_seed
+from sdbot.services.endings import EndingWriter
 
 if TYPE_CHECKING:
     from sdbot.db import Database, JobRecord
@@ -304,6 +307,7 @@ class JobQueue:
         self._observer_tasks: set[asyncio.Future[Any]] = set()
         self._writes: set[asyncio.Future[Any]] = set()
         self._submit_lock = asyncio.Lock()
+        self._endings = EndingWriter(on_resume=self.wake)
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -381,14 +385,8 @@ class JobQueue:
             raise NotPermitted(f"job {job_id} belongs to someone else")
         if job.id not in self._running:
             self._order.remove(job)
-        now = self._clock()
-        await self._finish(
-            job,
-            self._db.jobs.mark_cancelled(job.id, now),
-            commit=False,
-            changes={"state": JobState.CANCELLED, "finished_at": now},
-            make=lambda record: JobCancelled(record, by_user=by_user),
-        )
+        ending = JobEnding(JobState.CANCELLED, self._clock())
+        await self._finish(job, ending, lambda record: JobCancelled(record, by_user=by_user))
         return job.record
 
     def subscribe(self, job_id: int, observer: Observer) -> None:
@@ -416,14 +414,28 @@ class JobQueue:
         """Wait until no job is queued or running."""
         await self._idle.wait()
 
+    @property
+    def paused(self) -> str | None:
+        """Why no job is taken now (the ends of jobs cannot be saved), or None."""
+        return self._endings.paused
+
     # ----- for the worker
 
     async def restore(self) -> int:
         """Queue again the jobs a previous run left queued or running, in their original order; a running
-        one starts over. Returns how many were restored."""
+        one starts over. A job whose images were kept before the run stopped is recorded done instead (its
+        images wait to be posted): it never runs twice. Returns how many were queued again."""
         restored = 0
+        await self._db.results.remove_partial()
         for record in await self._db.jobs.unfinished():
             if record.id in self._jobs:
+                continue
+            stored = await self._db.results.load(record.id)
+            if stored is not None:
+                ending = JobEnding(JobState.DONE, self._clock(), stored.seeds, stored.nsfw)
+                record_done = partial(self._db.end_job, record.id, ending)
+                await self._endings.write(record.id, "record it done", record_done)
+                log.info("job %s was done before the restart: its images will be posted", record.id)
                 continue
             if record.state == "running":
                 await self._db.jobs.requeue(record.id)
@@ -449,13 +461,13 @@ class JobQueue:
         prefer: Callable[[ActiveJob], bool] | None = None,
     ) -> list[ActiveJob]:
         """Take the next job in fair order and the jobs right after it with the same batch key, while their
-        images fit in ``max_images`` (the first job is taken whatever its size).
+        images fit in ``max_images`` (the first job is taken whatever its size). Nothing while ``paused``.
 
         ``prefer`` (the jobs whose model is already on the GPU) may put a later job first, sparing a model
         switch, but only past jobs passed over fewer than ``MAX_PASSED_OVER`` times: no job waits more than
         that many batches longer than the fair order would make it."""
         order = self._order.order()
-        if not order:
+        if not order or self.paused is not None:
             return []
         first = _first_preferred(order, prefer) if prefer is not None else 0
         for passed in order[:first]:
@@ -501,31 +513,22 @@ class JobQueue:
             self._emit(job, lambda record: JobProgress(record, step=step, total=total, preview=preview))
 
     async def complete(self, job: ActiveJob) -> None:
-        """The job has all its images: record them, commit its reservation, tell its observers."""
+        """The job has all its images: keep them beside the database, record it done and commit its
+        reservation, then tell its observers (who post the images)."""
         if job.finished:
             return
         result = job.result()
-        now = self._clock()
-        await self._finish(
-            job,
-            self._db.jobs.mark_done(job.id, result.seeds, result.nsfw, now),
-            commit=True,
-            changes={"state": JobState.DONE, "seeds": result.seeds, "nsfw": result.nsfw, "finished_at": now},
-            make=lambda record: JobDone(record, result=result),
-        )
+        ending = JobEnding(JobState.DONE, self._clock(), result.seeds, result.nsfw)
+        images = [StoredImage(image.png, image.seed, image.nsfw) for image in result.images]
+        kept = StoredResult(images, result.notes)
+        await self._finish(job, ending, lambda record: JobDone(record, result=result), kept)
 
     async def fail(self, job: ActiveJob, error: str) -> None:
         """The job cannot be done: record ``error`` (user-safe text), refund, tell its observers."""
         if job.finished:
             return
-        now = self._clock()
-        await self._finish(
-            job,
-            self._db.jobs.mark_failed(job.id, error, now),
-            commit=False,
-            changes={"state": JobState.FAILED, "error": error, "finished_at": now},
-            make=lambda record: JobFailed(record, error=error),
-        )
+        ending = JobEnding(JobState.FAILED, self._clock(), error=error)
+        await self._finish(job, ending, lambda record: JobFailed(record, error=error))
 
     async def requeue(self, job: ActiveJob) -> None:
         """Put a running job back in the queue, in the database too (shutdown): it runs again from the start
@@ -538,6 +541,22 @@ class JobQueue:
         self._order.add(job)
         self._publish_positions()
         await self._db.jobs.requeue(job.id)
+
+    # ----- for delivery
+
+    async def delivered(self, job_id: int, message_id: int) -> None:
+        """A done job's images are posted in ``message_id``: record it (retried until written, as a job's
+        end is), then let their files go."""
+        record = partial(self._db.jobs.set_message, job_id, message_id)
+        await self._endings.write(job_id, "record its result message", record)
+        await self._db.results.delete(job_id)
+
+    async def undeliverable(self, job_id: int, error: str) -> None:
+        """A done job's images cannot be posted: it ends failed with ``error`` (user-safe text) and its
+        images are refunded (retried until written), then their files go."""
+        abandon = partial(self._db.abandon_delivery, job_id, error)
+        await self._endings.write(job_id, "record that its images could not be posted", abandon)
+        await self._db.results.delete(job_id)
 
     # ----- internals
 
@@ -566,19 +585,22 @@ class JobQueue:
     async def _finish(
         self,
         job: ActiveJob,
-        write: Awaitable[bool],
-        *,
-        commit: bool,
-        changes: dict[str, Any],
+        ending: JobEnding,
         make: Callable[[JobRecord], JobEvent],
+        kept: StoredResult | None = None,
     ) -> None:
         """End a job exactly once: whoever sets ``finished`` first (all on the loop, before any await) wins.
-        The observers hear of it even if the database or the quota ledger fails (that is logged)."""
+        Its observers hear of it only once its end is recorded (``EndingWriter`` retries until it is); if
+        the bot stops first, nobody hears, and the job stays unfinished in the ledger for the next start."""
         job.finished = True
         try:
-            await self._record_end(job, write, commit=commit, state=changes["state"])
+            if kept is not None:
+                keep = partial(self._db.results.save, job.id, kept)
+                await self._endings.write(job.id, "keep its images", keep)
+            ended = await self._endings.write(
+                job.id, f"record it {ending.state}", partial(self._db.end_job, job.id, ending)
+            )
         finally:
-            job.record = replace(job.record, **changes)
             self._jobs.pop(job.id, None)
             self._running.pop(job.id, None)
             self._positions.pop(job.id, None)
@@ -586,23 +608,17 @@ class JobQueue:
             if not self._jobs:
                 self._order.forget_turns()
                 self._idle.set()
-            self._emit(job, make)
-
-    async def _record_end(self, job: ActiveJob, write: Awaitable[bool], *, commit: bool, state: str) -> None:
-        """Write the job's end and settle its quota, each on its own: a failed state write must not leave
-        the member's images reserved (charged for work not done) for a day."""
-        try:
-            if not await write:
-                log.warning("job %s was already finished in the database", job.id)
-        except Exception:
-            log.exception("could not record the end of job %s (%s)", job.id, state)
-        reservation = job.record.reservation_id
-        if reservation is None:
-            return
-        try:
-            await (self._quotas.commit(reservation) if commit else self._quotas.refund(reservation))
-        except Exception:
-            log.exception("could not %s the quota of job %s", "commit" if commit else "refund", job.id)
+        if not ended:
+            log.warning("job %s had already ended in the database", job.id)
+        job.record = replace(
+            job.record,
+            state=ending.state,
+            finished_at=ending.finished_at,
+            seeds=list(ending.seeds),
+            nsfw=list(ending.nsfw),
+            error=ending.error,
+        )
+        self._emit(job, make)
 
     async def _mark_running(self, job_id: int, now: float) -> None:
         if not await self._db.jobs.mark_running(job_id, now):

@@ -18,7 +18,8 @@ batch size; a run longer than ``Settings.job_timeout`` is interrupted and its jo
 logged and the worker goes on with the next batch.
 
 Shutdown (``stop``): take no new batch, give the running one ``Settings.shutdown_grace`` seconds, then
-interrupt it and leave its jobs queued in the database (no refund) for the next start-up.
+interrupt it and leave its jobs queued in the database (no refund) for the next start-up. While the ends of
+jobs cannot be written (``JobQueue.paused``), no batch is taken.
 """
 
 from __future__ import annotations
@@ -148,9 +149,19 @@ class Worker:
             for job in abandoned:
                 await self._queue.requeue(job)
         executor.shutdown(wait=False)
-        await asyncio.gather(*self._completing, return_exceptions=True)
+        await self._stop_completing()
         await self._queue.flush()
         self._task = self._executor = None
+
+    async def _stop_completing(self) -> None:
+        """Give the done jobs being recorded ``INTERRUPT_WAIT`` seconds; one whose end still cannot be
+        written stays unfinished in the ledger (with its images kept, if they were) for the next start."""
+        if not self._completing:
+            return
+        _, pending = await asyncio.wait(set(self._completing), timeout=INTERRUPT_WAIT)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _consume(self) -> None:
         while not self._stopping:

@@ -98,7 +98,7 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
         style: discord.ButtonStyle = discord.ButtonStyle.secondary,
         row: int | None = None,
     ) -> None:
-        custom_id = f"sd:{action.value}:{job_id}" + ("" if index is None else f":{index}")
+        custom_id = button_id(job_id, action, index)
         button = discord.ui.Button(label=label, emoji=emoji, style=style, custom_id=custom_id)
         super().__init__(button, row=row)
         self.action = action
@@ -121,12 +121,31 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button], template=TEMPLATE):
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         client = interaction.client
         try:
+            admit = getattr(client, "admit", None)  # refuses while the bot shuts down
+            if admit is not None:
+                admit()
             handler: ButtonHandler | None = getattr(client, "job_buttons", None)
             if handler is None:
                 raise NotAllowedHere("These buttons are unavailable right now; please try again later.")
             await handler.on_job_button(interaction, self.action, self.job_id, self.index)
         except Exception as error:
             await client.tree.on_error(interaction, error)
+
+
+def button_id(job_id: int, action: Action = Action.DELETE, index: int | None = None) -> str:
+    """The custom_id of a job's button (by default its Delete button, which every result carries)."""
+    return f"sd:{action.value}:{job_id}" + ("" if index is None else f":{index}")
+
+
+def has_button(message: discord.Message | None, custom_id: str) -> bool:
+    """Whether ``message`` (as Discord sent it) carries a button with ``custom_id``."""
+    if message is None:
+        return False
+    return any(
+        getattr(child, "custom_id", None) == custom_id
+        for row in message.components
+        for child in getattr(row, "children", ())
+    )
 
 
 def is_job_button(custom_id: str) -> bool:

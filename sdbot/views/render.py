@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import discord
 
-from sdbot.db import JobRecord
+from sdbot.db import JobRecord, StoredResult
 from sdbot.inference.families import FamilyProfile
 from sdbot.inference.pngmeta import read_parameters
-from sdbot.inference.types import GenerationResult
 from sdbot.params import JobKind
 from sdbot.services.imagine import Disposition, disposition
 from sdbot.services.loras import FamilyAddons, describe
@@ -89,16 +88,16 @@ def message_link(job: JobRecord, message_id: int) -> str:
     return f"https://discord.com/channels/{job.guild_id}/{job.channel_id}/{message_id}"
 
 
-def image_filename(job_id: int, index: int) -> str:
-    return f"sdbot-{job_id}-{index + 1}.png"
+def image_filename(job_id: int, index: int, extension: str = "png") -> str:
+    return f"sdbot-{job_id}-{index + 1}.{extension}"
 
 
 def find_image(
     attachments: Sequence[discord.Attachment], job_id: int, index: int
 ) -> discord.Attachment | None:
-    """The attachment of image ``index`` of the job on a result message (spoilered or not)."""
-    wanted = image_filename(job_id, index)
-    return next((a for a in attachments if a.filename.removeprefix("SPOILER_") == wanted), None)
+    """The attachment of image ``index`` of the job on a result message (spoilered or not, PNG or JPEG)."""
+    wanted = {image_filename(job_id, index, extension) for extension in ("png", "jpg")}
+    return next((a for a in attachments if a.filename.removeprefix("SPOILER_") in wanted), None)
 
 
 def tools_for(job: JobRecord, settings: GuildSettings, profile: FamilyProfile | None) -> Tools:
@@ -138,9 +137,40 @@ def picked_text(job: JobRecord, index: int, picked_by: int) -> str:
     return f"{_title(job)}\nImage {index + 1} of job {job.id}{seed}, picked by <@{picked_by}>."
 
 
-def waiting_text(job: JobRecord, position: int) -> str:
+def waiting_text(job: JobRecord, position: int, *, loading: bool = False) -> str:
+    """A waiting job's status; ``loading``: the model is still loading, so nothing runs yet."""
     where = "next up" if position == 0 else f"position {position + 1} in the queue ({position} ahead)"
-    return f"{_title(job)}\nQueued as job {job.id}: {where}."
+    waiting = ", waiting for the model to load" if loading else ""
+    return f"{_title(job)}\nQueued as job {job.id}: {where}{waiting}."
+
+
+def resumed_text(job: JobRecord, position: int) -> str:
+    """A job the bot queued again after a restart."""
+    where = "next up" if position == 0 else f"position {position + 1} in the queue"
+    return (
+        f"{_title(job)}\nThe bot restarted; job {job.id} is queued again ({where}). "
+        "Its result will be posted in this channel."
+    )
+
+
+def done_text(job: JobRecord, message_id: int) -> str:
+    return f"Job {job.id} is done: {message_link(job, message_id)}"
+
+
+def undelivered_text(job: JobRecord, reason: str) -> str:
+    """A done job whose images could not be posted (it was refunded)."""
+    reason = short(reason, 300)
+    return f"Job {job.id} is done, but its images could not be posted: {reason}. Nothing was charged."
+
+
+def failed_text(job: JobRecord, error: str) -> str:
+    prompt = short(job.params.prompt, 200)
+    # An engine's error text can be long (a library's message): keep the notice well within 2,000 characters.
+    return f"Job {job.id} (**{prompt}**) failed: {short(error, 500)}. Nothing was charged."
+
+
+def cancelled_text(job: JobRecord) -> str:
+    return f"Job {job.id} was cancelled. Nothing was charged."
 
 
 def progress_text(job: JobRecord, step: int, total: int) -> str:
@@ -200,35 +230,37 @@ class ResultMessage:
 
 def result_message(
     job: JobRecord,
-    result: GenerationResult,
+    result: StoredResult,
     *,
     policy: str,
     unchecked_policy: str,
     age_restricted: bool,
     tools: Tools,
     mention: bool,
+    extension: str = "png",
 ) -> ResultMessage:
     """The final message of a done job. ``mention``: name the requester (a channel message that is not the
-    interaction's own reply)."""
+    interaction's own reply). ``extension``: the images' file type (``jpg`` when sent as JPEG)."""
     files: list[discord.File] = []
     shown: list[int] = []
-    for index, image in enumerate(result.images):
+    images = result.images
+    for index, image in enumerate(images):
         how = disposition(
             image.nsfw, policy=policy, unchecked_policy=unchecked_policy, age_restricted=age_restricted
         )
         if how is Disposition.WITHHELD:
             continue
         shown.append(index)
-        name = image_filename(job.id, index)
+        name = image_filename(job.id, index, extension)
         files.append(discord.File(io.BytesIO(image.png), filename=name, spoiler=how is Disposition.SPOILER))
-    withheld = len(result.images) - len(shown)
+    withheld = len(images) - len(shown)
     upscaler = None
-    if job.kind is JobKind.UPSCALE_SUBTLE and result.images:
-        upscaler = read_parameters(result.images[0].png).extra.get("Postprocess upscaler")
+    if job.kind is JobKind.UPSCALE_SUBTLE and images and extension == "png":  # a JPEG carries no parameters
+        upscaler = read_parameters(images[0].png).extra.get("Postprocess upscaler")
     return ResultMessage(
         content=summary(job, mention=mention, withheld=withheld, upscaler=upscaler, notes=result.notes),
         files=files,
-        view=result_view(job.id, len(result.images), shown, tools),
+        view=result_view(job.id, len(images), shown, tools),
         allowed_mentions=discord.AllowedMentions(
             everyone=False, roles=False, users=[discord.Object(job.user_id)] if mention else False
         ),
