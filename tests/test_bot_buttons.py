@@ -48,6 +48,10 @@ async def reply_to(fake: FakeDiscord, original: Message, *, after: int = 0) -> M
     )
 
 
+def message_url(message: Message) -> str:
+    return f"https://discord.com/channels/{message.guild_id}/{message.channel_id}/{message.id}"
+
+
 def size_of(message: Message) -> tuple[int, int]:
     (attachment,) = message.attachments
     return Image.open(io.BytesIO(attachment.data)).size
@@ -172,6 +176,9 @@ async def test_a_job_interrupted_by_a_restart_is_resumed_and_posted_to_its_chann
     )
     assert f"<@{alice.id}>" in posted.content and "through the restart" in posted.content
     assert labels(posted) == SINGLE
+    # The member's private status followed it across the restart: resumed, then where the result is.
+    await fake_discord.wait_for(lambda: status.content.endswith(f"is done: {message_url(posted)}"))
+    assert any("queued again" in content for content in status.contents)
 
 
 async def test_a_refused_click_fetches_no_image(start_sdbot, fake_discord):

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from sdbot.bot import SDBot
 from sdbot.db import Database
-from tests.fakediscord import FakeDiscord
+from tests.fakediscord import FakeDiscord, Message
 from tests.test_bot_buttons import imagine
 from tests.test_bot_imagine import SMALL, ephemeral_answer
 
 pytest_plugins = ["tests.fakediscord.fixtures"]
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def unretrieved_task_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
@@ -56,3 +62,120 @@ async def _unfinished_or_done(bot: SDBot, fake: FakeDiscord) -> int:
     finally:
         await db.close()
     return sum(window.reserved + window.used for window in windows)
+
+
+class BotProcess:
+    """bot.py in a process of its own against the fake Discord (``tests.bot_process``), to be killed."""
+
+    def __init__(self, fake: FakeDiscord, model: Path, folder: Path) -> None:
+        self.fake = fake
+        self.db_path = folder / "sdbot.sqlite3"
+        self.log = folder / "bot.log"
+        ours = ("DISCORD_TOKEN", "SDBOT_")
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(ours)} | {
+            "PYTHONPATH": str(ROOT),
+            "DISCORD_TOKEN": fake.token,
+            "SDBOT_MODEL": str(model),
+            "SDBOT_DEVICE": "cpu",
+            "SDBOT_DTYPE": "float32",
+            "SDBOT_DB": str(self.db_path),
+            "SDBOT_ENGINE_PROCESS": "0",  # one process to kill
+        }
+        self.folder = folder
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        """Start it and wait until it is connected (and, the first time, has synced its commands)."""
+        sessions = set(self.fake.gateway.sessions)
+        with self.log.open("ab") as log:
+            self.process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "tests.bot_process",
+                self.fake.url,
+                cwd=self.folder,  # no .env here
+                env=self.env,
+                stdout=log,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+        await self.fake.wait_for(
+            lambda: set(self.fake.gateway.sessions) - sessions and self.fake.commands(guild=False), timeout=60
+        )
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown at all."""
+        assert self.process is not None
+        self.process.kill()
+        await asyncio.wait_for(self.process.wait(), 30)
+
+    async def stop(self) -> int:
+        """SIGTERM (``docker stop``): the graceful shutdown; its exit status."""
+        assert self.process is not None
+        self.process.terminate()
+        return await asyncio.wait_for(self.process.wait(), 60)
+
+
+@pytest.fixture
+async def bot_process(fake_discord, tiny_model_dir, tmp_path) -> AsyncIterator[BotProcess]:
+    running = BotProcess(fake_discord, tiny_model_dir, tmp_path)
+    yield running
+    if running.process is not None and running.process.returncode is None:
+        await running.kill()
+
+
+def posted(fake: FakeDiscord) -> list[Message]:
+    return [m for m in fake.messages if not m.ephemeral and m.attachments and not m.deleted]
+
+
+async def test_a_result_waiting_out_a_429_when_the_bot_is_killed_is_posted_once_after_the_restart(
+    bot_process, fake_discord
+):
+    await bot_process.start()
+    fake_discord.refuse_posts(429, retry_after=120)  # the result's post waits two minutes
+    interaction = await fake_discord.slash("imagine", raw=True, prompt="through a kill", **SMALL)
+    await fake_discord.wait_for(lambda: any(r.status == 429 for r in fake_discord.rejections), timeout=60)
+    await bot_process.kill()
+    assert posted(fake_discord) == []
+
+    await bot_process.start()
+    await fake_discord.wait_for(lambda: posted(fake_discord), timeout=60)
+    status = await fake_discord.wait_for_reply(interaction)
+    await fake_discord.wait_for(lambda: "is done" in status.content, timeout=30)
+    [result] = posted(fake_discord)
+    alice = fake_discord.members["alice"]
+    assert f"<@{alice.id}>" in result.content and status.content.endswith(f"/{result.id}")
+    assert await bot_process.stop() == 0
+    await expect_ledger(bot_process.db_path, fake_discord, used=1, message_id=result.id)
+
+
+async def test_a_job_running_when_the_bot_is_killed_runs_again_and_its_status_says_so(
+    bot_process, fake_discord
+):
+    await bot_process.start()
+    options = {"prompt": "interrupted", "size": "256x256", "steps": 50}  # long enough to be killed in
+    interaction = await fake_discord.slash("imagine", raw=True, **options)
+    status = await fake_discord.wait_for_reply(interaction, timeout=60)
+    await fake_discord.wait_for(lambda: "Generating" in status.content, timeout=60)
+    await bot_process.kill()
+
+    await bot_process.start()
+    await fake_discord.wait_for(lambda: "is done" in status.content, timeout=120)
+    [result] = posted(fake_discord)
+    assert any("queued again" in content for content in status.contents)
+    assert status.content.endswith(f"/{result.id}")
+    assert await bot_process.stop() == 0
+    await expect_ledger(bot_process.db_path, fake_discord, used=1, message_id=result.id)
+
+
+async def expect_ledger(db_path: Path, fake: FakeDiscord, *, used: int, message_id: int) -> None:
+    """Alice's one job is done and recorded with its message, its images counted once, nothing waits."""
+    db = await Database.open(db_path)
+    try:
+        window = await db.usage.window(fake.guild_id, fake.members["alice"].id, since=0.0)
+        job = await db.jobs.get(1)
+        assert (window.reserved, window.used) == (0, used)
+        assert job is not None and (job.state, job.message_id) == ("done", message_id)
+        assert await db.jobs.undelivered() == [] and await db.statuses.valid(now=0.0) == []
+        assert not db.results.root.is_dir() or list(db.results.root.iterdir()) == []
+    finally:
+        await db.close()

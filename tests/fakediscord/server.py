@@ -335,6 +335,7 @@ class FakeDiscord:
         )
         if "content" in payload:
             message.content = payload["content"] or ""
+            message.contents.append(message.content)
         if "components" in payload:
             message.components = payload["components"] or []
         message.attachments = attachments

@@ -242,6 +242,7 @@ class Message:
     edited_at: float | None = None
     edits: int = 0
     deleted: bool = False
+    contents: list[str] = field(default_factory=list)  # every content it has had, oldest first
 
     @property
     def ephemeral(self) -> bool:
