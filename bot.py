@@ -71,6 +71,9 @@ async def run_bot(bot: SDBot, token: str) -> int:
     except discord.PrivilegedIntentsRequired:
         print("sdbot: Discord asked for privileged intents, which this bot does not use", file=sys.stderr)
         return 2
+    except ConfigError as error:  # a setting found wrong at start-up (SDBOT_DB)
+        print(f"sdbot: {error}", file=sys.stderr)
+        return 2
     if bot.fatal_error is not None:
         print(f"sdbot: {bot.fatal_error}", file=sys.stderr)
         return 1

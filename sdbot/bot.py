@@ -127,12 +127,13 @@ class SDBot(commands.Bot):
                 return
             except UNREACHABLE as error:
                 log.warning(
-                    "cannot reach Discord at %s (%s): check the network and DNS; trying again in %.0f s",
+                    "cannot reach Discord at %s (%s): check the network and DNS; trying again in %g s",
                     discord.http.Route.BASE,
                     error,
                     delay,
                 )
-            await self.http.close()
+            await self.http.close()  # it closes its connector too: the next login makes a new one
+            self.http.connector = discord.utils.MISSING
             await asyncio.sleep(delay)
             delay = min(delay * 2, LOGIN_RETRY_LAST)
             if self._closing is not None:  # stopped while waiting: ``connect`` then returns at once

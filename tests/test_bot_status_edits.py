@@ -5,10 +5,12 @@ behind a status edit that Discord holds up.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 
 import pytest
 
+import sdbot.bot
+from sdbot.services.worker import Worker
 from sdbot.views import delivery
 from tests.engines import SteppedEngine
 from tests.fakediscord import FakeDiscord, Interaction, Message
@@ -55,7 +57,10 @@ async def test_many_jobs_in_one_channel_share_its_edit_budget_without_a_429(
         assert f"**{prompt}**" in results[linked].content  # each status links its own result
 
 
-async def test_a_result_is_posted_while_a_status_edit_waits_out_a_429(start_sdbot, fake_discord, tiny_engine):
+async def test_a_result_is_posted_while_a_status_edit_waits_out_a_429(
+    start_sdbot, fake_discord, tiny_engine, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(sdbot.bot, "Worker", functools.partial(Worker, progress_interval=0.0))
     engine = SteppedEngine(tiny_engine)
     await start_sdbot(engine)
     # Stricter than Discord (another bot editing in this channel, say): one edit per 10 s, so the second
@@ -64,12 +69,14 @@ async def test_a_result_is_posted_while_a_status_edit_waits_out_a_429(start_sdbo
     steps = 30
     interaction = await fake_discord.slash("imagine", raw=True, prompt="no wait", size="64x64", steps=steps)
     status = await fake_discord.wait_for_reply(interaction)  # completing "thinking" is not an edit
-    for _ in range(steps):  # a step every half second (the worker hands over one per 0.2 s at most)
-        if rate_limited(fake_discord):
-            break
+    # The engine waits after each step until let go, and the worker hands over every step: the next step
+    # after the one shown makes the window's one edit, the step after that an edit that meets a 429.
+    for _ in range(2):
         engine.steps.release()
-        await asyncio.sleep(0.5)
-    assert rate_limited(fake_discord)
+        await fake_discord.wait_for(
+            lambda edits=status.edits: status.edits > edits or rate_limited(fake_discord), timeout=15
+        )
+    await fake_discord.wait_for(lambda: rate_limited(fake_discord), timeout=15)
     shown = status.content
     engine.steps.release(2 * steps)
 

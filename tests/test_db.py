@@ -417,3 +417,13 @@ async def test_status_messages_are_read_only_while_their_token_is_valid(db: Data
     await db.statuses.save(status)
     await db.jobs.delete_for_user(1, 3)  # the job goes, and its status message with it
     assert await db.statuses.valid(now=0.0) == []
+
+
+async def test_an_empty_file_becomes_a_new_database_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "sdbot.sqlite3"
+    path.write_bytes(b"")  # a failed copy or restore, more likely than a wish for a fresh start
+    db = await Database.open(path)
+    await db.close()
+    assert f"SDBOT_DB={str(path)!r} is an empty file: starting a new database in it" in caplog.text

@@ -259,15 +259,28 @@ async def test_events_of_a_job_nobody_watches_go_to_the_listeners(stack: Stack) 
     assert [type(event) for event in watched_events] == [JobQueued]
 
 
-async def test_a_cancel_while_shutdown_requeues_the_job_wins_and_leaves_no_ghost(stack: Stack) -> None:
+async def test_a_cancel_while_shutdown_requeues_the_job_wins_and_leaves_no_ghost(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = await stack.submit(ALICE)
     waiting = await stack.submit(BOB)
     (active,) = stack.queue.take_batch(1, batch_key)
     assert stack.queue.start(active)
     await stack.queue.flush()
+    writing, release = asyncio.Event(), asyncio.Event()
+    requeue = stack.db.jobs.requeue
+
+    async def slow_requeue(job_id: int) -> bool:
+        writing.set()
+        await release.wait()
+        return await requeue(job_id)
+
+    monkeypatch.setattr(stack.db.jobs, "requeue", slow_requeue)
     requeueing = asyncio.create_task(stack.queue.requeue(active))
-    await asyncio.sleep(0)  # the requeue is writing to the database
-    assert (await stack.queue.cancel(job.id)).state == "cancelled"
+    await writing.wait()  # the requeue is writing to the database
+    cancelling = asyncio.create_task(stack.queue.cancel(job.id))
+    release.set()
+    assert (await cancelling).state == "cancelled"
     await requeueing
 
     assert [queued.id for queued in stack.queue.queued()] == [waiting.id]
@@ -395,7 +408,7 @@ async def test_a_submit_cancelled_while_writing_still_queues_the_job(
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await submitting
-    await asyncio.sleep(0.05)  # the shielded submit finishes on its own
+    await until(lambda: len(stack.queue.queued()) == 1)  # the shielded submit finishes on its own
     # The row that was written is queued here and still paid for: no job in the database that nobody runs.
     [queued] = stack.queue.queued()
     assert [job.id for job in await stack.db.jobs.unfinished()] == [queued.id]

@@ -11,8 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+
+import aiosqlite
 
 from sdbot.db.connection import connect, migrate
 from sdbot.db.gateway import Gateway
@@ -24,6 +27,7 @@ from sdbot.db.results import ResultFiles, results_folder
 from sdbot.db.sources import SourceStore
 from sdbot.db.statuses import StatusMessagesRepository
 from sdbot.db.usage import UsageRepository, delete_user_usage, settle_reservation
+from sdbot.errors import ConfigError
 from sdbot.params import JobState
 
 log = logging.getLogger(__name__)
@@ -59,14 +63,31 @@ class Database:
 
     @classmethod
     async def open(cls, path: str | Path) -> Database:
-        """Open (creating the file and its folder if needed), bring the schema up to date and delete the
-        stored pictures no unfinished job needs any more."""
+        """Open (creating the file and its folder if needed), check that it is a whole SQLite database
+        (``PRAGMA quick_check``: a few milliseconds per MB), bring the schema up to date and delete the stored
+        pictures no unfinished job needs any more. A file or folder that cannot be used raises a
+        ``ConfigError`` naming ``SDBOT_DB`` and what to do."""
         path = Path(path)
-        conn = await connect(path)
+        if path.is_file() and path.stat().st_size == 0:
+            log.warning("SDBOT_DB=%r is an empty file: starting a new database in it", str(path))
+        conn: aiosqlite.Connection | None = None
         try:
+            conn = await connect(path)
+            await _check_whole(conn)
             version = await migrate(conn)
-        except BaseException:
-            await conn.close()
+        except BaseException as error:
+            if conn is not None:
+                await conn.close()
+            if isinstance(error, OSError | sqlite3.OperationalError):  # the folder, permissions, a lock
+                raise ConfigError(
+                    f"SDBOT_DB={str(path)!r} cannot be opened ({_described(error)}): point it at a file in "
+                    "a folder the bot may write to"
+                ) from error
+            if isinstance(error, sqlite3.DatabaseError):  # not SQLite, or damaged (truncated, overwritten)
+                raise ConfigError(
+                    f"SDBOT_DB={str(path)!r} is not a SQLite database or is damaged ({_described(error)}): "
+                    "restore it from a backup, or point SDBOT_DB at a new file"
+                ) from error
             raise
         db = cls(Gateway(conn), path, version)
         removed = await db.jobs.sweep_sources(older_than=SOURCE_GRACE)
@@ -115,3 +136,15 @@ class Database:
 def sources_folder(db_path: Path) -> Path:
     """Where the pictures of unfinished jobs live: a folder beside the database file, named after it."""
     return db_path.parent / f"{db_path.stem}-sources"
+
+
+async def _check_whole(conn: aiosqlite.Connection) -> None:
+    """Raise ``sqlite3.DatabaseError`` unless SQLite finds the file whole (a truncated copy is not)."""
+    async with conn.execute("PRAGMA quick_check(1)") as cursor:
+        row = await cursor.fetchone()
+    if row is None or row[0] != "ok":
+        raise sqlite3.DatabaseError(row[0] if row else "no answer to quick_check")
+
+
+def _described(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"

@@ -229,13 +229,14 @@ class FakeDiscord:
     def gateway_url(self) -> str:
         return self.url.replace("http://", "ws://", 1) + "/gateway"
 
-    async def start(self) -> None:
+    async def start(self, port: int = 0) -> None:
+        """Listen on ``port`` of 127.0.0.1 (0: any free one)."""
         app = web.Application(middlewares=[self._middleware], client_max_size=MAX_REQUEST_BYTES)
         app.add_routes(Rest(self).routes())
         app.add_routes([web.get("/gateway", self.gateway.handle)])
         self._runner = web.AppRunner(app, shutdown_timeout=1.0, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", port)
         await site.start()
         host, port = self._runner.addresses[0][:2]
         self.url = f"http://{host}:{port}"
