@@ -1,6 +1,6 @@
 """End to end through the loopback Discord: a done job's images are posted exactly once, or its quota is
 refunded with a word to the member, whatever Discord does meanwhile (fails for a while, refuses the files as
-too large, keeps failing)."""
+too large, keeps failing) and whatever the disk does (refuses the job's end: the result waits for it)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,12 @@ from PIL import Image
 
 from sdbot.bot import SDBot
 from sdbot.params import JobState
-from sdbot.views import posting
+from sdbot.services import endings
+from sdbot.views import posting, presence
+from tests.engines import GatedEngine
 from tests.fakediscord import FakeDiscord, Message
-from tests.test_bot_imagine import SMALL, result_of
+from tests.test_bot_imagine import SMALL, ephemeral_answer, presence_line, result_of
+from tests.test_queue import read_only
 
 pytest_plugins = ["tests.fakediscord.fixtures"]
 
@@ -98,3 +101,31 @@ async def test_a_result_discord_will_not_take_is_refunded_and_the_member_told(
     job = await running.client.db.jobs.get(2)
     assert job is not None and job.state is JobState.FAILED and "could not be posted" in (job.error or "")
     assert waiting_results(running.client) == []
+
+
+async def test_a_job_whose_end_cannot_be_saved_is_posted_once_saved_and_new_jobs_wait_meanwhile(
+    start_sdbot, fake_discord, tiny_engine, monkeypatch, caplog
+):
+    monkeypatch.setattr(endings, "PATIENCE", 0.2)
+    monkeypatch.setattr(presence, "PRESENCE_GAP", 0.0)
+    gated = GatedEngine(tiny_engine)
+    running = await start_sdbot(gated)
+    bot: SDBot = running.client
+    interaction = await fake_discord.slash("imagine", raw=True, prompt="a full disk", **SMALL)
+    await fake_discord.wait_for(lambda: gated.paused.is_set())
+    await read_only(bot.db)  # as a full disk or a read-only file makes every write fail
+    gated.gate.set()
+    await fake_discord.wait_for(lambda: bot.queue.paused is not None, timeout=30)
+    assert "could not record it done" in caplog.text and posted(fake_discord) == []
+    refused = await fake_discord.slash("imagine", raw=True, user="bob", prompt="meanwhile", **SMALL)
+    answer = await ephemeral_answer(fake_discord, refused)
+    assert answer.startswith("New jobs are paused: the bot cannot save its work (attempt to write a readonly")
+    await fake_discord.wait_for(lambda: presence_line(fake_discord).startswith("Paused"), timeout=10)
+
+    await read_only(bot.db, False)
+    status = await fake_discord.wait_for_reply(interaction)
+    await fake_discord.wait_for(lambda: "is done" in status.content, timeout=30)
+    [result] = posted(fake_discord)
+    assert "a full disk" in result.content and bot.queue.paused is None
+    assert await ledger(bot, fake_discord) == (0, 1) and await ledger(bot, fake_discord, "bob") == (0, 0)
+    await fake_discord.wait_for(lambda: presence_line(fake_discord) == "Ready: /imagine", timeout=10)

@@ -337,6 +337,23 @@ async def test_a_job_end_that_cannot_be_written_is_retried_and_heard_only_once_w
     assert await stack.reserved_and_used(ALICE) == (0, 2)
 
 
+async def test_images_that_cannot_be_kept_hold_the_jobs_end_until_they_can(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    job, active, events = await started(stack, ALICE)
+    finished_images(active)
+    stack.db.results.root.write_text("in the way")  # no folder can be made there, as on a full disk
+    completing = asyncio.create_task(stack.queue.complete(active))
+    await until(lambda: f"job {job.id}: could not keep its images" in caplog.text)
+    stored = await stack.db.jobs.get(job.id)
+    assert stored is not None and stored.state == "running" and not isinstance(events[-1], JobDone)
+
+    stack.db.results.root.unlink()
+    await asyncio.wait_for(completing, 10)
+    assert isinstance(events[-1], JobDone) and await stack.db.results.load(job.id) is not None
+    assert await stack.reserved_and_used(ALICE) == (0, 1)
+
+
 async def test_new_work_pauses_while_job_ends_cannot_be_written(
     stack: Stack, monkeypatch: pytest.MonkeyPatch
 ) -> None:
