@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sdbot.bot import SDBot
-from sdbot.db import Database
+from sdbot.db import Database, StoredImage, StoredResult
 from tests.fakediscord import FakeDiscord, Message
 from tests.test_bot_buttons import imagine
 from tests.test_bot_imagine import SMALL, ephemeral_answer
@@ -179,3 +179,47 @@ async def expect_ledger(db_path: Path, fake: FakeDiscord, *, used: int, message_
         assert not db.results.root.is_dir() or list(db.results.root.iterdir()) == []
     finally:
         await db.close()
+
+
+async def _as_if_stopped_between_post_and_record(bot: SDBot, job_id: int, *, keep_images: bool) -> None:
+    """Put the ledger back as a run leaves it when it stops after posting a result but before recording
+    its message: done, its images waiting (kept or, ``keep_images=False``, lost)."""
+    async with bot.db._gateway.transaction() as conn:
+        await conn.execute("UPDATE jobs SET message_id = NULL, undelivered = 1 WHERE id = ?", (job_id,))
+    if keep_images:
+        await bot.db.results.save(job_id, StoredResult([StoredImage(b"\x89PNG kept", 1, False)]))
+
+
+async def test_a_result_posted_by_a_run_that_stopped_before_recording_it_is_not_posted_again(
+    start_sdbot, fake_discord
+):
+    running = await start_sdbot()
+    result = await imagine(fake_discord, "posted once")
+    await _as_if_stopped_between_post_and_record(running.client, 1, keep_images=True)
+    bot: SDBot = await running.restart()
+    await fake_discord.wait_for(lambda: bot.model_ready)
+    await until_recorded(bot, 1)
+    job = await bot.db.jobs.get(1)
+    assert job is not None and job.message_id == result.id
+    assert [m for m in fake_discord.messages if m.attachments and not m.ephemeral] == [result]
+    assert await bot.db.results.load(1) is None
+
+
+async def test_a_result_whose_images_were_lost_is_refunded_and_the_member_told(start_sdbot, fake_discord):
+    running = await start_sdbot()
+    await imagine(fake_discord, "lost")
+    await _as_if_stopped_between_post_and_record(running.client, 1, keep_images=False)
+    bot: SDBot = await running.restart()
+    alice = fake_discord.members["alice"]
+    notice = await fake_discord.wait_for_message(lambda m: f"<@{alice.id}> Job 1 is done, but" in m.content)
+    assert "images were lost" in notice.content and notice.content.endswith("Nothing was charged.")
+    window = await bot.db.usage.window(fake_discord.guild_id, alice.id, since=0.0)
+    assert (window.reserved, window.used) == (0, 0)
+
+
+async def until_recorded(bot: SDBot, job_id: int) -> None:
+    """Wait until the job no longer waits to be posted (start-up recovery runs in the background)."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while [job.id for job in await bot.db.jobs.undelivered()] == [job_id]:
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
