@@ -1,12 +1,14 @@
 """Queue benchmark: what the queue and worker cost over calling the engine directly; what batching buys.
 
 In one run, on the tiny pipeline (64x64, 4 steps, CPU float32), the same 40 one-image jobs from 4 users go
-(a) through ``JobQueue`` + ``Worker`` (real SQLite file, real quota reservations, progress events on the
-loop; timed from starting the worker over the submitted jobs until the queue is empty, the submits being
-timed on their own and shown folded in too) and (b) through a plain loop calling ``engine.generate`` one
-job at a time. (a) runs with ``max_batch=1`` (the like-for-like comparison with (b)) and with
-``max_batch=4``. While (a) runs, a 10 ms ticker on the event loop measures how late it wakes up (the lag a
-Discord heartbeat would see).
+(a) through ``JobQueue`` + ``Worker`` (real SQLite file, real quota reservations, each done job's PNG kept
+and fsynced beside the database before it is recorded, progress events on the loop; timed from starting
+the worker over the submitted jobs until the queue is empty, the submits being timed on their own and shown
+folded in too) and (b) through a plain loop calling the same engine one job at a time. The engine runs in a
+process of its own, as the bot runs it (``EngineProcess``); ``--engine thread`` loads it in this process
+instead, as ``SDBOT_ENGINE_PROCESS=0`` does. (a) runs with ``max_batch=1`` (the like-for-like comparison
+with (b)) and with ``max_batch=4``. While (a) runs, a 10 ms ticker on the event loop measures how late it
+wakes up (the lag a Discord heartbeat would see).
 
 The modes take turns for ``--rounds`` rounds (5) and each mode's best round counts, so that all of them see
 the same machine load, which comes in bursts on a shared box. ``--block N`` alternates the modes every N
@@ -25,7 +27,7 @@ calls (the queue's own cost, which load bursts barely touch). The last line is m
 ``throughput_ratio=<x> lag_p99_ms=<y> batched_speedup=<z>``.
 
 Run: ``python bench/queue.py [--jobs 40] [--users 4] [--steps 4] [--rounds 5] [--block 0]
-[--torch-threads 1]``.
+[--torch-threads 1] [--engine process|thread]``.
 """
 
 from __future__ import annotations
@@ -39,17 +41,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse
 import asyncio
+import contextlib
+import os
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 
 from sdbot.config import Settings
-from sdbot.inference.engine import DiffusersEngine, load_engine
+from sdbot.inference.engine import load_engine
+from sdbot.inference.process import EngineProcess
 from sdbot.inference.types import (
     CancelCheck,
+    Engine,
     EngineRequest,
     GenerationResult,
     Operation,
@@ -85,7 +91,7 @@ class BusyEngine:
     """The engine, counting the seconds its calls take: (a)'s wall time minus that is what the queue and
     worker add between engine calls, a figure that the machine's load bursts barely touch."""
 
-    def __init__(self, engine: DiffusersEngine) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
         self.models = engine.models
         self.busy = 0.0
@@ -104,7 +110,7 @@ class BusyEngine:
             self.busy += time.perf_counter() - started
 
 
-def run_plain(engine: DiffusersEngine, jobs: list[JobParams]) -> float:
+def run_plain(engine: Engine, jobs: list[JobParams]) -> float:
     """(b): seconds to run every job with a direct engine call."""
     started = time.perf_counter()
     for job in jobs:
@@ -153,6 +159,22 @@ async def tick(lags: list[float]) -> None:
         lags.append(time.perf_counter() - before - TICK)
 
 
+@contextlib.contextmanager
+def started_engine(model: Path, where: str, torch_threads: int) -> Iterator[Engine]:
+    """The tiny model's engine, in a process of its own (``where="process"``, as the bot runs it) or here."""
+    settings = Settings(model=str(model), device="cpu", dtype="float32")
+    if where == "thread":
+        yield load_engine(settings)
+        return
+    if torch_threads:  # the engine's process reads it as torch starts there
+        os.environ["OMP_NUM_THREADS"] = str(torch_threads)
+    engine = EngineProcess(settings).start()
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -166,14 +188,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--block", type=int, default=0, help="jobs per block (0: all jobs in one block)")
     parser.add_argument("--torch-threads", type=int, default=1, help="intra-op threads (0: torch's choice)")
+    parser.add_argument(
+        "--engine", choices=("process", "thread"), default="process", help="where the engine runs"
+    )
     args = parser.parse_args()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
 
-    with tempfile.TemporaryDirectory() as temp:
+    with tempfile.TemporaryDirectory() as temp, contextlib.ExitStack() as stack:
         folder = Path(temp)
         model = build_tiny_model(folder / "model")
-        engine = load_engine(Settings(model=str(model), device="cpu", dtype="float32"))
+        engine = stack.enter_context(started_engine(model, args.engine, args.torch_threads))
         jobs = make_jobs(args.jobs, args.users, args.steps)
         for warm in (1, 4):  # first calls of each batch size pay one-off costs
             for _ in range(2):
@@ -209,7 +234,7 @@ def main() -> None:
     print(
         f"{args.jobs} jobs, {args.users} users, {SIZE}x{SIZE}, {args.steps} steps, "
         f"blocks of {args.block or args.jobs}, best of {args.rounds} rounds per block, "
-        f"torch threads {torch.get_num_threads()}"
+        f"torch threads {args.torch_threads or torch.get_num_threads()}, engine in a {args.engine}"
     )
     print(f"(b) plain engine loop:        {rate['plain']:.2f} images/s")
     print(f"(a) queue + worker, batch 1:  {rate['queue-1']:.2f} images/s")
