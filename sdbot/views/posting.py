@@ -169,21 +169,9 @@ class ResultPoster:
             result = await asyncio.to_thread(_as_jpeg, result)
         render = await self._render(job, result, form, channel, mention=followup is None)
         if followup is not None:
-            return await followup.send(
-                render.content,
-                files=render.files,
-                view=render.view,
-                allowed_mentions=render.allowed_mentions,
-                wait=True,
-            )
+            return await followup.send(**render.fields(), wait=True)
         reference = None if reply_to is None else reply_to.to_reference(fail_if_not_exists=False)
-        return await channel.send(
-            render.content,
-            files=render.files,
-            view=render.view,
-            allowed_mentions=render.allowed_mentions,
-            reference=reference,
-        )
+        return await channel.send(**render.fields(), reference=reference)
 
     async def _render(
         self,

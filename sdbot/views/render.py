@@ -11,6 +11,7 @@ import io
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import discord
 
@@ -226,6 +227,15 @@ class ResultMessage:
     files: list[discord.File]
     view: discord.ui.View
     allowed_mentions: discord.AllowedMentions
+
+    def fields(self) -> dict[str, Any]:
+        """The message as the keyword arguments of ``send`` (a channel's or a webhook's)."""
+        return {
+            "content": self.content,
+            "files": self.files,
+            "view": self.view,
+            "allowed_mentions": self.allowed_mentions,
+        }
 
 
 def result_message(
