@@ -45,14 +45,6 @@ class StoredResult:
     images: list[StoredImage]
     notes: tuple[str, ...] = ()
 
-    @property
-    def seeds(self) -> list[int]:
-        return [image.seed for image in self.images]
-
-    @property
-    def nsfw(self) -> list[bool | None]:
-        return [image.nsfw for image in self.images]
-
 
 def results_folder(db_path: Path) -> Path:
     """Where the results of the database at ``db_path`` wait (beside it, named after it, so that two

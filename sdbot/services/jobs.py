@@ -432,7 +432,8 @@ class JobQueue:
                 continue
             stored = await self._db.results.load(record.id)
             if stored is not None:
-                ending = JobEnding(JobState.DONE, self._clock(), stored.seeds, stored.nsfw)
+                seeds, nsfw = [i.seed for i in stored.images], [i.nsfw for i in stored.images]
+                ending = JobEnding(JobState.DONE, self._clock(), seeds, nsfw)
                 record_done = partial(self._db.end_job, record.id, ending)
                 await self._endings.write(record.id, "record it done", record_done)
                 log.info("job %s was done before the restart: its images will be posted", record.id)
