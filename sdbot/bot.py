@@ -1,17 +1,20 @@
 """``SDBot``: the Discord client that owns the bot's resources, their start-up order and their shutdown order.
 
 Start-up (``setup_hook``, before the gateway connects): open the database (migrations run), build the
-services, start loading the model in a thread (logging progress; until it is loaded, requests are answered
-"the model is still loading"), load the cogs (one that fails is logged and skipped), register the persistent
-result buttons, and sync the slash commands: to ``SDBOT_DEV_GUILD`` when set, else globally, and only when the
-command set differs from the one last synced (its hash is kept in the database). When the model is loaded the
-worker starts, resuming the jobs a previous run left unfinished. A heartbeat file beside the database tells
+services, resume the jobs a previous run left unfinished, start loading the model in a thread (logging
+progress; until it is loaded, requests are answered "the model is still loading"), load the cogs (one that
+fails is logged and skipped), register the persistent result buttons, and sync the slash commands: to
+``SDBOT_DEV_GUILD`` when set, else globally, and only when the command set differs from the one last synced
+(its hash is kept in the database). When the model is loaded the dispatcher starts feeding it. With
+``SDBOT_REDIS_URL`` the GPU workers behind Redis take jobs from the start, requests are accepted at once
+(they wait in the queue while no GPU is up), and the bot loads its own model only with
+``SDBOT_LOCAL_ENGINE=1``. A heartbeat file beside the database tells
 ``python -m sdbot health`` (Docker's HEALTHCHECK) whether the bot is alive and connected. Quota ledger rows
 that left the 24-hour window are deleted at start-up and then hourly, so a bot that runs for weeks keeps its
 database small.
 
-Shutdown (``close``): the worker stops (the running batch gets ``SDBOT_SHUTDOWN_GRACE`` seconds, else it stays
-queued for the next start), deliveries in flight finish, the gateway closes, then the database.
+Shutdown (``close``): the dispatcher stops (each running batch gets ``SDBOT_SHUTDOWN_GRACE`` seconds, else it
+stays queued for the next start), deliveries in flight finish, the gateway closes, then the database.
 
 No privileged intents: slash commands and buttons arrive as interactions.
 """
@@ -37,12 +40,12 @@ from sdbot.health import Heartbeat, heartbeat_path, write_heartbeat
 from sdbot.inference.types import Engine
 from sdbot.library import ModelLibrary, load_library
 from sdbot.services import open_services
+from sdbot.services.dispatch import Dispatcher
 from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService
-from sdbot.services.worker import Worker
 from sdbot.tree import SDTree, report_error
 from sdbot.views.buttons import ButtonHandler, JobButton, is_job_button
 from sdbot.views.delivery import Delivery
@@ -87,12 +90,12 @@ class SDBot(commands.Bot):
         self._model_task: asyncio.Task[None] | None = None
         self._housekeeping: list[asyncio.Task[None]] = []  # heartbeat, ledger pruning
         self._closing: asyncio.Future[None] | None = None
-        self.worker: Worker | None = None
         self.job_buttons: ButtonHandler | None = None  # set by the imagine cog while it is loaded
         self.db: Database
         self.settings_service: SettingsService
         self.quotas: QuotaService
         self.queue: JobQueue
+        self.dispatcher: Dispatcher
         self.imagine: ImagineService
         self.edits: EditService
         self.delivery: Delivery
@@ -106,11 +109,23 @@ class SDBot(commands.Bot):
         self.queue = services.queue
         self.imagine = services.imagine
         self.edits = services.edits
+        self.dispatcher = services.dispatcher
         self.delivery = Delivery(
-            self, self.db, self.settings_service, services.models, self.settings, self.clock
+            self,
+            self.db,
+            self.settings_service,
+            services.models,
+            self.settings,
+            self.clock,
+            waiting_for_gpu=self.dispatcher.waiting_for_gpu,
         )
         self.queue.add_listener(self.delivery.on_unwatched)
-        self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
+        await self.dispatcher.start()
+        remote = self.dispatcher.hub is not None
+        if remote:
+            self.imagine.mark_ready()  # jobs wait in the queue until a GPU is up
+        if not remote or self.settings.local_engine:
+            self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
         self._housekeeping = [
             asyncio.create_task(self._beat(), name="sdbot-heartbeat"),
             asyncio.create_task(self._prune_ledger(), name="sdbot-prune-ledger"),
@@ -124,7 +139,7 @@ class SDBot(commands.Bot):
         await self._sync_commands()
 
     async def _load_model(self) -> None:
-        """Load the engine off the event loop, then start the worker and accept requests."""
+        """Load the engine off the event loop, then feed it jobs and accept requests."""
         log.info("loading the model %s ...", self.settings.model)
         started = time.monotonic()
         # A thread of its own, ended once the model is in (the loop's default executor would keep one idle).
@@ -146,9 +161,7 @@ class SDBot(commands.Bot):
         finally:
             executor.shutdown(wait=False)
         log.info("models %s loaded in %.1f s", ", ".join(engine.models), time.monotonic() - started)
-        self.imagine.models.learn(engine.models.values())
-        self.worker = Worker(self.queue, engine, self.settings)
-        await self.worker.start()
+        await self.dispatcher.add_local(engine)  # the catalog learns its models' profiles
         # What is loaded by now (modules, discord.py's caches, the model's Python objects when it runs in
         # this process) lives as long as the bot. Out of the collector's sight, a full collection pauses the
         # loop for ~1 ms instead of ~300 ms (torch, diffusers and transformers alone are 400,000 objects).
@@ -222,7 +235,7 @@ class SDBot(commands.Bot):
         await report_error(interaction, JobNotFound("This button is no longer valid."))
 
     async def close(self) -> None:
-        """Stop in order: the model loader, the worker (with grace), deliveries, the gateway, the database.
+        """Stop in order: model loader, dispatcher (with grace), deliveries, gateway, database.
         Safe to call more than once (``async with bot`` calls it again after ``start`` returns)."""
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._close_in_order())
@@ -235,8 +248,8 @@ class SDBot(commands.Bot):
         for task in self._housekeeping:
             task.cancel()
         await asyncio.gather(*self._housekeeping, return_exceptions=True)
-        if self.worker is not None:
-            await self.worker.stop()
+        if hasattr(self, "dispatcher"):
+            await self.dispatcher.stop()
         if hasattr(self, "delivery"):
             await self.delivery.close()
         await super().close()

@@ -20,6 +20,7 @@ from sdbot.errors import (
     InvalidSetting,
     JobNotFound,
     ModelLoading,
+    ModelUnavailable,
     NotAllowedHere,
     NotPermitted,
     PromptRejected,
@@ -68,6 +69,8 @@ def user_message(error: BaseException) -> str | None:
             return f"Prompt rejected: {error}."
         case ModelLoading():
             return "The model is still loading. Please try again in a minute."
+        case ModelUnavailable():
+            return f"No GPU offers the model **{error.model}** right now, so nothing was queued or charged."
         case GenerationFailed():
             return f"Generation failed: {error}. Nothing was charged."
         case NotPermitted():

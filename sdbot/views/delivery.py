@@ -142,7 +142,11 @@ class Delivery:
         models: ModelCatalog,
         settings: Settings,
         clock: Callable[[], float] = time.time,
+        *,
+        waiting_for_gpu: Callable[[JobRecord], bool] = lambda job: False,
     ) -> None:
+        """``waiting_for_gpu``: no GPU that can run the job is up (a waiting job's status says so)."""
+        self.waiting_for_gpu = waiting_for_gpu
         self._client = client
         self._db = db
         self._settings_service = settings_service
@@ -410,7 +414,8 @@ class JobTracker:
         job = event.job
         match event:
             case JobQueued(position=position) | JobPositionChanged(position=position):
-                await self._edit(content=waiting_text(job, position), view=cancel_view(job.id))
+                no_gpu = self._delivery.waiting_for_gpu(job)
+                await self._edit(content=waiting_text(job, position, no_gpu=no_gpu), view=cancel_view(job.id))
             case JobStarted():
                 text = progress_text(job, 0, job.params.steps)
                 await self._edit(content=text, view=cancel_view(job.id))

@@ -114,9 +114,13 @@ def picked_text(job: JobRecord, index: int, picked_by: int) -> str:
     return f"{_title(job)}\nImage {index + 1} of job {job.id}{seed}, picked by <@{picked_by}>."
 
 
-def waiting_text(job: JobRecord, position: int) -> str:
+NO_GPU = "No GPU is connected right now: your job waits in the queue and starts as soon as one is."
+
+
+def waiting_text(job: JobRecord, position: int, *, no_gpu: bool = False) -> str:
     where = "next up" if position == 0 else f"position {position + 1} in the queue ({position} ahead)"
-    return f"{_title(job)}\nQueued as job {job.id}: {where}."
+    text = f"{_title(job)}\nQueued as job {job.id}: {where}."
+    return f"{text}\n{NO_GPU}" if no_gpu else text
 
 
 def progress_text(job: JobRecord, step: int, total: int) -> str:
