@@ -390,6 +390,14 @@ class WorkerHub:
                 )
             return
         if isinstance(event, Outcome):
+            log.debug(
+                "lease %s attempt %d on worker %s: %s %s",
+                call.lease,
+                call.attempt,
+                call.worker,
+                event.kind,
+                event.error,
+            )
             self._end(call)
             if event.kind is not wire.OutcomeKind.RELEASED:
                 self._attempts.pop(call.lease, None)

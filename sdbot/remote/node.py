@@ -242,7 +242,8 @@ class GpuWorker:
                     self._on_cancel(wire.decode_cancel(fields))
 
     def _on_cancel(self, cancel: wire.Cancel) -> None:
-        self._cancelled.append(cancel)
+        if cancel.lease != wire.ANY_LEASE:  # one lease's cancel may come before its batch; "*" never does
+            self._cancelled.append(cancel)
         running = self._running
         if running is not None and cancel.applies_to(running.lease):
             log.info("the bot cancels batch %s", running.lease)
