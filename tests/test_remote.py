@@ -34,7 +34,9 @@ from sdbot.remote.hub import WorkerHub
 from sdbot.services.dispatch import Dispatcher
 from sdbot.services.imagine import ImagineOptions, ImagineService, Requester
 from sdbot.services.jobs import JobCancelled, JobDone, JobEvent, JobProgress, JobStarted
+from sdbot.views.render import NO_GPU
 from tests.redis_server import REPO, RedisServer, WorkerProcess, redis_server_binary
+from tests.test_bot_admin import admin
 from tests.test_queue import ALICE, BOB, CAROL, CHANNEL, GUILD, Stack, open_stack
 
 pytest_plugins = ["tests.fakediscord.fixtures"]
@@ -342,3 +344,25 @@ async def test_a_killed_worker_s_job_goes_first_and_finishes_elsewhere_exactly_o
     for job, user in ((first, ALICE), (second, BOB), (waiting, CAROL)):
         assert len(bot.of(JobDone, job)) == 1 and await bot.state(job) == "done"
         assert await bot.stack.reserved_and_used(user) == (0, 1)
+
+
+async def test_without_a_gpu_the_bot_answers_queues_and_says_jobs_wait_even_with_redis_down(
+    start_sdbot, fake_discord, tmp_path: Path
+) -> None:
+    empty = RedisServer(redis_server_binary(), tmp_path).start()  # no worker behind this one
+    try:
+        running = await start_sdbot(redis_url=empty.url, local_engine=False)
+        bot = running.client
+        first = await fake_discord.slash("imagine", raw=True, prompt="a cat", size="64x64", steps=2)
+        assert NO_GPU in (await fake_discord.wait_for_reply(first)).content
+        assert "No GPU is connected." in await admin(fake_discord, "workers")
+
+        empty.stop()
+        await fake_discord.wait_for(lambda: bot.dispatcher.hub.unreachable_since)
+        assert "is **unreachable**" in await admin(fake_discord, "workers")
+        second = await fake_discord.slash("imagine", raw=True, prompt="a dog", size="64x64", steps=2)
+        assert NO_GPU in (await fake_discord.wait_for_reply(second)).content
+        assert len(bot.queue.queued()) == 2  # both wait, neither failed
+    finally:
+        empty.stop()
+
