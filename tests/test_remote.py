@@ -33,7 +33,7 @@ from sdbot.params import JobKind
 from sdbot.remote.hub import WorkerHub
 from sdbot.services.dispatch import Dispatcher
 from sdbot.services.imagine import ImagineOptions, ImagineService, Requester
-from sdbot.services.jobs import JobCancelled, JobDone, JobEvent, JobProgress, JobStarted
+from sdbot.services.jobs import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
 from sdbot.views.render import NO_GPU
 from tests.redis_server import REPO, RedisServer, WorkerProcess, redis_server_binary
 from tests.test_bot_admin import admin
@@ -116,7 +116,9 @@ async def start_bot(
         worker.ensure_running()
     bots: list[Bot] = []
 
-    async def start(*, model: Path | str = tiny_model_dir, start: bool = True, db: Path | None = None) -> Bot:
+    async def start(
+        *, model: Path | str = tiny_model_dir, start: bool = True, db: Path | None = None, **overrides: Any
+    ) -> Bot:
         settings = Settings(
             model=str(model),
             daily_quota=100,
@@ -125,6 +127,7 @@ async def start_bot(
             shutdown_grace=2.0,
             redis_url=redis_server.url,
             local_engine=False,
+            **overrides,
         )
         stack = await open_stack(db or tmp_path / f"bot{len(bots)}.sqlite3", settings)
         hub = WorkerHub(redis_server.url, poll=0.05)
@@ -207,6 +210,23 @@ async def test_cancel_reaches_the_remote_worker_within_a_step(start_bot, caplog)
     stopped = await until(lambda: re.search(r"cancelled after step (\d+) of (\d+)", caplog.text))
     assert int(stopped.group(1)) < int(stopped.group(2)) // 2
     await until(lambda: not any(view.busy for view in bot.hub.views()))  # both idle again
+
+
+async def test_a_remote_job_past_the_timeout_fails_refunded_and_its_worker_stops(start_bot) -> None:
+    bot = await start_bot(job_timeout=1.0)
+    await workers_up(bot, "a", "b")
+    job = await bot.submit(ALICE, "too long", **LONG)  # about two seconds
+    await bot.finish()
+    [failed] = bot.of(JobFailed, job)
+    assert failed.error == "timed out after 1 s" and await bot.state(job) == "failed"
+    assert await bot.stack.reserved_and_used(ALICE) == (0, 0)
+    await until(lambda: not any(view.busy for view in bot.hub.views()))
+
+
+def test_a_pure_dispatcher_never_imports_torch() -> None:
+    """With ``SDBOT_LOCAL_ENGINE=0`` the bot's process needs no torch: nothing it imports loads it."""
+    probe = "import sys, bot, sdbot.bot, sdbot.remote.node; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], cwd=REPO).returncode == 0
 
 
 class Monitor:
