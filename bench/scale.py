@@ -43,8 +43,6 @@ from dataclasses import replace
 
 from sdbot.config import Settings
 from sdbot.inference.process import EngineProcess
-from sdbot.remote.hub import WorkerHub
-from sdbot.services.dispatch import Dispatcher
 from sdbot.services.jobs import JobProgress, JobStarted
 from tests.engines import StepEngine
 from tests.redis_server import RedisServer, WorkerProcess
@@ -72,11 +70,10 @@ async def until(predicate: Callable[[], bool], timeout: float = 60.0) -> None:  
 async def run_jobs(settings: Settings, engines: int, jobs: int, steps: int, folder: Path) -> float:
     """Seconds from submitting ``jobs`` jobs (4 members, once every engine is up) until all are done."""
     stack = await open_stack(folder / f"scale-{time.monotonic_ns()}.sqlite3", settings)
-    hub = WorkerHub(settings.redis_url) if settings.redis_url else None
-    dispatcher = Dispatcher(stack.queue, settings, hub)
+    dispatcher = stack.dispatcher
     await dispatcher.start()
     local = None
-    if hub is None:
+    if dispatcher.hub is None:
         local = EngineProcess(settings, loader=load_simulated_engine).start()
         await dispatcher.add_local(local)
     else:
@@ -96,9 +93,8 @@ async def run_jobs(settings: Settings, engines: int, jobs: int, steps: int, fold
 async def requeue_seconds(settings: Settings, workers: dict[str, WorkerProcess], folder: Path) -> float:
     """Kill the worker running a long job; seconds until the job runs on the other one."""
     stack = await open_stack(folder / "requeue.sqlite3", settings)
-    assert settings.redis_url is not None
-    hub = WorkerHub(settings.redis_url)
-    dispatcher = Dispatcher(stack.queue, settings, hub)
+    dispatcher, hub = stack.dispatcher, stack.dispatcher.hub
+    assert hub is not None
     await dispatcher.start()
     await until(lambda: len(hub.up()) == len(workers))
     progressed = asyncio.Event()

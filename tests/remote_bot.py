@@ -11,8 +11,6 @@ import sys
 from pathlib import Path
 
 from sdbot.config import Settings
-from sdbot.remote.hub import WorkerHub
-from sdbot.services.dispatch import Dispatcher
 from sdbot.services.jobs import JobProgress
 from tests.test_queue import ALICE, open_stack
 
@@ -22,8 +20,7 @@ LONG = {"steps": 150, "width": 64, "height": 64}  # about two seconds on a worke
 async def main(db: Path, url: str, model: str, prompt: str) -> None:
     settings = Settings(model=model, daily_quota=100, max_batch=1, redis_url=url, local_engine=False)
     stack = await open_stack(db, settings)
-    dispatcher = Dispatcher(stack.queue, settings, WorkerHub(url, poll=0.05))
-    await dispatcher.start()
+    await stack.dispatcher.start()
     started = asyncio.Event()
     job = await stack.submit(
         ALICE, prompt, observer=lambda event: isinstance(event, JobProgress) and started.set(), **LONG

@@ -145,14 +145,3 @@ def test_a_password_less_redis_url_to_another_machine_is_refused_and_urls_stay_o
     assert "s3cret" not in repr(settings)
     assert settings.local_engine is True and settings.worker_heartbeat == 1.0
 
-
-@pytest.mark.parametrize(
-    ("model", "name"),
-    [
-        ("CompVis/stable-diffusion-v1-4", "CompVis/stable-diffusion-v1-4"),
-        ("/models/sd15", "sd15"),  # a folder this machine does not have: named as the worker names it
-        ("~/models/dreamshaper.safetensors", "dreamshaper"),
-    ],
-)
-def test_a_model_is_named_by_its_repo_id_or_its_last_path_part(model: str, name: str) -> None:
-    assert Settings(model=model).model_name == name

@@ -32,7 +32,7 @@ from sdbot.errors import ModelUnavailable
 from sdbot.params import JobKind
 from sdbot.remote.hub import WorkerHub
 from sdbot.services.dispatch import Dispatcher
-from sdbot.services.imagine import ImagineOptions, ImagineService, Requester
+from sdbot.services.imagine import ImagineOptions, Requester
 from sdbot.services.jobs import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
 from sdbot.views.render import NO_GPU
 from tests.redis_server import REPO, RedisServer, WorkerProcess, redis_server_binary
@@ -130,8 +130,8 @@ async def start_bot(
             **overrides,
         )
         stack = await open_stack(db or tmp_path / f"bot{len(bots)}.sqlite3", settings)
-        hub = WorkerHub(redis_server.url, poll=0.05)
-        bot = Bot(stack, hub, Dispatcher(stack.queue, settings, hub))
+        assert stack.dispatcher.hub is not None
+        bot = Bot(stack, stack.dispatcher.hub, stack.dispatcher)
         stack.queue.add_listener(bot.observe)  # the jobs a restart resumes
         bots.append(bot)
         if start:
@@ -185,10 +185,7 @@ async def test_a_model_offered_by_one_worker_runs_only_there_and_an_unoffered_on
 
     nobody = await start_bot(model="no-such-model")
     await workers_up(nobody, "a", "b")
-    service = ImagineService(
-        nobody.stack.db, nobody.stack.settings_service, nobody.stack.quotas, nobody.stack.queue,
-        admit=nobody.dispatcher.admit,
-    )  # fmt: skip
+    service = nobody.stack.imagine
     service.mark_ready()
     with pytest.raises(ModelUnavailable, match="no-such-model"):
         await service.imagine(Requester(GUILD, CHANNEL, ALICE), ImagineOptions("a cat", size="512x512"))
