@@ -43,8 +43,9 @@ from dataclasses import replace
 
 from sdbot.config import Settings
 from sdbot.inference.process import EngineProcess
+from sdbot.library import ModelLibrary
 from sdbot.services.jobs import JobProgress, JobStarted
-from tests.engines import StepEngine
+from tests.engines import StepEngine, fake_library
 from tests.redis_server import RedisServer, WorkerProcess
 from tests.test_queue import open_stack
 
@@ -52,10 +53,10 @@ STEP_SECONDS = "SDBOT_BENCH_STEP_SECONDS"  # read by the simulated engine in eac
 MODEL = "simulated"
 
 
-def load_simulated_engine(settings: Settings) -> StepEngine:
+def load_simulated_engine(settings: Settings, library: ModelLibrary | None) -> StepEngine:
     """The engine every mode runs (``--engine bench.scale:load_simulated_engine`` for the workers)."""
     engine = StepEngine(step_seconds=float(os.environ[STEP_SECONDS]))
-    engine.model_name = MODEL
+    engine.models = fake_library(MODEL)
     return engine
 
 

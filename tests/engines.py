@@ -252,6 +252,6 @@ def load_hanging_engine(settings: Settings, library: ModelLibrary | None) -> Han
     return HangingEngine()
 
 
-def load_step_engine(settings: Settings) -> StepEngine:
+def load_step_engine(settings: Settings, library: ModelLibrary | None) -> StepEngine:
     """A ``StepEngine`` for a worker process (``--engine tests.engines:load_step_engine``)."""
     return StepEngine()

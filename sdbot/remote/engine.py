@@ -10,10 +10,11 @@ the call's events, hands progress and previews to ``on_progress``, and polls ``s
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import queue
 import secrets
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from PIL import Image
@@ -23,6 +24,7 @@ from sdbot.inference.types import (
     CancelCheck,
     EngineRequest,
     GenerationResult,
+    ModelInfo,
     Operation,
     Progress,
     ProgressCallback,
@@ -39,9 +41,14 @@ T = TypeVar("T")
 class RemoteEngine:
     """The GPU worker ``info.name`` as an ``Engine`` (see the module docstring)."""
 
-    def __init__(self, hub: WorkerHub, info: WorkerInfo, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, hub: WorkerHub, info: WorkerInfo, loop: asyncio.AbstractEventLoop, *, default_model: str
+    ) -> None:
+        """``default_model``: the bot's default, named in requests that name none (the worker's own default
+        may be another model)."""
         self._hub = hub
         self._loop = loop
+        self._default_model = default_model
         self.info = info
 
     @property
@@ -49,12 +56,8 @@ class RemoteEngine:
         return self.info.name
 
     @property
-    def model_name(self) -> str:
-        return self.info.models[0] if self.info.models else ""
-
-    @property
-    def has_safety_checker(self) -> bool:
-        return self.info.has_safety_checker
+    def models(self) -> Mapping[str, ModelInfo]:
+        return {model.name: model for model in self.info.models}
 
     def run(
         self,
@@ -68,9 +71,16 @@ class RemoteEngine:
         # A request without a ref gets a name of its own: two such batches must never share a lease.
         refs = [request.ref or secrets.token_hex(8) for request in requests]
         call = self._on_loop(self._open(refs))
-        fields = wire.encode_batch(Batch(call.lease, call.attempt, operation, list(requests)))
+        named = [self._named(request) for request in requests]
+        fields = wire.encode_batch(Batch(call.lease, call.attempt, operation, named))
         self._on_loop(self._hub.send(call, fields))
         return self._outcome(call, on_progress, should_cancel)
+
+    def _named(self, request: EngineRequest) -> EngineRequest:
+        if request.params.model:
+            return request
+        params = dataclasses.replace(request.params, model=self._default_model)
+        return dataclasses.replace(request, params=params)
 
     async def _open(self, refs: list[str]) -> RemoteCall:
         return self._hub.open_call(self.name, refs)

@@ -245,7 +245,7 @@ class WorkerHub:
                     name,
                     info.device,
                     info.host,
-                    ", ".join(info.models),
+                    ", ".join(info.model_names),
                 )
                 self.changed.set()
 

@@ -39,7 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 from sdbot.config import Settings, redis_location
 from sdbot.errors import GenerationCancelled, ModelLoadFailed
 from sdbot.inference.process import EngineLoader, EngineProcess
-from sdbot.inference.types import Engine, Progress, device_name
+from sdbot.inference.types import Engine, Progress, default_model, device_name
 from sdbot.remote import wire
 from sdbot.remote.wire import KEYS, Batch, Keys, Outcome, OutcomeKind, WorkerInfo, WorkerStatus
 
@@ -66,9 +66,8 @@ class GpuWorker:
             name=name,
             host=socket.gethostname(),
             device=device_name(engine),
-            models=(engine.model_name,),
-            loaded=(engine.model_name,),
-            has_safety_checker=engine.has_safety_checker,
+            models=tuple(engine.models.values()),
+            loaded=(default_model(engine),),
             heartbeat=settings.worker_heartbeat,
             started=time.time(),
         )
@@ -170,6 +169,8 @@ class GpuWorker:
         self._running = None
         if outcome.kind is OutcomeKind.DONE:
             self._images += sum(len(result.images) for result in outcome.results)
+            model = batch.requests[0].params.model or default_model(self._engine)
+            self._info = dataclasses.replace(self._info, loaded=(model,))
         await self._beat_quietly()
 
     def _run(self, batch: Batch) -> Outcome:

@@ -36,7 +36,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from sdbot.errors import GenerationCancelled, GenerationFailed, WorkerLost
-from sdbot.inference.types import EngineRequest, GeneratedImage, GenerationResult, Operation, Timings
+from sdbot.inference.types import (
+    EngineRequest,
+    GeneratedImage,
+    GenerationResult,
+    ModelInfo,
+    Operation,
+    Timings,
+)
 from sdbot.params import JobParams
 
 GROUP = "workers"  # the consumer group of every worker's batch stream
@@ -85,15 +92,15 @@ KEYS = Keys()
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """A worker's announcement: what it is and offers. ``loaded``: the models on its GPU now (a subset of
-    ``models``, which it can load). ``seen``: its last heartbeat (epoch seconds)."""
+    """A worker's announcement: what it is and which models it offers (``ModelInfo``: name, family profile,
+    whether a safety checker sees its images). ``loaded``: the models surely on its GPU now (the model of
+    its last batch). ``seen``: its last heartbeat (epoch seconds)."""
 
     name: str
     host: str
     device: str
-    models: tuple[str, ...]
+    models: tuple[ModelInfo, ...]
     loaded: tuple[str, ...]
-    has_safety_checker: bool
     heartbeat: float
     started: float
     seen: float = 0.0
@@ -103,13 +110,18 @@ class WorkerInfo:
         """Seconds after its last heartbeat that the worker counts as gone."""
         return 2 * self.heartbeat
 
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        return tuple(model.name for model in self.models)
+
     def to_json(self) -> bytes:
-        return _json(asdict(self))
+        return _json(asdict(self) | {"models": [model.to_dict() for model in self.models]})
 
     @classmethod
     def from_json(cls, raw: bytes) -> WorkerInfo:
         values = json.loads(raw)
-        return cls(**(values | {"models": tuple(values["models"]), "loaded": tuple(values["loaded"])}))
+        models = tuple(ModelInfo.from_dict(model) for model in values["models"])
+        return cls(**(values | {"models": models, "loaded": tuple(values["loaded"])}))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sdbot.config import Settings
@@ -62,7 +64,7 @@ class EngineView:
 class _Lane:
     worker: Worker
     models: tuple[str, ...]
-    loaded: tuple[str, ...]
+    loaded: Callable[[], tuple[str, ...]]  # the models on its GPU now, as last announced
 
 
 class Dispatcher:
@@ -98,9 +100,10 @@ class Dispatcher:
             self._following = asyncio.create_task(self._follow_workers(), name="sdbot-dispatch")
 
     async def add_local(self, engine: Engine) -> None:
-        """The bot's own engine (loaded) becomes a lane; it runs the library's models."""
-        models = tuple(self._library.names)
-        await self._add_lane(LOCAL, engine, models, models)
+        """The bot's own engine (loaded) becomes a lane. Its models count as loaded: it keeps them in its
+        memory budgets, and its lane prefers the model it ran last."""
+        models = tuple(engine.models)
+        await self._add_lane(LOCAL, engine, models, lambda: models)
 
     async def stop(self) -> None:
         """Stop every lane (each running batch gets the shutdown grace), then let go of Redis."""
@@ -163,7 +166,7 @@ class Dispatcher:
                         name=info.name,
                         host=info.host,
                         device=info.device,
-                        models=info.loaded,
+                        models=info.model_names,
                         up=worker.up,
                         jobs=tuple(job.id for job in lane.worker.running) if lane is not None else (),
                         images=worker.images,
@@ -197,10 +200,16 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         for name, info in up.items():
             if name not in self._lanes:
-                await self._add_lane(name, RemoteEngine(self._hub, info, loop), info.models, info.loaded)
+                engine = RemoteEngine(self._hub, info, loop, default_model=self._library.default)
+                await self._add_lane(name, engine, info.model_names, functools.partial(self._loaded, name))
+
+    def _loaded(self, worker: str) -> tuple[str, ...]:
+        assert self._hub is not None
+        info = self._hub.up().get(worker)
+        return info.loaded if info is not None else ()
 
     async def _add_lane(
-        self, name: str, engine: Engine, models: tuple[str, ...], loaded: tuple[str, ...]
+        self, name: str, engine: Engine, models: tuple[str, ...], loaded: Callable[[], tuple[str, ...]]
     ) -> None:
         lane = _Lane(
             Worker(
@@ -225,10 +234,10 @@ class Dispatcher:
         model = self._model_of(job.record)
         if model not in lane.models:
             return False
-        if model in lane.loaded:
+        if model in lane.loaded():
             return True
         return not any(
-            model in other.loaded and not other.worker.running
+            model in other.loaded() and not other.worker.running
             for other in self._lanes.values()
             if other is not lane
         )
