@@ -27,11 +27,12 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from sdbot.cogs.admin import workers_text
 from sdbot.config import Settings
 from sdbot.errors import ModelUnavailable
 from sdbot.params import JobKind
 from sdbot.remote.hub import WorkerHub
-from sdbot.services.dispatch import Dispatcher
+from sdbot.services.dispatch import Dispatcher, EngineView
 from sdbot.services.imagine import ImagineOptions, Requester
 from sdbot.services.jobs import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
 from sdbot.views.render import NO_GPU
@@ -383,3 +384,19 @@ async def test_without_a_gpu_the_bot_answers_queues_and_says_jobs_wait_even_with
     finally:
         empty.stop()
 
+
+
+def test_sdadmin_workers_shows_each_gpu_busy_idle_or_offline_within_one_message() -> None:
+    def view(name: str, **fields: Any) -> EngineView:
+        values = {"host": "box", "device": "RTX 4090", "models": ("sd15",), "loaded": ("sd15",), "up": True,
+                  "jobs": (), "images": 3, "last_seen": 1_700_000_000.0} | fields  # fmt: skip
+        return EngineView(name=name, **values)
+
+    busy = view("gpu-a", jobs=(12,), models=("sd15", "sdxl"), loaded=("sdxl",))
+    text = workers_text([busy, view("gpu-b"), view("gpu-c", up=False)], "redis://hub:6379/0", None)
+    lines = text.splitlines()
+    assert lines[0] == "Redis: redis://hub:6379/0."
+    assert "**gpu-a** (box, RTX 4090): busy (job 12); models sd15, sdxl (loaded); 3 images" in lines[1]
+    assert "idle" in lines[2] and "**offline**" in lines[3] and "<t:1700000000:R>" in lines[3]
+    many = workers_text([view(f"gpu-{i:03}") for i in range(100)], "redis://hub:6379/0", None)
+    assert len(many) < 2000 and many.endswith("... and 88 more.")

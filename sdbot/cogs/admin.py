@@ -91,7 +91,11 @@ def workers_text(views: list[EngineView], redis: str | None, unreachable_since: 
         else:
             state = "idle"
         seen = "" if view.last_seen is None else f", seen {relative_time(view.last_seen)}"
-        models = ", ".join(short(model, 60) for model in view.models[:5]) or "none"
+        several = len(view.models) > 1  # then say which are on the GPU now
+        models = ", ".join(
+            short(model, 40) + (" (loaded)" if several and model in view.loaded else "")
+            for model in view.models[:5]
+        ) or "none"
         lines.append(
             f"**{short(view.name, 60)}** ({short(view.host, 40)}, {short(view.device, 40)}): {state}; "
             f"models {models}; {view.images} images{seen}"

@@ -54,6 +54,7 @@ class EngineView:
     host: str
     device: str
     models: tuple[str, ...]
+    loaded: tuple[str, ...]  # of ``models``, those on its GPU now
     up: bool
     jobs: tuple[int, ...]  # running now
     images: int  # made since it started
@@ -151,6 +152,7 @@ class Dispatcher:
                     host="local",
                     device=device_name(engine),
                     models=local.models,
+                    loaded=local.loaded(),
                     up=True,
                     jobs=tuple(job.id for job in local.worker.running),
                     images=local.worker.images_done,
@@ -167,6 +169,7 @@ class Dispatcher:
                         host=info.host,
                         device=info.device,
                         models=info.model_names,
+                        loaded=info.loaded,
                         up=worker.up,
                         jobs=tuple(job.id for job in lane.worker.running) if lane is not None else (),
                         images=worker.images,
