@@ -21,13 +21,13 @@ import contextlib
 import enum
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from sdbot.config import Settings
 from sdbot.db import JobRecord
 from sdbot.errors import ModelUnavailable
-from sdbot.inference.types import Engine, device_name
+from sdbot.inference.types import Engine, ModelInfo, device_name
 from sdbot.library import ModelLibrary
 from sdbot.remote.engine import RemoteEngine
 from sdbot.remote.hub import WorkerHub
@@ -78,8 +78,11 @@ class Dispatcher:
         library: ModelLibrary,
         hub: WorkerHub | None = None,
         *,
+        learn: Callable[[Iterable[ModelInfo]], None] = lambda infos: None,
         progress_interval: float = 0.2,
     ) -> None:
+        """``learn``: told the models (with their family profiles) of every engine that joins."""
+        self._learn = learn
         self._queue = queue
         self._settings = settings
         self._library = library
@@ -226,6 +229,7 @@ class Dispatcher:
             loaded,
         )
         self._lanes[name] = lane
+        self._learn(engine.models.values())
         await lane.worker.start(resume=False)
 
     def _model_of(self, job: JobRecord) -> str:
