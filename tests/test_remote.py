@@ -347,8 +347,9 @@ async def test_a_killed_worker_s_job_goes_first_and_finishes_elsewhere_exactly_o
 ) -> None:
     bot = await start_bot()
     await workers_up(bot, "a", "b")
-    first = await bot.submit(ALICE, "alice", **LONG)
-    second = await bot.submit(BOB, "bob", **LONG)
+    # 128x128: about three seconds each, so bob's outlasts noticing the kill (two heartbeats) with room.
+    first = await bot.submit(ALICE, "alice", **{**LONG, "width": 128, "height": 128})
+    second = await bot.submit(BOB, "bob", **{**LONG, "width": 128, "height": 128})
     await until(lambda: bot.of(JobProgress, first) and bot.of(JobProgress, second))
     waiting = await bot.submit(CAROL, "carol", **QUICK)  # next in line while both workers are busy
     killed = bot.where[first][0]
