@@ -275,20 +275,25 @@ class WorkerHub:
         self.changed.set()
 
     def _lose(self, call: RemoteCall, reason: str) -> None:
-        """Give up on ``call``: its waiter gets ``WorkerLost``; the lease and the batch entry go."""
+        """Give up on ``call``: its waiter gets ``WorkerLost``; the lease and the batch entry go, and the
+        worker, should it wake up (a stall, a network cut), stops the batch at its next step."""
         self._end(call)
         call.events.put(WorkerLost(reason))
-        self._in_background(self._release(call))
+        self._in_background(self._release(call, cancel=True))
 
     def _end(self, call: RemoteCall) -> None:
         call.ended = True
         if self._calls.get(call.lease) is call:
             del self._calls[call.lease]
 
-    async def _release(self, call: RemoteCall) -> None:
+    async def _release(self, call: RemoteCall, *, cancel: bool = False) -> None:
         with contextlib.suppress(RedisError):
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self._keys.leases, call.lease)
+                if cancel:
+                    stop = wire.encode_cancel(call.lease)
+                    control = self._keys.control(call.worker)
+                    pipe.xadd(control, stop, maxlen=wire.CONTROL_MAXLEN, approximate=True)
                 if call.entry is not None:
                     pipe.xack(self._keys.batches(call.worker), wire.GROUP, call.entry)
                     pipe.xdel(self._keys.batches(call.worker), call.entry)
