@@ -1,12 +1,9 @@
 """The bot's side of Redis: which GPU workers are alive, the lease of each batch they run, and their events.
 
-``WorkerHub`` polls the workers' announcements and heartbeats every ``poll`` seconds. A worker is *up* while
-its heartbeat key exists; it comes up only with a heartbeat that says it is idle (a worker still busy with a
-batch of a bot run that no longer exists is told to stop first) and, after it was lost, only with a newer
-heartbeat. It is *lost* when its heartbeat key is gone, when its heartbeat changes hands (a new process with
-the same name), when a batch cannot be sent to it, or when Redis has been unreachable for longer than the
-worker's heartbeat TTL: its running batch then ends at once with ``WorkerLost``, and its jobs go back to the
-front of the queue. ``changed`` is set whenever a worker comes up or is lost.
+``WorkerHub`` looks at the workers' announcements and heartbeats every ``poll`` seconds (``Liveness``). When
+a worker is lost, its running batch ends at once with ``WorkerLost`` (its jobs go back to the front of the
+queue), its lease goes, and it is told to stop the batch should it wake up. ``changed`` is set whenever a
+worker comes up or is lost.
 
 A batch runs under a lease named by its requests' refs (jobs and image ranges), so running the same requests
 again is the next *attempt* of the same lease. The hub keeps the one attempt it waits for; a progress event or
@@ -24,7 +21,6 @@ import contextlib
 import logging
 import queue
 import secrets
-import time
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,13 +30,13 @@ from redis.exceptions import RedisError
 from sdbot.config import redis_location
 from sdbot.errors import WorkerLost
 from sdbot.remote import wire
-from sdbot.remote.wire import KEYS, Keys, Outcome, ProgressEvent, WorkerInfo, WorkerStatus
+from sdbot.remote.liveness import Liveness, WorkerView
+from sdbot.remote.wire import KEYS, Keys, Outcome, ProgressEvent, WorkerInfo
 
 log = logging.getLogger(__name__)
 
 POLL = 0.25  # seconds between two looks at the workers' heartbeats
 EVENTS_BLOCK_MS = 1000  # how long one read of the event streams waits
-FORGET_AFTER = 24 * 60 * 60.0  # seconds after which an absent worker's announcement is removed
 
 Event = ProgressEvent | Outcome | BaseException
 
@@ -58,43 +54,20 @@ class RemoteCall:
     events: queue.SimpleQueue[Event] = field(default_factory=queue.SimpleQueue)
 
 
-@dataclass
-class _Tracked:
-    """What the hub knows of one worker."""
-
-    info: WorkerInfo
-    status: WorkerStatus | None = None
-    up: bool = False
-    alive_at: float = -float("inf")  # monotonic time its heartbeat was last seen
-    lost: tuple[str, int] | None = None  # (token, beat) of the heartbeat it was lost with
-
-
-@dataclass(frozen=True)
-class WorkerView:
-    """A worker as ``/sdadmin workers`` shows it."""
-
-    info: WorkerInfo
-    up: bool
-    busy: bool
-    images: int
-
-
 class WorkerHub:
     """Liveness, leases and events of the GPU workers behind ``url`` (see the module docstring)."""
 
     def __init__(self, url: str, *, keys: Keys = KEYS, poll: float = POLL) -> None:
         self.location = redis_location(url)
-        self.changed = asyncio.Event()
         self.discarded = 0  # events of leases or attempts the hub no longer waits for
         self._redis = wire.open_redis(url)
         self._keys = keys
         self._poll = poll
+        self._liveness = Liveness(self._redis, keys, self.location, self._lose_calls_of)
+        self.changed = self._liveness.changed
         self._run = secrets.token_hex(4)  # this bot run's mark on its leases
-        self._workers: dict[str, _Tracked] = {}
         self._calls: dict[str, RemoteCall] = {}  # by lease
         self._attempts: dict[str, int] = {}  # the last attempt of each lease that has not ended
-        self._reachable = False
-        self._unreachable_since: float | None = None
         self._reset_done = False
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False  # the loops end (a redis-py connect can swallow a task's cancel)
@@ -102,27 +75,19 @@ class WorkerHub:
 
     @property
     def reachable(self) -> bool:
-        return self._reachable
+        return self._liveness.reachable
 
     @property
     def unreachable_since(self) -> float | None:
         """Epoch seconds since when Redis does not answer (None: it does)."""
-        return self._unreachable_since
+        return self._liveness.unreachable_since
 
     def up(self) -> dict[str, WorkerInfo]:
         """The workers that may be given a batch now."""
-        return {name: tracked.info for name, tracked in self._workers.items() if tracked.up}
+        return self._liveness.up()
 
     def views(self) -> list[WorkerView]:
-        return [
-            WorkerView(
-                tracked.info,
-                tracked.up,
-                busy=tracked.status is not None and tracked.status.busy,
-                images=tracked.status.images if tracked.status is not None else 0,
-            )
-            for tracked in sorted(self._workers.values(), key=lambda tracked: tracked.info.name)
-        ]
+        return self._liveness.views()
 
     async def start(self) -> None:
         """Start watching; Redis need not be reachable yet (the hub keeps trying)."""
@@ -148,8 +113,7 @@ class WorkerHub:
     def open_call(self, worker: str, refs: Sequence[str]) -> RemoteCall:
         """The lease for a batch of requests with ``refs`` on ``worker``, as its next attempt. Raises
         ``WorkerLost`` if the worker is not up."""
-        tracked = self._workers.get(worker)
-        if tracked is None or not tracked.up:
+        if worker not in self._liveness.up():
             raise WorkerLost(f"worker {worker} is not available")
         lease = wire.lease_name(self._run, refs)
         attempt = self._attempts.get(lease, 0) + 1
@@ -168,7 +132,7 @@ class WorkerHub:
                 pipe.xadd(self._keys.batches(call.worker), fields)
                 _, call.entry = await pipe.execute()
         except RedisError as error:
-            self._lose_worker(call.worker, f"its batch could not be sent ({error})")
+            self._liveness.lose(call.worker, f"its batch could not be sent ({error})")
             raise WorkerLost(f"could not send a batch to worker {call.worker}: {error}") from None
         log.debug("lease %s attempt %d sent to worker %s", call.lease, call.attempt, call.worker)
 
@@ -186,93 +150,18 @@ class WorkerHub:
         except RedisError as error:
             log.info("could not send a cancel to worker %s: %s", call.worker, error)
 
-    # ----- liveness
+    # ----- liveness and leases
 
     async def _watch(self) -> None:
         while not self._closing:
-            try:
-                announced, statuses = await self._read_workers()
-            except RedisError as error:
-                self._set_reachable(False, error)
-            else:
-                self._set_reachable(True)
-                self._update(announced, statuses)
-                if not self._reset_done:
-                    await self._reset(announced)
-            self._expire()
+            announced = await self._liveness.look()
+            if announced is not None and not self._reset_done:
+                await self._reset(announced)
             await asyncio.sleep(self._poll)
 
-    async def _read_workers(self) -> tuple[dict[str, WorkerInfo], dict[str, WorkerStatus | None]]:
-        raw = await self._redis.hgetall(self._keys.workers)
-        announced = {}
-        for name, value in raw.items():
-            try:
-                announced[name.decode()] = WorkerInfo.from_json(value)
-            except (ValueError, TypeError, KeyError) as error:
-                log.warning("ignoring the unreadable announcement of worker %r: %s", name, error)
-        names = list(announced)
-        beats = await self._redis.mget([self._keys.alive(name) for name in names]) if names else []
-        statuses = {}
-        for name, beat in zip(names, beats, strict=True):
-            try:
-                statuses[name] = None if beat is None else WorkerStatus.from_json(beat)
-            except (ValueError, TypeError) as error:
-                log.warning("ignoring the unreadable heartbeat of worker %s: %s", name, error)
-                statuses[name] = None
-        await self._forget_absent(announced, statuses)
-        return announced, statuses
-
-    def _update(self, announced: dict[str, WorkerInfo], statuses: dict[str, WorkerStatus | None]) -> None:
-        now = time.monotonic()
-        for name in set(self._workers) - set(announced):
-            self._lose_worker(name, "it signed off")
-            del self._workers[name]
-        for name, info in announced.items():
-            tracked = self._workers.setdefault(name, _Tracked(info))
-            tracked.info = info
-            status = statuses.get(name)
-            if status is None:
-                self._lose_worker(name, "its heartbeat stopped")
-                continue
-            previous, tracked.status = tracked.status, status
-            if tracked.up and previous is not None and previous.token != status.token:
-                self._lose_worker(name, "it restarted")
-            tracked.alive_at = now
-            if not tracked.up and self._may_come_up(tracked, status):
-                tracked.up, tracked.lost = True, None
-                log.info(
-                    "GPU worker %s is up (%s on %s; models %s)",
-                    name,
-                    info.device,
-                    info.host,
-                    ", ".join(info.model_names),
-                )
-                self.changed.set()
-
-    def _may_come_up(self, tracked: _Tracked, status: WorkerStatus) -> bool:
-        """Idle, and not the very heartbeat it was lost with."""
-        if status.busy:
-            return False
-        return tracked.lost is None or tracked.lost[0] != status.token or status.beat > tracked.lost[1]
-
-    def _expire(self) -> None:
-        """With Redis unreachable, a worker counts as gone once its heartbeat would have expired."""
-        now = time.monotonic()
-        for name, tracked in self._workers.items():
-            if tracked.up and now - tracked.alive_at > tracked.info.ttl:
-                self._lose_worker(name, f"Redis has not answered for {tracked.info.ttl:g} s")
-
-    def _lose_worker(self, name: str, reason: str) -> None:
-        tracked = self._workers.get(name)
-        if tracked is None or not tracked.up:
-            return
-        tracked.up = False
-        status = tracked.status
-        tracked.lost = (status.token, status.beat) if status is not None else ("", 0)
-        log.warning("GPU worker %s is lost: %s", name, reason)
-        for call in [call for call in self._calls.values() if call.worker == name]:
-            self._lose(call, f"worker {name} is lost: {reason}")
-        self.changed.set()
+    def _lose_calls_of(self, worker: str, reason: str) -> None:
+        for call in [call for call in self._calls.values() if call.worker == worker]:
+            self._lose(call, f"worker {worker} is lost: {reason}")
 
     def _lose(self, call: RemoteCall, reason: str) -> None:
         """Give up on ``call``: its waiter gets ``WorkerLost``; the lease and the batch entry go, and the
@@ -299,17 +188,6 @@ class WorkerHub:
                     pipe.xdel(self._keys.batches(call.worker), call.entry)
                 await pipe.execute()
 
-    def _set_reachable(self, reachable: bool, error: Exception | None = None) -> None:
-        if reachable and not self._reachable:
-            log.info("Redis at %s answers", self.location)
-            self._unreachable_since = None
-            self.changed.set()
-        elif not reachable and (self._reachable or self._unreachable_since is None):
-            log.warning("Redis at %s is unreachable (%s); jobs wait for a GPU", self.location, error)
-            self._unreachable_since = time.time()
-            self.changed.set()
-        self._reachable = reachable
-
     async def _reset(self, announced: dict[str, WorkerInfo]) -> None:
         """Forget a previous bot run's leases; ask every worker to stop what it runs for another run."""
         try:
@@ -327,21 +205,6 @@ class WorkerHub:
             log.info("could not clear the last run's leases yet: %s", error)
             return
         self._reset_done = True
-
-    async def _forget_absent(
-        self, announced: dict[str, WorkerInfo], statuses: dict[str, WorkerStatus | None]
-    ) -> None:
-        """Remove the announcements of workers absent for ``FORGET_AFTER`` (they vanished without signing
-        off: a machine that was switched off for good)."""
-        stale = [
-            name
-            for name, info in announced.items()
-            if statuses.get(name) is None and time.time() - info.seen > FORGET_AFTER
-        ]
-        if stale:
-            await self._redis.hdel(self._keys.workers, *stale)
-            for name in stale:
-                del announced[name]
 
     # ----- events
 

@@ -32,8 +32,10 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
+from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
 from sdbot.config import Settings, redis_location
@@ -61,8 +63,7 @@ class GpuWorker:
         self._keys = keys
         self._redis = wire.open_redis(settings.redis_url)
         self._location = redis_location(settings.redis_url)
-        self._token = secrets.token_hex(8)
-        self._info = WorkerInfo(
+        info = WorkerInfo(
             name=name,
             host=socket.gethostname(),
             device=device_name(engine),
@@ -71,7 +72,7 @@ class GpuWorker:
             heartbeat=settings.worker_heartbeat,
             started=time.time(),
         )
-        self._beats = 0
+        self._beacon = Beacon(self._redis, keys, info, self._status)
         self._images = 0
         self._running: Batch | None = None
         self._cancel = threading.Event()  # read by the engine after each step
@@ -107,7 +108,7 @@ class GpuWorker:
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._sign_off()
+            await self._beacon.sign_off()
             self._executor.shutdown(wait=False)
             await self._redis.aclose()
 
@@ -136,10 +137,7 @@ class GpuWorker:
         before the group existed is still read), then announce this worker with a heartbeat."""
         with contextlib.suppress(ResponseError):  # BUSYGROUP: it exists
             await self._redis.xgroup_create(self._keys.batches(self.name), wire.GROUP, id="0", mkstream=True)
-        holder = await self._redis.get(self._keys.alive(self.name))
-        if holder is not None and WorkerStatus.from_json(holder).token != self._token:
-            raise _NameTaken(f"another worker named {self.name} is alive; waiting for its heartbeat to end")
-        await self._beat()
+        await self._beacon.announce()
         self._registered = True
         log.info("worker %s serves the bot's batches from Redis at %s", self.name, self._location)
 
@@ -170,7 +168,7 @@ class GpuWorker:
         if outcome.kind is OutcomeKind.DONE:
             self._images += sum(len(result.images) for result in outcome.results)
             model = batch.requests[0].params.model or default_model(self._engine)
-            self._info = dataclasses.replace(self._info, loaded=(model,))
+            self._beacon.info = dataclasses.replace(self._beacon.info, loaded=(model,))
         await self._beat_quietly()
 
     def _run(self, batch: Batch) -> Outcome:
@@ -260,23 +258,12 @@ class GpuWorker:
 
     async def _beat_quietly(self) -> None:
         with contextlib.suppress(RedisError):  # the serving loop notices, and reconnects
-            await self._beat()
+            await self._beacon.beat()
 
-    async def _beat(self) -> None:
-        self._beats += 1
+    def _status(self) -> tuple[str | None, int]:
+        """The lease of the running batch (None: idle) and the images made so far."""
         running = self._running
-        status = WorkerStatus(
-            token=self._token,
-            beat=self._beats,
-            busy=running is not None,
-            lease=running.lease if running is not None else None,
-            images=self._images,
-        )
-        info = dataclasses.replace(self._info, seen=time.time())
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(self._keys.alive(self.name), status.to_json(), px=int(self._info.ttl * 1000))
-            pipe.hset(self._keys.workers, self.name, info.to_json())
-            await pipe.execute()
+        return (running.lease if running is not None else None), self._images
 
     async def _send_progress(self) -> None:
         """Progress goes out in order; one that cannot be sent is dropped (the next step says more)."""
@@ -296,14 +283,6 @@ class GpuWorker:
         assert self._loop is not None
         self._loop.call_soon_threadsafe(self._progress.put_nowait, fields)
 
-    async def _sign_off(self) -> None:
-        with contextlib.suppress(RedisError):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.hdel(self._keys.workers, self.name)
-                pipe.delete(self._keys.alive(self.name))
-                await pipe.execute()
-            log.info("worker %s signed off", self.name)
-
     async def _wait_to_retry(self, failures: int, error: Exception) -> None:
         """Log the first failure of a row; wait a little longer after each (less once stopping)."""
         if failures == 0:
@@ -313,6 +292,49 @@ class GpuWorker:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), _retry_delay(failures))
+
+
+class Beacon:
+    """A worker's presence in Redis: its announcement and heartbeat (one ``MULTI``: the ``alive`` key with a
+    TTL of two periods, and the announcement with its last-seen time) and its sign-off. ``token`` tells this
+    process from another with the same name."""
+
+    def __init__(
+        self, redis: Redis, keys: Keys, info: WorkerInfo, status: Callable[[], tuple[str | None, int]]
+    ) -> None:
+        self.info = info
+        self._redis = redis
+        self._keys = keys
+        self._status = status
+        self._token = secrets.token_hex(8)
+        self._beats = 0
+
+    async def announce(self) -> None:
+        """The first heartbeat; ``_NameTaken`` while another live worker has this name."""
+        holder = await self._redis.get(self._keys.alive(self.info.name))
+        if holder is not None and WorkerStatus.from_json(holder).token != self._token:
+            raise _NameTaken(
+                f"another worker named {self.info.name} is alive; waiting for its heartbeat to end"
+            )
+        await self.beat()
+
+    async def beat(self) -> None:
+        self._beats += 1
+        lease, images = self._status()
+        status = WorkerStatus(self._token, self._beats, busy=lease is not None, lease=lease, images=images)
+        info = dataclasses.replace(self.info, seen=time.time())
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._keys.alive(info.name), status.to_json(), px=int(info.ttl * 1000))
+            pipe.hset(self._keys.workers, info.name, info.to_json())
+            await pipe.execute()
+
+    async def sign_off(self) -> None:
+        with contextlib.suppress(RedisError):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._keys.workers, self.info.name)
+                pipe.delete(self._keys.alive(self.info.name))
+                await pipe.execute()
+            log.info("worker %s signed off", self.info.name)
 
 
 class _NameTaken(RedisError):
