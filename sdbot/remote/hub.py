@@ -143,7 +143,7 @@ class WorkerHub:
         try:
             await self._redis.xadd(
                 self._keys.control(call.worker),
-                wire.encode_cancel(call.lease),
+                wire.encode_cancel(call.lease, call.attempt),
                 maxlen=wire.CONTROL_MAXLEN,
                 approximate=True,
             )
@@ -180,7 +180,7 @@ class WorkerHub:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(self._keys.leases, call.lease)
                 if cancel:
-                    stop = wire.encode_cancel(call.lease)
+                    stop = wire.encode_cancel(call.lease, call.attempt)
                     control = self._keys.control(call.worker)
                     pipe.xadd(control, stop, maxlen=wire.CONTROL_MAXLEN, approximate=True)
                 if call.entry is not None:

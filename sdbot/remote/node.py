@@ -157,7 +157,7 @@ class GpuWorker:
             await self._drop(stream, entry)
             return
         self._running = batch
-        if any(cancel.applies_to(batch.lease) for cancel in self._cancelled):
+        if any(cancel.applies_to(batch) for cancel in self._cancelled):
             self._cancel.set()  # cancelled while it was on its way here
         else:
             self._cancel.clear()
@@ -244,7 +244,7 @@ class GpuWorker:
         if cancel.lease != wire.ANY_LEASE:  # one lease's cancel may come before its batch; "*" never does
             self._cancelled.append(cancel)
         running = self._running
-        if running is not None and cancel.applies_to(running.lease):
+        if running is not None and cancel.applies_to(running):
             log.info("the bot cancels batch %s", running.lease)
             self._cancel.set()
 

@@ -302,16 +302,18 @@ def decode_lease(raw: bytes) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class Cancel:
-    """Stop the batch of ``lease``; with ``ANY_LEASE``, whatever runs unless its lease is of the bot run
-    ``keep`` (a restarted bot cancels what its previous run left running)."""
+    """Stop attempt ``attempt`` of ``lease`` (a later attempt of the same lease runs on); with ``ANY_LEASE``,
+    whatever runs unless its lease is of the bot run ``keep`` (a restarted bot cancels what its previous run
+    left running)."""
 
     lease: str
+    attempt: int = 0
     keep: str | None = None
 
-    def applies_to(self, lease: str) -> bool:
+    def applies_to(self, batch: Batch) -> bool:
         if self.lease == ANY_LEASE:
-            return self.keep is None or not lease.startswith(f"{self.keep}:")
-        return self.lease == lease
+            return self.keep is None or not batch.lease.startswith(f"{self.keep}:")
+        return (self.lease, self.attempt) == (batch.lease, batch.attempt)
 
 
 def outcome_lease(fields: Fields) -> tuple[str, str, int]:
@@ -320,8 +322,8 @@ def outcome_lease(fields: Fields) -> tuple[str, str, int]:
     return str(meta["worker"]), str(meta["lease"]), int(meta["attempt"])
 
 
-def encode_cancel(lease: str, *, keep: str | None = None) -> Fields:
-    return {b"meta": _json(asdict(Cancel(lease, keep)))}
+def encode_cancel(lease: str, attempt: int = 0, *, keep: str | None = None) -> Fields:
+    return {b"meta": _json(asdict(Cancel(lease, attempt, keep)))}
 
 
 def decode_cancel(fields: Fields) -> Cancel:
