@@ -1,6 +1,8 @@
 """Command line: ``python -m sdbot generate`` makes images without Discord; ``python -m sdbot models`` lists
 the model library; ``python -m sdbot doctor`` checks the machine and every model before an admin connects the
-bot; ``python -m sdbot health`` tells whether the running bot is alive (Docker's HEALTHCHECK), exiting 0 or 1.
+bot; ``python -m sdbot health`` tells whether the running bot is alive (Docker's HEALTHCHECK), exiting 0 or 1;
+``python -m sdbot worker`` runs a GPU worker that takes the bot's jobs through Redis (``SDBOT_REDIS_URL``)
+until SIGTERM or Ctrl-C.
 
 They read the same settings as the bot (environment and ``.env``) and load models through the same code.
 ``--model`` names a model of the library or a source (a hub repo id, a folder, a checkpoint file). A bad
@@ -59,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _health(settings)
     if args.command == "models":
         return _models(library)
+    if args.command == "worker":
+        return _worker(args, settings)
     logging.basicConfig(level=settings.log_level, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "generate":
         return _generate(args, settings, library)
@@ -95,7 +99,33 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--model", help="check only this model (of the library, or a source)")
     doctor.add_argument("--size", type=_size, metavar="WxH", help="test image size (default: each model's)")
     commands.add_parser("health", help="exit 0 when the running bot's heartbeat is fresh and it is connected")
+    worker = commands.add_parser("worker", help="run a GPU worker that takes the bot's jobs through Redis")
+    worker.add_argument("--name", help="this worker's name (default: SDBOT_WORKER_NAME, else host-pid)")
+    worker.add_argument(
+        "--engine",
+        metavar="MODULE:FUNCTION",
+        help="make the engine with this function of the settings instead of loading SDBOT_MODEL "
+        "(benchmarks and tests run a simulated engine this way)",
+    )
     return parser
+
+
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.redis_url is None:
+        print(
+            "sdbot: SDBOT_REDIS_URL is not set: a worker takes its jobs from the bot's Redis "
+            "(e.g. redis://:PASSWORD@gpu-hub:6379/0)",
+            file=sys.stderr,
+        )
+        return 2
+    if args.engine is not None and ":" not in args.engine:
+        print(f"sdbot: --engine must look like module:function, not {args.engine!r}", file=sys.stderr)
+        return 2
+    from sdbot.logs import setup_logging
+    from sdbot.remote.node import run_worker
+
+    setup_logging(settings.log_level)
+    return run_worker(settings, name=args.name, engine=args.engine)
 
 
 def _health(settings: Settings) -> int:

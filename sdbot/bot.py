@@ -8,15 +8,17 @@ progress), loads the cogs (one that fails is logged and skipped), registers the 
 syncs the slash commands (to ``SDBOT_DEV_GUILD`` when set, else globally, and only when the command set
 differs from the one last synced: its hash is kept in the database), and starts posting what a previous run
 left unposted. Requests are queued from the start; while the model loads they wait, and say so, and the
-worker starts once it is loaded. The presence says loading / ready / busy / paused. A heartbeat file beside
+dispatcher feeds the engine once it is loaded. With ``SDBOT_REDIS_URL`` the GPU workers behind Redis take jobs
+from the start (jobs wait in the queue, and say so, while no GPU is up), and the bot loads its own model only
+with ``SDBOT_LOCAL_ENGINE=1``. The presence says loading / ready / busy / paused. A heartbeat file beside
 the database tells ``python -m sdbot health`` (Docker's HEALTHCHECK) whether the bot is alive and connected.
 Quota ledger rows that left the 24-hour window, and status message tokens that expired, are deleted at
 start-up and then hourly.
 
 Shutdown (``close``): new interactions are refused ("restarting") and those in flight get
-``HANDLER_GRACE`` seconds to finish; then the worker stops (the running batch gets ``SDBOT_SHUTDOWN_GRACE``
-seconds, else it stays queued for the next start), deliveries in flight finish, the gateway closes, then the
-database.
+``HANDLER_GRACE`` seconds to finish; then the dispatcher stops (each running batch gets
+``SDBOT_SHUTDOWN_GRACE`` seconds, else it stays queued for the next start), deliveries in flight finish,
+the gateway closes, then the database.
 
 No privileged intents: slash commands and buttons arrive as interactions.
 """
@@ -43,12 +45,12 @@ from sdbot.health import Heartbeat, heartbeat_path, write_heartbeat
 from sdbot.inference.types import Engine
 from sdbot.library import ModelLibrary, load_library
 from sdbot.services import build_services
+from sdbot.services.dispatch import Dispatcher
 from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService
-from sdbot.services.worker import Worker
 from sdbot.tree import Restarting, SDTree, report_error
 from sdbot.views.buttons import ButtonHandler, JobButton, has_button, is_job_button
 from sdbot.views.delivery import Delivery
@@ -97,13 +99,12 @@ class SDBot(commands.Bot):
         self.clock = clock
         self._engine_factory = engine_factory
         self.fatal_error: BaseException | None = None  # why the bot stopped itself (the model did not load)
-        self.model_ready = False  # the model is loaded and the worker runs
+        self.model_ready = False  # the model is loaded and the dispatcher feeds it
         self.accepting = True  # interactions are handled (no longer once shutdown began)
         self._handlers: set[asyncio.Task[object]] = set()  # interaction handlers in flight
         self._model_task: asyncio.Task[None] | None = None
         self._housekeeping: list[asyncio.Task[None]] = []  # heartbeat, ledger pruning
         self._closing: asyncio.Future[None] | None = None
-        self.worker: Worker | None = None
         self.job_buttons: ButtonHandler | None = None  # set by the imagine cog while it is loaded
         self.db: Database
         self.settings_service: SettingsService
@@ -144,6 +145,7 @@ class SDBot(commands.Bot):
         self.settings_service = services.settings_service
         self.quotas = services.quotas
         self.queue = services.queue
+        self.dispatcher: Dispatcher = services.dispatcher
         self.imagine = services.imagine
         self.edits = services.edits
         self.delivery = Delivery(
@@ -154,11 +156,15 @@ class SDBot(commands.Bot):
             services.models,
             self.settings,
             model_ready=lambda: self.model_ready,
+            waiting_for_gpu=self.dispatcher.waiting_for_gpu,
             clock=self.clock,
         )
         self.queue.add_listener(self.delivery.on_unwatched)
-        await self.queue.restore()  # before any request: resumed jobs keep their places
-        self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
+        await self.dispatcher.start()  # resumes unfinished jobs before any request: they keep their places
+        if self.dispatcher.hub is None or self.settings.local_engine:
+            self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
+        else:
+            self.model_ready = True  # no model of its own: the GPU workers' engines run the jobs
         self._housekeeping = [
             asyncio.create_task(self._beat(), name="sdbot-heartbeat"),
             asyncio.create_task(self._prune(), name="sdbot-prune"),
@@ -174,7 +180,7 @@ class SDBot(commands.Bot):
         self.delivery.spawn(self.delivery.recover(), "sdbot-recover")
 
     async def _load_model(self) -> None:
-        """Load the engine off the event loop, then start the worker and accept requests."""
+        """Load the engine off the event loop, then let the dispatcher feed it jobs."""
         log.info("loading the model %s ...", self.settings.model)
         started = time.monotonic()
         # A thread of its own, ended once the model is in (the loop's default executor would keep one idle).
@@ -196,9 +202,7 @@ class SDBot(commands.Bot):
         finally:
             executor.shutdown(wait=False)
         log.info("models %s loaded in %.1f s", ", ".join(engine.models), time.monotonic() - started)
-        self.imagine.models.learn(engine.models.values())
-        self.worker = Worker(self.queue, engine, self.settings)
-        await self.worker.start()
+        await self.dispatcher.add_local(engine)  # the catalog learns its models' profiles
         # What is loaded by now (modules, discord.py's caches, the model's Python objects when it runs in
         # this process) lives as long as the bot. Out of the collector's sight, a full collection pauses the
         # loop for ~1 ms instead of ~300 ms (torch, diffusers and transformers alone are 400,000 objects).
@@ -292,7 +296,7 @@ class SDBot(commands.Bot):
 
     async def close(self) -> None:
         """Stop in order: new interactions, the handlers in flight (with grace), the model loader, the
-        worker (with grace), deliveries, the gateway, the database. Safe to call more than once (``async
+        dispatcher (with grace), deliveries, the gateway, the database. Safe to call more than once (``async
         with bot`` calls it again after ``start`` returns)."""
         if self._closing is None:
             self._closing = asyncio.ensure_future(self._close_in_order())
@@ -311,8 +315,8 @@ class SDBot(commands.Bot):
         for task in self._housekeeping:
             task.cancel()
         await asyncio.gather(*self._housekeeping, return_exceptions=True)
-        if self.worker is not None:
-            await self.worker.stop()
+        if hasattr(self, "dispatcher"):
+            await self.dispatcher.stop()
         if hasattr(self, "delivery"):
             await self.delivery.close()
         await super().close()

@@ -10,12 +10,14 @@ can depend on it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
@@ -33,6 +35,7 @@ DTYPES = ("auto", "float16", "bfloat16", "float32")
 NSFW_POLICIES = ("block", "spoiler", "allow")
 OFFLOAD_MODES = ("none", "model", "sequential")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 T = TypeVar("T")
 
@@ -74,6 +77,11 @@ class Settings:
     embeddings_dir: Path | None = None  # textual-inversion embeddings, usable by name in prompts
     max_loras: int = 3  # LoRAs per request
     log_level: str = "INFO"
+    # GPU workers through Redis (sdbot/remote/): the URL carries the password, so it stays out of repr.
+    redis_url: str | None = field(default=None, repr=False)
+    local_engine: bool = True  # with Redis: the bot also runs its own engine, as one more worker
+    worker_name: str | None = None  # ``python -m sdbot worker``: its name (default: host and process id)
+    worker_heartbeat: float = 1.0  # seconds between a worker's heartbeats; it counts as gone after two
 
 
 def load_settings(
@@ -117,7 +125,50 @@ def load_settings(
         embeddings_dir=reader.folder("SDBOT_EMBEDDINGS_DIR"),
         max_loras=reader.number("SDBOT_MAX_LORAS", int, 3, minimum=0, maximum=MAX_LORAS),
         log_level=reader.choice("SDBOT_LOG_LEVEL", LOG_LEVELS, "INFO", upper=True),
+        redis_url=_checked_redis_url(reader.text("SDBOT_REDIS_URL")),
+        local_engine=reader.flag("SDBOT_LOCAL_ENGINE", True),
+        worker_name=reader.text("SDBOT_WORKER_NAME"),
+        worker_heartbeat=reader.number("SDBOT_WORKER_HEARTBEAT", float, 1.0, minimum=0.1, maximum=60),
     )
+
+
+def redis_location(url: str) -> str:
+    """Where a Redis URL points, without its password: for logs and admins."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return f"unix:{parts.path}"
+    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path or '/0'}"
+
+
+def _checked_redis_url(url: str | None) -> str | None:
+    """Anyone who can write to the Redis would decide what every worker runs and what the bot posts: a
+    plain ``redis://`` URL must carry a password unless Redis is on this machine (loopback)."""
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError(
+            f"SDBOT_REDIS_URL must start with {', '.join(s + '://' for s in REDIS_SCHEMES)}, not {url[:12]!r}"
+        )
+    try:
+        parts.port  # noqa: B018 (parsing it is the check)
+    except ValueError:
+        raise ConfigError("SDBOT_REDIS_URL has a port that is not a number") from None
+    if parts.scheme == "redis" and not parts.password and not _is_loopback(parts.hostname or "localhost"):
+        raise ConfigError(
+            f"SDBOT_REDIS_URL ({redis_location(url)}) has no password: give Redis one "
+            "(redis://:PASSWORD@host:6379/0) and keep it on a private network or behind TLS (rediss://)"
+        )
+    return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Reader:

@@ -92,3 +92,18 @@ class GenerationFailed(SdbotError):
 
 class GenerationCancelled(SdbotError):
     """A running generation was interrupted on request (cancel, timeout or shutdown)."""
+
+
+class WorkerLost(SdbotError):
+    """The GPU worker running a batch is gone (it died, stalled, shut down, or Redis is unreachable): the
+    batch's jobs go back to the front of the queue and run again elsewhere."""
+
+
+class ModelUnavailable(SdbotError):
+    """GPU workers are connected, but none of them offers the model a request needs."""
+
+    def __init__(self, model: str, offered: list[str]) -> None:
+        self.model = model
+        self.offered = offered
+        others = ", ".join(offered) if offered else "none"
+        super().__init__(f"no GPU worker offers the model {model} now (offered: {others})")

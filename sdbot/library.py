@@ -122,10 +122,14 @@ def load_library(settings: Settings) -> ModelLibrary:
 
 
 def display_name(source: str) -> str:
-    """The name a lone ``SDBOT_MODEL`` goes by: a repo id as it is, a local path by its last part."""
+    """The name a lone ``SDBOT_MODEL`` goes by (in PNGs, and as GPU workers announce it): a repo id as it
+    is, a local path by its last part, also on a machine that does not have it (a bot that only dispatches
+    to GPU workers names the model they load)."""
     path = Path(source).expanduser()
-    if path.exists():
-        return path.stem if path.is_file() else path.name
+    if path.is_file() or path.suffix.lower() in SINGLE_FILE_SUFFIXES:
+        return path.stem
+    if path.exists() or source.startswith(("/", "./", "../", "~")):
+        return path.name
     return source
 
 

@@ -23,6 +23,7 @@ from sdbot.errors import (
     InvalidSetting,
     JobNotFound,
     JobsPaused,
+    ModelUnavailable,
     NotAllowedHere,
     NotPermitted,
     PromptRejected,
@@ -76,6 +77,8 @@ def user_message(error: BaseException) -> str | None:
             return f"New jobs are paused: {error}. Nothing was charged; please try again later."
         case Restarting():
             return RESTARTING
+        case ModelUnavailable():
+            return f"No GPU offers the model **{error.model}** right now, so nothing was queued or charged."
         case GenerationFailed():
             return f"Generation failed: {error}. Nothing was charged."
         case NotPermitted():

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -110,7 +111,10 @@ class StepEngine:
 
 
 def _square(seed: int) -> GeneratedImage:
-    return GeneratedImage(Image.new("RGB", (8, 8), (seed % 256, 0, 0)), seed=seed, nsfw=False, png=b"")
+    image = Image.new("RGB", (8, 8), (seed % 256, 0, 0))
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    return GeneratedImage(image, seed=seed, nsfw=False, png=png.getvalue())
 
 
 class EngineWrapper:
@@ -246,3 +250,8 @@ def load_crashing_engine(settings: Settings, library: ModelLibrary | None) -> Cr
 
 def load_hanging_engine(settings: Settings, library: ModelLibrary | None) -> HangingEngine:
     return HangingEngine()
+
+
+def load_step_engine(settings: Settings, library: ModelLibrary | None) -> StepEngine:
+    """A ``StepEngine`` for a worker process (``--engine tests.engines:load_step_engine``)."""
+    return StepEngine()

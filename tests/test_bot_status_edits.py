@@ -5,11 +5,9 @@ behind a status edit that Discord holds up.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
-import sdbot.bot
+from sdbot.services import dispatch
 from sdbot.services.worker import Worker
 from sdbot.views import delivery
 from tests.engines import SteppedEngine
@@ -60,7 +58,10 @@ async def test_many_jobs_in_one_channel_share_its_edit_budget_without_a_429(
 async def test_a_result_is_posted_while_a_status_edit_waits_out_a_429(
     start_sdbot, fake_discord, tiny_engine, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(sdbot.bot, "Worker", functools.partial(Worker, progress_interval=0.0))
+    # Every step handed over to the loop, none merged by the worker's progress interval.
+    monkeypatch.setattr(
+        dispatch, "Worker", lambda *args, **kw: Worker(*args, **kw | {"progress_interval": 0.0})
+    )
     engine = SteppedEngine(tiny_engine)
     await start_sdbot(engine)
     # Stricter than Discord (another bot editing in this channel, say): one edit per 10 s, so the second

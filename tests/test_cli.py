@@ -219,3 +219,14 @@ def test_doctor_says_when_the_model_does_not_load(
     monkeypatch.setenv("SDBOT_DEVICE", "cpu")
     assert main(["doctor", "--model", str(clean_env)]) == 1
     assert "model load FAILED: could not load model" in " ".join(capsys.readouterr().out.split())
+
+
+def test_worker_needs_a_redis_url_and_refuses_one_without_a_password(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["worker"]) == 2
+    assert capsys.readouterr().err.startswith("sdbot: SDBOT_REDIS_URL is not set")
+    monkeypatch.setenv("SDBOT_REDIS_URL", "redis://10.0.0.5:6379/0")
+    assert main(["worker"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "has no password" in err

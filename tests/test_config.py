@@ -119,3 +119,29 @@ def test_the_standalone_safety_checker_can_be_switched_off() -> None:
     assert load_settings({"SDBOT_SAFETY_CHECKER": "/models/checker"}, dotenv_path=None).safety_checker == (
         "/models/checker"
     )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:s3cret@gpu-hub:6379/0",
+        "rediss://:s3cret@gpu-hub.example:6380/1",
+        "redis://localhost:6379/0",  # no password, but on this machine
+        "redis://127.0.0.1:6379",
+        "redis://[::1]:6379",
+        "unix:///run/redis/redis.sock",
+    ],
+)
+def test_a_redis_url_with_a_password_or_on_this_machine_is_accepted(url: str) -> None:
+    assert load_settings({"SDBOT_REDIS_URL": url}, dotenv_path=None).redis_url == url
+
+
+def test_a_password_less_redis_url_to_another_machine_is_refused_and_urls_stay_out_of_repr() -> None:
+    with pytest.raises(ConfigError, match=r"^SDBOT_REDIS_URL \(redis://gpu-hub:6379/0\) has no password"):
+        load_settings({"SDBOT_REDIS_URL": "redis://gpu-hub:6379/0"}, dotenv_path=None)
+    with pytest.raises(ConfigError, match="must start with redis://, rediss://, unix://"):
+        load_settings({"SDBOT_REDIS_URL": "http://gpu-hub"}, dotenv_path=None)
+    settings = load_settings({"SDBOT_REDIS_URL": "redis://:s3cret@gpu-hub:6379/0"}, dotenv_path=None)
+    assert "s3cret" not in repr(settings)
+    assert settings.local_engine is True and settings.worker_heartbeat == 1.0
+

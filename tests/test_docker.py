@@ -51,3 +51,13 @@ def test_compose_reserves_a_gpu_and_keeps_both_volumes() -> None:
     assert "driver: nvidia" in compose and "capabilities: [gpu]" in compose
     assert "sdbot-data:/data" in compose and "sdbot-models:/models" in compose
     assert "env_file: .env" in compose
+
+
+def test_the_gpus_profile_adds_redis_with_a_password_and_persistence_and_a_worker_per_gpu() -> None:
+    compose = (REPO / "docker-compose.yml").read_text()
+    redis = compose.split("\n  redis:\n", 1)[1].split("\n\n", 1)[0]
+    assert "profiles: [gpus]" in redis and '--requirepass "$$SDBOT_REDIS_PASSWORD"' in redis
+    assert "--appendonly yes" in redis and "sdbot-redis:/data" in redis
+    worker = compose.split("\n  worker-gpu1:\n", 1)[1].split("\n\n", 1)[0]
+    assert "profiles: [gpus]" in worker and 'command: ["python3", "-m", "sdbot", "worker"]' in worker
+    assert 'device_ids: ["1"]' in worker and "env_file: .env" in worker

@@ -9,7 +9,7 @@ import pytest
 
 from sdbot.config import Settings
 from sdbot.errors import ConfigError
-from sdbot.library import ModelEntry, load_library, read_library
+from sdbot.library import ModelEntry, display_name, load_library, read_library
 
 
 def library_file(folder: Path, text: str) -> Path:
@@ -110,3 +110,15 @@ def test_a_bad_library_stops_start_up_with_one_line(tmp_path: Path, text: str, p
 def test_a_missing_library_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read the file"):
         read_library(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        ("CompVis/stable-diffusion-v1-4", "CompVis/stable-diffusion-v1-4"),
+        ("/models/sd15", "sd15"),  # a folder this machine does not have: named as the worker names it
+        ("~/models/dreamshaper.safetensors", "dreamshaper"),
+    ],
+)
+def test_a_lone_model_is_named_by_its_repo_id_or_its_last_path_part(model: str, name: str) -> None:
+    assert display_name(model) == name

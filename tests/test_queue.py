@@ -20,6 +20,7 @@ from sdbot.inference.types import GeneratedImage, Timings
 from sdbot.library import ModelLibrary
 from sdbot.params import JobKind, JobParams
 from sdbot.services import endings, open_services
+from sdbot.services.dispatch import Dispatcher
 from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import (
@@ -54,6 +55,7 @@ class Stack:
     queue: JobQueue
     imagine: ImagineService
     edits: EditService
+    dispatcher: Dispatcher
 
     async def submit(
         self,
@@ -96,7 +98,14 @@ async def open_stack(path: Path, settings: Settings, library: ModelLibrary | Non
     """The services as the bot builds them, over the database at ``path``."""
     built = await open_services(replace(settings, db_path=path), library)
     return Stack(
-        built.db, settings, built.settings_service, built.quotas, built.queue, built.imagine, built.edits
+        built.db,
+        settings,
+        built.settings_service,
+        built.quotas,
+        built.queue,
+        built.imagine,
+        built.edits,
+        built.dispatcher,
     )
 
 

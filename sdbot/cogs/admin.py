@@ -19,6 +19,7 @@ from sdbot.cogs.admin_lists import BannedGroup, ChannelsGroup, ModelsGroup
 from sdbot.cogs.admin_loras import LorasGroup, SamplerGroup, loras_text, sampler_text
 from sdbot.cogs.admin_members import UserGroup
 from sdbot.config import NSFW_POLICIES
+from sdbot.services.dispatch import EngineView
 from sdbot.services.imagine import DEFAULT_PIXEL_BUDGET, parse_size
 from sdbot.services.settings import (
     COUNT_RANGE,
@@ -28,11 +29,12 @@ from sdbot.services.settings import (
     GuildSettings,
     SettingsService,
 )
-from sdbot.views.render import channel_list
+from sdbot.views.render import channel_list, relative_time, short
 
 if TYPE_CHECKING:
     from sdbot.bot import SDBot
 
+MAX_WORKERS_SHOWN = 12  # a line each, ~150 characters: well within a message's 2,000
 MODEL_SIZES = "each model's sizes"
 MAX_SIZE_CHOICES = (
     MODEL_SIZES,
@@ -70,6 +72,39 @@ def settings_text(settings: GuildSettings) -> str:
             f"Default sampler: {sampler_text(settings)}",
         ]
     )
+
+
+def workers_text(views: list[EngineView], redis: str | None, unreachable_since: float | None) -> str:
+    """Each GPU: where it is, what it runs, and whether it is up; and the state of Redis."""
+    if redis is None:
+        lines = ["Only this bot's own GPU (`SDBOT_REDIS_URL` is not set)."]
+    elif unreachable_since is not None:
+        since = relative_time(unreachable_since)
+        lines = [f"Redis ({redis}) is **unreachable** since {since}: new jobs wait for a GPU."]
+    else:
+        lines = [f"Redis: {redis}."]
+    for view in views[:MAX_WORKERS_SHOWN]:
+        if not view.up:
+            state = "**offline**"
+        elif view.jobs:
+            state = f"busy (job {', '.join(str(job) for job in view.jobs)})"
+        else:
+            state = "idle"
+        seen = "" if view.last_seen is None else f", seen {relative_time(view.last_seen)}"
+        several = len(view.models) > 1  # then say which are on the GPU now
+        models = ", ".join(
+            short(model, 40) + (" (loaded)" if several and model in view.loaded else "")
+            for model in view.models[:5]
+        ) or "none"
+        lines.append(
+            f"**{short(view.name, 60)}** ({short(view.host, 40)}, {short(view.device, 40)}): {state}; "
+            f"models {models}; {view.images} images{seen}"
+        )
+    if len(views) > MAX_WORKERS_SHOWN:
+        lines.append(f"... and {len(views) - MAX_WORKERS_SHOWN} more.")
+    if not views:
+        lines.append("No GPU is connected.")
+    return "\n".join(lines)
 
 
 @app_commands.guild_only()
@@ -204,6 +239,13 @@ class Admin(
             top = ", ".join(f"<@{user}> ({images})" for user, images in done.top_users)
             lines.append(f"Top members: {top}")
         await reply(interaction, "\n".join(lines))
+
+    @app_commands.command(name="workers", description="The GPUs that run jobs: where, what, busy or idle.")
+    async def workers(self, interaction: discord.Interaction) -> None:
+        dispatcher = self.bot.dispatcher
+        hub = dispatcher.hub
+        redis, since = (None, None) if hub is None else (hub.location, hub.unreachable_since)
+        await reply(interaction, workers_text(dispatcher.views(), redis, since))
 
 
 def _pixels_text(settings: GuildSettings) -> str:

@@ -89,6 +89,12 @@ class DiffusersEngine:
     def dtype(self) -> torch.dtype:
         return self._loader.placement.dtype
 
+    @property
+    def device_name(self) -> str:
+        """The GPU's name (or the device's kind), as ``/sdadmin workers`` shows it."""
+        device = self.device
+        return torch.cuda.get_device_name(device) if device.type == "cuda" else device.type
+
     def residence(self, model: str) -> Residence:
         """Where ``model``'s weights are now: on the device, parked in CPU memory, or dropped."""
         return self._memory.residence(model)

@@ -9,8 +9,8 @@ one call instead of taking the bot down; and a call stuck inside a step, which n
 when its process is killed.
 
 The two processes talk over one pipe, in pickled tuples:
-- child to parent, once: ``("ready", models)`` (a ``ModelInfo`` per model: name, family profile, whether it
-  is checked) or ``("failed", error)``;
+- child to parent, once: ``("ready", models, device_name)`` (a ``ModelInfo`` per model: name, family
+  profile, whether it is checked; and what it runs on) or ``("failed", error)``;
 - parent to child: ``("call", operation, requests)``; the child answers ``("progress", step, total,
   previews)`` after every step, then ``("done", results)`` or ``("error", error)``.
 
@@ -54,6 +54,7 @@ from sdbot.inference.types import (
     Operation,
     Progress,
     ProgressCallback,
+    device_name,
 )
 from sdbot.library import ModelLibrary
 from sdbot.logs import setup_logging
@@ -98,11 +99,16 @@ class EngineProcess:
         self._connection: Connection | None = None
         self._cancel: Event | None = None  # one per child, set to ask its running call to stop
         self._models: dict[str, ModelInfo] = {}
+        self._device_name = ""
 
     @property
     def models(self) -> Mapping[str, ModelInfo]:
         """The child's models, as it reported them when it was ready."""
         return self._models
+
+    @property
+    def device_name(self) -> str:
+        return self._device_name
 
     @property
     def pid(self) -> int | None:
@@ -179,7 +185,8 @@ class EngineProcess:
             raise ModelLoadFailed(
                 f"the engine's process exited with code {process.exitcode} while loading the model"
             )
-        self._models = {info.name: info for info in message[1]}
+        _, models, self._device_name = message
+        self._models = {info.name: info for info in models}
         self._process, self._connection, self._cancel = process, parent_end, cancel
         log.info("the engine runs in process %d", process.pid)
 
@@ -268,7 +275,7 @@ def serve(
     except Exception as error:
         connection.send(("failed", _portable(error)))
         return
-    connection.send(("ready", list(engine.models.values())))
+    connection.send(("ready", list(engine.models.values()), device_name(engine)))
     with contextlib.suppress(EOFError, BrokenPipeError):  # the bot closed the pipe: it wants us gone
         while True:
             _, operation, requests = connection.recv()

@@ -80,10 +80,13 @@ class ModelInfo:
 class EngineRequest:
     """One request of a batch: ``params.count`` images, image ``i`` seeded ``image_seed(params.seed, i)``
     (a seed of None is drawn by the engine). ``source`` is the image that image-to-image operations start
-    from; each image of the request starts from it."""
+    from; each image of the request starts from it. ``ref`` says what the request is for (a job and its
+    first image): a remote engine names a batch's lease by its requests' refs, so that running the same
+    requests again is a new attempt of the same lease; other engines ignore it."""
 
     params: JobParams
     source: Image.Image | None = field(default=None, repr=False)
+    ref: str = ""
 
 
 @dataclass(frozen=True)
@@ -166,3 +169,9 @@ class Engine(Protocol):
 def default_model(engine: Engine) -> str:
     """The name of the engine's default model: the first of its library."""
     return next(iter(engine.models))
+
+
+def device_name(engine: Engine) -> str:
+    """What an engine runs on, where it says (``DiffusersEngine.device_name``); engines that stand for one
+    in tests say nothing."""
+    return str(getattr(engine, "device_name", "") or "unknown device")

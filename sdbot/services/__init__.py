@@ -11,6 +11,8 @@ from sdbot.config import Settings
 from sdbot.db import Database
 from sdbot.inference.addons import AddonKind, AddonLibrary
 from sdbot.library import ModelLibrary, load_library
+from sdbot.remote.hub import WorkerHub
+from sdbot.services.dispatch import Dispatcher
 from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
@@ -31,6 +33,7 @@ class Services:
     models: ModelCatalog
     imagine: ImagineService
     edits: EditService
+    dispatcher: Dispatcher
 
 
 def build_services(
@@ -39,7 +42,8 @@ def build_services(
     library: ModelLibrary | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Services:
-    """The services over ``db``; ``library`` defaults to the one the settings name."""
+    """The services over ``db``; ``library`` defaults to the one the settings name. With
+    ``SDBOT_REDIS_URL`` the dispatcher also feeds the GPU workers behind it."""
     library = load_library(settings) if library is None else library
     loras = LoraCatalog(
         AddonLibrary(settings.lora_dir, AddonKind.LORA),
@@ -50,6 +54,8 @@ def build_services(
     quotas = QuotaService(db, settings_service, clock)
     queue = JobQueue(db, quotas, settings, settings_service, clock)
     models = ModelCatalog(library)
+    hub = WorkerHub(settings.redis_url) if settings.redis_url else None
+    dispatcher = Dispatcher(queue, settings, library, hub, learn=models.learn)
     imagine = ImagineService(
         db,
         settings_service,
@@ -59,8 +65,11 @@ def build_services(
         loras,
         clock,
         max_upload_bytes=settings.max_upload_mb * MEBIBYTE,
+        admit=dispatcher.admit,
     )
-    return Services(db, settings, settings_service, quotas, queue, models, imagine, EditService(imagine))
+    return Services(
+        db, settings, settings_service, quotas, queue, models, imagine, EditService(imagine), dispatcher
+    )
 
 
 async def open_services(

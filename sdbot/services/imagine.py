@@ -168,9 +168,12 @@ class ImagineService:
         clock: Callable[[], float] = time.time,
         *,
         max_upload_bytes: int = 10 * MEBIBYTE,
+        admit: Callable[[str], None] | None = None,
     ) -> None:
+        """``admit(model)`` raises ``ModelUnavailable`` when GPU workers are up but none offers the model."""
         self._clock = clock
         self._max_upload_bytes = max_upload_bytes
+        self._admit_model = admit
         self._db = db
         self._settings = settings
         self._quotas = quotas
@@ -497,6 +500,8 @@ class ImagineService:
             parent_id=None if parent is None else parent.id,
             source_png=source_png,
         )
+        if self._admit_model is not None:  # a model no GPU offers is refused before it is charged
+            self._admit_model(params.model)
         reservation = await self._quotas.reserve(
             who.guild_id, who.user_id, params.count, is_manager=who.is_manager
         )

@@ -223,33 +223,45 @@ class FairOrder:
     served yet goes before everyone already served, so a newcomer's first job waits behind at most the job
     now running. The order of the waiting jobs is: every user's first job in turn order, then every user's
     second job in the same order, and so on, which is exactly the order the worker takes them in.
+
+    Jobs put back at the *front* (their GPU worker was lost while running them) go before all of that, in
+    the order they were put back: they had their turn already.
     """
 
     def __init__(self) -> None:
+        self._front: list[ActiveJob] = []
         self._waiting: dict[int, list[ActiveJob]] = {}
         self._last_served: dict[int, int] = {}
         self._joined: dict[int, int] = {}
         self._ticks = itertools.count()
 
     def __len__(self) -> int:
-        return sum(len(jobs) for jobs in self._waiting.values())
+        return len(self._front) + sum(len(jobs) for jobs in self._waiting.values())
 
-    def add(self, job: ActiveJob) -> None:
-        """Queue ``job`` behind the user's older jobs (by id, so a resumed job keeps its place)."""
+    def add(self, job: ActiveJob, *, front: bool = False) -> None:
+        """Queue ``job`` behind the user's older jobs (by id, so a resumed job keeps its place), or at the
+        front of the whole order."""
+        if front:
+            self._front.append(job)
+            return
         jobs = self._waiting.setdefault(job.user_id, [])
         if not jobs:
             self._joined[job.user_id] = next(self._ticks)
         bisect.insort(jobs, job, key=lambda queued: queued.id)
 
     def remove(self, job: ActiveJob) -> None:
-        self._waiting[job.user_id].remove(job)
+        if job in self._front:
+            self._front.remove(job)
+        else:
+            self._waiting[job.user_id].remove(job)
 
     def waiting_of(self, user_id: int, guild_id: int) -> int:
-        return sum(1 for job in self._waiting.get(user_id, ()) if job.record.guild_id == guild_id)
+        mine = [*self._front, *self._waiting.get(user_id, ())]
+        return sum(1 for job in mine if job.user_id == user_id and job.record.guild_id == guild_id)
 
     def order(self) -> list[ActiveJob]:
         users = sorted((user for user, jobs in self._waiting.items() if jobs), key=self._turn)
-        ordered: list[ActiveJob] = []
+        ordered: list[ActiveJob] = list(self._front)
         for depth in itertools.count():
             row = [self._waiting[user][depth] for user in users if len(self._waiting[user]) > depth]
             if not row:
@@ -258,8 +270,12 @@ class FairOrder:
         raise AssertionError("unreachable")
 
     def take(self, jobs: list[ActiveJob]) -> None:
-        """Remove ``jobs`` (a prefix of ``order()``) and move their users to the back of the turn order."""
+        """Remove ``jobs`` (taken in ``order()``) and move their users to the back of the turn order (a job
+        from the front had its turn already)."""
         for job in jobs:
+            if job in self._front:
+                self._front.remove(job)
+                continue
             self._waiting[job.user_id].remove(job)
             self._last_served[job.user_id] = next(self._ticks)
 
@@ -268,6 +284,7 @@ class FairOrder:
         self._last_served.clear()
         self._joined.clear()
         self._waiting.clear()
+        self._front.clear()
 
     def _turn(self, user_id: int) -> tuple[int, int]:
         return (self._last_served.get(user_id, -1), self._joined[user_id])
@@ -460,15 +477,22 @@ class JobQueue:
         max_images: int,
         batch_key: Callable[[ActiveJob], Any],
         prefer: Callable[[ActiveJob], bool] | None = None,
+        accepts: Callable[[ActiveJob], bool] | None = None,
     ) -> list[ActiveJob]:
         """Take the next job in fair order and the jobs right after it with the same batch key, while their
         images fit in ``max_images`` (the first job is taken whatever its size). Nothing while ``paused``.
+        ``accepts``: the jobs this engine can run (the ones for its models); the others are left to other
+        engines.
 
         ``prefer`` (the jobs whose model is already on the GPU) may put a later job first, sparing a model
         switch, but only past jobs passed over fewer than ``MAX_PASSED_OVER`` times: no job waits more than
         that many batches longer than the fair order would make it."""
         order = self._order.order()
-        if not order or self.paused is not None:
+        if self.paused is not None:
+            return []
+        if accepts is not None:
+            order = [job for job in order if accepts(job)]
+        if not order:
             return []
         first = _first_preferred(order, prefer) if prefer is not None else 0
         for passed in order[:first]:
@@ -531,15 +555,18 @@ class JobQueue:
         ending = JobEnding(JobState.FAILED, self._clock(), error=error)
         await self._finish(job, ending, lambda record: JobFailed(record, error=error))
 
-    async def requeue(self, job: ActiveJob) -> None:
-        """Put a running job back in the queue, in the database too (shutdown): it runs again from the start
-        on the next start-up, its reservation untouched. The job is queued in memory before the write, so a
-        cancel that arrives meanwhile finds it queued and removes it."""
+    async def requeue(self, job: ActiveJob, *, front: bool = False) -> None:
+        """Put a running job back in the queue, in the database too: it runs again from the start, its
+        reservation untouched; on shutdown, at the next start-up; with ``front`` (its GPU worker was lost),
+        before every waiting job. The job is queued in memory before the write, so a cancel that arrives
+        meanwhile finds it queued and removes it."""
         if job.finished or self._running.pop(job.id, None) is None:
             return
         job.forget_images()
         job.record = replace(job.record, state=JobState.QUEUED, started_at=None)
-        self._order.add(job)
+        self._order.add(job, front=front)
+        if front:
+            self._work.set()
         self._publish_positions()
         await self._db.jobs.requeue(job.id)
 

@@ -1,9 +1,10 @@
-"""The single GPU worker: the one consumer of the ``JobQueue``.
+"""A GPU worker's lane: one consumer of the ``JobQueue`` feeding one engine.
 
 One asyncio task takes batches from the queue and runs each engine call in one dedicated thread, so the event
 loop (the Discord gateway's heartbeats, interaction acknowledgements) never waits for the GPU. Progress is
 handed back to the loop with ``call_soon_threadsafe``. The worker talks to the engine only through the
-``Engine`` protocol, so a remote backend can replace the in-process one.
+``Engine`` protocol: the local engine and each remote GPU worker (``sdbot.remote.RemoteEngine``) get a
+``Worker`` of their own, all taking from the same fair order (``sdbot.services.dispatch``).
 
 Batching: the next job in fair order and the jobs right after it with the same batch key (the engine operation
 and ``JobParams.batch_key``) run in one engine call, up to ``Settings.max_batch`` images; each keeps its own
@@ -14,8 +15,9 @@ models; a job of the model that ran last may go first, sparing a model switch, w
 
 Faults, each ending in exactly one of done / failed / cancelled / requeued per job: an engine error fails only
 its own job (a failed batch is retried job by job once); out of memory on several images retries at half the
-batch size; a run longer than ``Settings.job_timeout`` is interrupted and its jobs fail; any other error is
-logged and the worker goes on with the next batch.
+batch size; a run longer than ``Settings.job_timeout`` is interrupted and its jobs fail; a remote engine
+that is lost (``WorkerLost``) puts its jobs back at the front of the queue and ends this worker; any other
+error is logged and the worker goes on with the next batch.
 
 Shutdown (``stop``): take no new batch, give the running one ``Settings.shutdown_grace`` seconds, then
 interrupt it and leave its jobs queued in the database (no refund) for the next start-up. While the ends of
@@ -32,6 +34,7 @@ import math
 import re
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +42,7 @@ from typing import Any
 from PIL import Image
 
 from sdbot.config import Settings
-from sdbot.errors import GenerationCancelled, GenerationFailed
+from sdbot.errors import GenerationCancelled, GenerationFailed, WorkerLost
 from sdbot.inference.types import Engine, EngineRequest, GenerationResult, Operation, Progress
 from sdbot.params import JobKind
 from sdbot.services.jobs import ActiveJob, JobQueue, run_in_background
@@ -101,13 +104,20 @@ class Worker:
     Settings used: ``max_batch`` (images per engine call), ``job_timeout`` (seconds one engine call may run),
     ``shutdown_grace`` (seconds ``stop`` waits for the running batch before interrupting it).
     ``progress_interval``: least seconds between two progress events of a run (the last step always comes;
-    Discord cannot show updates faster anyway).
+    Discord cannot show updates faster anyway). ``accepts``: which jobs this engine takes (default: all).
     """
 
     def __init__(
-        self, queue: JobQueue, engine: Engine, settings: Settings, *, progress_interval: float = 0.2
+        self,
+        queue: JobQueue,
+        engine: Engine,
+        settings: Settings,
+        *,
+        progress_interval: float = 0.2,
+        accepts: Callable[[ActiveJob], bool] | None = None,
     ) -> None:
         self._queue = queue
+        self._accepts = accepts
         self._progress_interval = progress_interval
         self._engine = engine
         self._settings = settings
@@ -118,14 +128,31 @@ class Worker:
         self._current: list[ActiveJob] = []
         self._last_model: str | None = None  # the model of the last batch: surely still on the GPU
         self._completing: set[asyncio.Future[Any]] = set()
+        self.images_done = 0
 
-    async def start(self) -> None:
-        """Resume the jobs a previous run left unfinished, then start consuming."""
+    @property
+    def engine(self) -> Engine:
+        return self._engine
+
+    @property
+    def running(self) -> list[ActiveJob]:
+        """The jobs of the batch it runs now (empty: idle)."""
+        return list(self._current)
+
+    @property
+    def ended(self) -> bool:
+        """It stopped consuming by itself (its remote engine was lost)."""
+        return self._task is not None and self._task.done()
+
+    async def start(self, *, resume: bool = True) -> None:
+        """Resume the jobs a previous run left unfinished (``resume``: once per start-up, by whoever starts
+        the first worker), then start consuming."""
         if self._task is not None:
             raise RuntimeError("the worker is already running")
         self._stopping = False
         self._shutdown.clear()
-        await self._queue.restore()
+        if resume:
+            await self._queue.restore()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-engine")
         self._task = asyncio.create_task(self._consume(), name="sdbot-worker")
 
@@ -165,7 +192,9 @@ class Worker:
 
     async def _consume(self) -> None:
         while not self._stopping:
-            batch = self._queue.take_batch(self._settings.max_batch, batch_key, prefer=self._model_loaded)
+            batch = self._queue.take_batch(
+                self._settings.max_batch, batch_key, prefer=self._model_loaded, accepts=self._accepts
+            )
             if not batch:
                 await self._queue.wait_for_work()
                 continue
@@ -173,6 +202,11 @@ class Worker:
             self._last_model = batch[0].params.model
             try:
                 await self._run_batch(batch)
+            except WorkerLost as lost:
+                log.warning("%s; jobs %s go back to the front of the queue", lost, [job.id for job in batch])
+                for job in batch:
+                    await self._queue.requeue(job, front=True)
+                return
             except Exception:
                 log.exception("the worker failed on jobs %s; going on", [job.id for job in batch])
                 for job in batch:
@@ -203,10 +237,13 @@ class Worker:
         except GenerationCancelled:
             await self._interrupted(run)
             return
+        except WorkerLost:
+            raise
         except Exception as error:
             await self._engine_failed(run, error, retry_alone=retry_alone)
             return
         for part, result in zip(run.slices, results, strict=True):
+            self.images_done += len(result.images)
             if part.job.add_images(part.first, result.images, result.timings):
                 self._complete_later(part.job)
 
@@ -303,9 +340,10 @@ class Worker:
 def _request(part: _Slice, sources: dict[int, bytes | None]) -> EngineRequest:
     """The engine request for a slice (in the engine thread: decoding a source image is CPU work)."""
     params = part.job.params.images(part.first, part.count)
+    ref = f"{part.job.id}.{part.first}+{part.count}"
     if not part.job.record.kind.from_image:
-        return EngineRequest(params)
-    return EngineRequest(params, _decode_source(sources.get(part.job.id)))
+        return EngineRequest(params, ref=ref)
+    return EngineRequest(params, _decode_source(sources.get(part.job.id)), ref)
 
 
 def _decode_source(png: bytes | None) -> Image.Image:

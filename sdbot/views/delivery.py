@@ -59,8 +59,12 @@ class Delivery:
         settings: Settings,
         *,
         model_ready: Callable[[], bool] = lambda: True,
+        waiting_for_gpu: Callable[[JobRecord], bool] = lambda job: False,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``model_ready``: the bot's own model has loaded; ``waiting_for_gpu``: no GPU that can run the job
+        is up (a waiting job's status says either)."""
+        self.waiting_for_gpu = waiting_for_gpu
         self._client = client
         self._db = db
         self._queue = queue

@@ -138,11 +138,16 @@ def picked_text(job: JobRecord, index: int, picked_by: int) -> str:
     return f"{_title(job)}\nImage {index + 1} of job {job.id}{seed}, picked by <@{picked_by}>."
 
 
-def waiting_text(job: JobRecord, position: int, *, loading: bool = False) -> str:
-    """A waiting job's status; ``loading``: the model is still loading, so nothing runs yet."""
+NO_GPU = "No GPU is connected right now: your job waits in the queue and starts as soon as one is."
+
+
+def waiting_text(job: JobRecord, position: int, *, loading: bool = False, no_gpu: bool = False) -> str:
+    """A waiting job's status; ``loading``: the model is still loading, so nothing runs yet; ``no_gpu``: no
+    GPU that can run it is connected."""
     where = "next up" if position == 0 else f"position {position + 1} in the queue ({position} ahead)"
     waiting = ", waiting for the model to load" if loading else ""
-    return f"{_title(job)}\nQueued as job {job.id}: {where}{waiting}."
+    text = f"{_title(job)}\nQueued as job {job.id}: {where}{waiting}."
+    return f"{text}\n{NO_GPU}" if no_gpu else text
 
 
 def resumed_text(job: JobRecord, position: int) -> str:

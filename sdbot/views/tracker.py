@@ -178,7 +178,12 @@ class JobTracker:
         job = event.job
         match event:
             case JobQueued(position=position) | JobPositionChanged(position=position):
-                text = waiting_text(job, position, loading=not self._delivery.model_ready())
+                text = waiting_text(
+                    job,
+                    position,
+                    loading=not self._delivery.model_ready(),
+                    no_gpu=self._delivery.waiting_for_gpu(job),
+                )
                 await self._edit(content=text, view=cancel_view(job.id))
             case JobStarted():
                 text = progress_text(job, 0, job.params.steps)
