@@ -183,7 +183,9 @@ async def expect_ledger(db_path: Path, fake: FakeDiscord, *, used: int, message_
 
 async def _as_if_stopped_between_post_and_record(bot: SDBot, job_id: int, *, keep_images: bool) -> None:
     """Put the ledger back as a run leaves it when it stops after posting a result but before recording
-    its message: done, its images waiting (kept or, ``keep_images=False``, lost)."""
+    its message: done, its images waiting (kept or, ``keep_images=False``, lost). First wait until this run
+    has finished with the job (message recorded, status final), so that it does not undo the change."""
+    await _until_settled(bot, job_id)
     async with bot.db._gateway.transaction() as conn:
         await conn.execute("UPDATE jobs SET message_id = NULL, undelivered = 1 WHERE id = ?", (job_id,))
     if keep_images:
@@ -215,6 +217,18 @@ async def test_a_result_whose_images_were_lost_is_refunded_and_the_member_told(s
     assert "images were lost" in notice.content and notice.content.endswith("Nothing was charged.")
     window = await bot.db.usage.window(fake_discord.guild_id, alice.id, since=0.0)
     assert (window.reserved, window.used) == (0, 0)
+
+
+async def _until_settled(bot: SDBot, job_id: int) -> None:
+    """Wait until the job's message is recorded and its status message's token forgotten."""
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:
+        job = await bot.db.jobs.get(job_id)
+        status = await bot.db.statuses.get(job_id, now=0.0)
+        if job is not None and job.message_id is not None and status is None:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.02)
 
 
 async def until_recorded(bot: SDBot, job_id: int) -> None:
