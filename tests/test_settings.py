@@ -32,14 +32,14 @@ async def test_a_server_that_changed_nothing_gets_the_configured_defaults(servic
 async def test_changes_persist_and_other_servers_keep_defaults(
     db: Database, service: SettingsService
 ) -> None:
-    await service.set_nsfw_policy(GUILD, "Spoiler")
-    await service.set_daily_quota(GUILD, 5)
-    await service.set_managers_exempt(GUILD, False)
-    await service.set_upscale_allowed(GUILD, False)
-    await service.set_uploads_allowed(GUILD, False)
-    await service.set_max_pixels(GUILD, 512 * 512)
-    await service.set_user_queue_limit(GUILD, 7)
-    await service.set_max_count(GUILD, 1)
+    await service.set(GUILD, "nsfw_policy", "Spoiler")
+    await service.set(GUILD, "daily_quota", 5)
+    await service.set(GUILD, "managers_exempt", False)
+    await service.set(GUILD, "upscale_allowed", False)
+    await service.set(GUILD, "uploads_allowed", False)
+    await service.set(GUILD, "max_pixels", 512 * 512)
+    await service.set(GUILD, "user_queue_limit", 7)
+    await service.set(GUILD, "max_count", 1)
     fresh = await SettingsService(db, service.defaults).get(GUILD)
     assert (fresh.nsfw_policy, fresh.daily_quota, fresh.managers_exempt, fresh.upscale_allowed) == (
         "spoiler",
@@ -58,47 +58,47 @@ async def test_reads_come_from_the_cache_and_every_write_invalidates_it(
     assert (await service.get(GUILD)).daily_quota == 25
     await db.guilds.set_value(GUILD, "daily_quota", 99)  # behind the service's back
     assert (await service.get(GUILD)).daily_quota == 25, "served from the cache"
-    await service.set_max_count(GUILD, 1)
+    await service.set(GUILD, "max_count", 1)
     assert (await service.get(GUILD)).daily_quota == 99, "the write dropped the cached copy"
     await service.add_banned_word(GUILD, "dragon")
     assert "dragon" in (await service.get(GUILD)).banned_words
 
 
 @pytest.mark.parametrize(
-    ("setter", "value", "message"),
+    ("name", "value", "message"),
     [
-        ("set_nsfw_policy", "maybe", "block, spoiler, allow"),
-        ("set_daily_quota", -1, "from 0 to 10,000"),
-        ("set_daily_quota", 10_001, "from 0 to 10,000"),
-        ("set_max_steps", 151, "from 1 to 150"),
-        ("set_default_steps", 0, "from 1 to 150"),
-        ("set_max_count", 5, "from 1 to 4"),
-        ("set_max_pixels", 32 * 32, "from 4,096 to 4,194,304"),
-        ("set_user_queue_limit", 51, "from 1 to 50"),
-        ("set_daily_quota", True, "whole number"),
+        ("nsfw_policy", "maybe", "block, spoiler, allow"),
+        ("daily_quota", -1, "from 0 to 10,000"),
+        ("daily_quota", 10_001, "from 0 to 10,000"),
+        ("max_steps", 151, "from 1 to 150"),
+        ("default_steps", 0, "from 1 to 150"),
+        ("max_count", 5, "from 1 to 4"),
+        ("max_pixels", 32 * 32, "from 4,096 to 4,194,304"),
+        ("user_queue_limit", 51, "from 1 to 50"),
+        ("daily_quota", True, "whole number"),
     ],
 )
-async def test_setters_refuse_values_out_of_range_and_say_what_is_allowed(
-    service: SettingsService, setter: str, value: object, message: str
+async def test_settings_refuse_values_out_of_range_and_say_what_is_allowed(
+    service: SettingsService, name: str, value: object, message: str
 ) -> None:
     with pytest.raises(InvalidSetting, match=message):
-        await getattr(service, setter)(GUILD, value)
+        await service.set(GUILD, name, value)
     assert await service.get(GUILD) == service.defaults
 
 
 async def test_default_steps_never_exceed_max_steps(service: SettingsService) -> None:
-    await service.set_max_steps(GUILD, 40)
+    await service.set(GUILD, "max_steps", 40)
     with pytest.raises(InvalidSetting, match="raise max steps first"):
-        await service.set_default_steps(GUILD, 45)
-    await service.set_default_steps(GUILD, 40)
+        await service.set(GUILD, "default_steps", 45)
+    await service.set(GUILD, "default_steps", 40)
     with pytest.raises(InvalidSetting, match="lower default steps first"):
-        await service.set_max_steps(GUILD, 39)
+        await service.set(GUILD, "max_steps", 39)
     settings = await service.get(GUILD)
     assert (settings.default_steps, settings.max_steps) == (40, 40)
 
 
 async def test_reset_returns_settings_to_defaults_but_keeps_lists(service: SettingsService) -> None:
-    await service.set_daily_quota(GUILD, 3)
+    await service.set(GUILD, "daily_quota", 3)
     await service.add_channel(GUILD, 555)
     settings = await service.reset(GUILD)
     assert settings.daily_quota == 25
@@ -171,10 +171,11 @@ async def test_loras_can_be_switched_off_or_limited_and_a_default_sampler_chosen
     assert settings.lora_allowed("styles/ink") and not settings.lora_allowed("other")
     with pytest.raises(InvalidSetting, match="no LoRA 'missing' in the LoRA folder"):
         await service.allow_lora(GUILD, "missing")
-    assert not (await service.set_loras_enabled(GUILD, False)).lora_allowed("styles/ink")
+    assert not (await service.set(GUILD, "loras_enabled", False)).lora_allowed("styles/ink")
     assert (await service.disallow_lora(GUILD, "styles/ink")).loras == frozenset()
-    assert (await service.set_default_sampler(GUILD, "dpm++ 2m karras")).default_sampler == "DPM++ 2M Karras"
+    sampler = await service.set(GUILD, "default_sampler", "dpm++ 2m karras")
+    assert sampler.default_sampler == "DPM++ 2M Karras"
     with pytest.raises(InvalidSetting, match="no sampler 'PLMS'; the samplers are Euler, Euler a"):
-        await service.set_default_sampler(GUILD, "PLMS")
+        await service.set(GUILD, "default_sampler", "PLMS")
     reset = await service.reset(GUILD)
     assert (reset.loras_enabled, reset.default_sampler) == (True, None)

@@ -56,7 +56,7 @@ class ModelsGroup(AdminGroup, name="model", description="Which models members ma
     async def default(
         self, interaction: discord.Interaction, model: app_commands.Range[str, 1, 100] | None = None
     ) -> None:
-        settings = await self.settings.set_default_model(guild_of(interaction), model)
+        settings = await self.settings.set(guild_of(interaction), "default_model", model)
         await reply(interaction, _models_text(self, settings))
 
     @app_commands.command(

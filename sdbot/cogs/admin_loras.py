@@ -18,7 +18,7 @@ MAX_LISTED = 30
 class LorasGroup(AdminGroup, name="lora", description="Whether members may use LoRAs, and which."):
     @app_commands.command(name="enabled", description="Switch LoRAs on or off on this server.")
     async def enabled(self, interaction: discord.Interaction, enabled: bool) -> None:
-        settings = await self.settings.set_loras_enabled(guild_of(interaction), enabled)
+        settings = await self.settings.set(guild_of(interaction), "loras_enabled", enabled)
         await reply(interaction, loras_text(settings))
 
     @app_commands.command(
@@ -54,7 +54,7 @@ class SamplerGroup(AdminGroup, name="sampler", description="The sampler members 
     async def default(
         self, interaction: discord.Interaction, sampler: app_commands.Range[str, 1, 40] | None = None
     ) -> None:
-        settings = await self.settings.set_default_sampler(guild_of(interaction), sampler)
+        settings = await self.settings.set(guild_of(interaction), "default_sampler", sampler)
         await reply(interaction, f"Default sampler: {sampler_text(settings)}.")
 
     @default.autocomplete("sampler")

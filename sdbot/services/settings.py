@@ -1,10 +1,14 @@
-"""Per-server settings: the defaults, declared once; validation; and a cache that every write invalidates.
+"""Per-server settings: the defaults, and what each may be set to, declared once; and a cache that every
+write invalidates.
 
 A server stores only what it changed (see ``sdbot.db.guilds``); ``get`` lays those values over
 ``GuildSettings`` defaults, whose daily quota comes from ``SDBOT_DAILY_QUOTA`` (see ``defaults_from``).
-Every setter checks its value and raises ``InvalidSetting`` with a message naming what is allowed, then
-drops the server's cached settings, so the next ``get`` reads the new value. The cache is per process: a
-second bot process on the same file sees another process's change after its own next write or restart.
+``SCALARS`` declares what an admin may set each setting to (a range or a vocabulary, and rules against the
+other settings), which the one generic ``SettingsService.set`` enforces: a new setting is a field and a
+declaration, not a setter of its own. A value that is not allowed raises ``InvalidSetting`` with a message
+naming what is; every write drops the server's cached settings, so the next ``get`` reads the new value.
+The cache is per process: a second bot process on the same file sees another process's change after its own
+next write or restart.
 
 Banned words are whole words or phrases, matched case-insensitively: "cat" bans "Cat" and "cat!" but not
 "category"; a phrase such as "red panda" matches with any whitespace between its words. They are stored
@@ -15,9 +19,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Protocol
 
 from sdbot.config import NSFW_POLICIES, Settings
 from sdbot.db import Database, MemberOverride
@@ -103,11 +109,142 @@ def _normalise_word(word: str) -> str:
     return " ".join(word.lower().split())
 
 
-def _check_range(label: str, value: int, bounds: tuple[int, int]) -> int:
+def _check_range(label: str, value: object, bounds: tuple[int, int]) -> int:
     low, high = bounds
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidSetting(f"{label} must be a whole number from {low:,} to {high:,} (got {value!r}).")
     return value
+
+
+class Vocabulary(StrEnum):
+    """A list of names a setting's value must be one of; ``SettingsService`` holds each one's ``Choices``,
+    since the models (and the LoRAs) are this installation's."""
+
+    NSFW_POLICIES = "NSFW policies"
+    SAMPLERS = "samplers"
+    MODELS = "models"
+
+
+class Choices(Protocol):
+    """The names of a ``Vocabulary``, and how what an admin typed finds one."""
+
+    unknown: str  # the refusal of a name that is none of them; fields: value (as typed), names
+
+    def find(self, typed: str) -> str | None:
+        """The name as stored, or None if ``typed`` is none of them."""
+
+    def names(self) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True)
+class Names:
+    """Choices from a list of names, matched exactly or, if ``loose``, ignoring case and surrounding spaces
+    (and stored as the list spells them)."""
+
+    listed: Sequence[str]
+    unknown: str
+    loose: bool = False
+
+    def find(self, typed: str) -> str | None:
+        if not self.loose:
+            return typed if typed in self.listed else None
+        wanted = typed.strip().casefold()
+        return next((name for name in self.listed if name.casefold() == wanted), None)
+
+    def names(self) -> Sequence[str]:
+        return tuple(dict.fromkeys(self.listed))
+
+
+FIXED_CHOICES: Mapping[Vocabulary, Choices] = MappingProxyType(
+    {
+        Vocabulary.NSFW_POLICIES: Names(
+            NSFW_POLICIES,
+            "NSFW policy must be one of {names} (got {value!r}). "
+            "`allow` shows flagged images only in age-restricted channels.",
+            loose=True,
+        ),
+        Vocabulary.SAMPLERS: Names(
+            tuple(sampler.name for sampler in ALL_SAMPLERS),
+            "There is no sampler {value!r}; the samplers are {names}.",
+            loose=True,
+        ),
+    }
+)
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a new value must meet, given the server's settings as they are; ``refusal`` says so otherwise
+    (fields: value, settings)."""
+
+    holds: Callable[[GuildSettings, Any], bool]
+    refusal: str
+
+
+@dataclass(frozen=True)
+class Scalar:
+    """What an admin may set one ``GuildSettings`` field to: a whole number within ``bounds``, a name of a
+    ``vocabulary``, or else on/off. None, where the field's own default is None, returns it to the default.
+    ``label`` names the setting in refusals."""
+
+    label: str
+    bounds: tuple[int, int] | None = None
+    vocabulary: Vocabulary | None = None
+    rules: tuple[Rule, ...] = ()
+
+
+SCALARS: Mapping[str, Scalar] = MappingProxyType(
+    {
+        "nsfw_policy": Scalar("NSFW policy", vocabulary=Vocabulary.NSFW_POLICIES),
+        "daily_quota": Scalar("Daily quota", QUOTA_RANGE),
+        "managers_exempt": Scalar("Managers exempt from the quota"),
+        "default_steps": Scalar(
+            "Default steps",
+            STEPS_RANGE,
+            rules=(
+                Rule(
+                    lambda settings, steps: steps <= settings.max_steps,
+                    "Default steps ({value}) cannot exceed max steps ({settings.max_steps}): "
+                    "raise max steps first.",
+                ),
+            ),
+        ),
+        "max_steps": Scalar(
+            "Max steps",
+            STEPS_RANGE,
+            rules=(
+                Rule(
+                    lambda settings, steps: settings.default_steps is None or steps >= settings.default_steps,
+                    "Max steps ({value}) cannot be below default steps ({settings.default_steps}): "
+                    "lower default steps first.",
+                ),
+            ),
+        ),
+        "max_count": Scalar("Max images per request", COUNT_RANGE),
+        "max_pixels": Scalar("Max pixels (width x height)", PIXELS_RANGE),
+        "user_queue_limit": Scalar("Queued jobs per member", QUEUE_LIMIT_RANGE),
+        "upscale_allowed": Scalar("Upscaling"),
+        "uploads_allowed": Scalar("Starting from members' own pictures"),
+        "default_model": Scalar(
+            "Default model",
+            vocabulary=Vocabulary.MODELS,
+            rules=(
+                Rule(
+                    lambda settings, name: settings.model_allowed(name),
+                    "Allow {value} on this server first (`/sdadmin model allow`).",
+                ),
+            ),
+        ),
+        "loras_enabled": Scalar("LoRAs"),
+        "default_sampler": Scalar("Default sampler", vocabulary=Vocabulary.SAMPLERS),
+    }
+)
+
+
+def _enforce(rules: Sequence[Rule], settings: GuildSettings, value: Any) -> None:
+    for rule in rules:
+        if not rule.holds(settings, value):
+            raise InvalidSetting(rule.refusal.format(value=value, settings=settings))
 
 
 class SettingsService:
@@ -122,7 +259,12 @@ class SettingsService:
     ) -> None:
         self._db = db
         self.defaults = GuildSettings() if defaults is None else defaults
-        self._model_names = tuple(model_names)  # the library's, which a server may choose from
+        self._choices: Mapping[Vocabulary, Choices] = {
+            **FIXED_CHOICES,
+            Vocabulary.MODELS: Names(
+                tuple(model_names), "There is no model {value!r}; the models are {names}."
+            ),
+        }
         self._loras = AddonLibrary(None, AddonKind.LORA) if loras is None else loras
         self._cache: dict[int, GuildSettings] = {}
         self._writes = 0  # bumped by every write, so a read that raced one is not cached
@@ -138,65 +280,15 @@ class SettingsService:
             self._cache[guild_id] = settings
         return settings
 
-    async def set_nsfw_policy(self, guild_id: int, policy: str) -> GuildSettings:
-        value = policy.strip().lower()
-        if value not in NSFW_POLICIES:
-            raise InvalidSetting(
-                f"NSFW policy must be one of {', '.join(NSFW_POLICIES)} (got {policy!r}). "
-                "`allow` shows flagged images only in age-restricted channels."
-            )
-        return await self._set(guild_id, "nsfw_policy", value)
-
-    async def set_daily_quota(self, guild_id: int, quota: int) -> GuildSettings:
-        return await self._set(guild_id, "daily_quota", _check_range("Daily quota", quota, QUOTA_RANGE))
-
-    async def set_managers_exempt(self, guild_id: int, exempt: bool) -> GuildSettings:
-        return await self._set(guild_id, "managers_exempt", bool(exempt))
-
-    async def set_default_steps(self, guild_id: int, steps: int | None) -> GuildSettings:
-        """Steps for every model when a member gives none; None returns to each model's own default."""
-        if steps is None:
-            return await self._set(guild_id, "default_steps", None)
-        _check_range("Default steps", steps, STEPS_RANGE)
-        current = await self.get(guild_id)
-        if steps > current.max_steps:
-            raise InvalidSetting(
-                f"Default steps ({steps}) cannot exceed max steps ({current.max_steps}): "
-                "raise max steps first."
-            )
-        return await self._set(guild_id, "default_steps", steps)
-
-    async def set_max_steps(self, guild_id: int, steps: int) -> GuildSettings:
-        _check_range("Max steps", steps, STEPS_RANGE)
-        current = await self.get(guild_id)
-        if current.default_steps is not None and steps < current.default_steps:
-            raise InvalidSetting(
-                f"Max steps ({steps}) cannot be below default steps ({current.default_steps}): "
-                "lower default steps first."
-            )
-        return await self._set(guild_id, "max_steps", steps)
-
-    async def set_max_count(self, guild_id: int, count: int) -> GuildSettings:
-        return await self._set(
-            guild_id, "max_count", _check_range("Max images per request", count, COUNT_RANGE)
-        )
-
-    async def set_max_pixels(self, guild_id: int, pixels: int | None) -> GuildSettings:
-        """The largest image, in pixels; None: what each model's sizes need."""
-        if pixels is not None:
-            _check_range("Max pixels (width x height)", pixels, PIXELS_RANGE)
-        return await self._set(guild_id, "max_pixels", pixels)
-
-    async def set_user_queue_limit(self, guild_id: int, limit: int) -> GuildSettings:
-        return await self._set(
-            guild_id, "user_queue_limit", _check_range("Queued jobs per member", limit, QUEUE_LIMIT_RANGE)
-        )
-
-    async def set_upscale_allowed(self, guild_id: int, allowed: bool) -> GuildSettings:
-        return await self._set(guild_id, "upscale_allowed", bool(allowed))
-
-    async def set_uploads_allowed(self, guild_id: int, allowed: bool) -> GuildSettings:
-        return await self._set(guild_id, "uploads_allowed", bool(allowed))
+    async def set(self, guild_id: int, name: str, value: object) -> GuildSettings:
+        """Change the setting ``name`` (a ``SCALARS`` key) to ``value``, once its declaration allows it."""
+        declared = SCALARS[name]
+        # None stores no value: the default, which only a field whose own default is None may return to.
+        if value is not None or getattr(GuildSettings, name) is not None:
+            value = self._checked(declared, value)
+            _enforce(declared.rules, await self.get(guild_id), value)
+        await self._db.guilds.set_value(guild_id, name, value)
+        return await self._reload(guild_id)
 
     async def reset(self, guild_id: int) -> GuildSettings:
         """Every setting except channels and banned words back to its default."""
@@ -227,18 +319,11 @@ class SettingsService:
             guild_id, "banned_words", value, f"{value!r} is not a banned word on this server."
         )
 
-    async def set_default_model(self, guild_id: int, name: str | None) -> GuildSettings:
-        """The model members get when they name none; None returns to the library's default."""
-        if name is not None:
-            self._check_model(name)
-            if not (await self.get(guild_id)).model_allowed(name):
-                raise InvalidSetting(f"Allow {name} on this server first (`/sdadmin model allow`).")
-        return await self._set(guild_id, "default_model", name)
-
     async def allow_model(self, guild_id: int, name: str) -> GuildSettings:
         """Add a model to the ones members may use (once any is listed, only those)."""
-        self._check_model(name)
-        return await self._add_to_list(guild_id, "models", name, len(self._model_names), "models")
+        name = self._find(Vocabulary.MODELS, name)
+        limit = len(self._choices[Vocabulary.MODELS].names())
+        return await self._add_to_list(guild_id, "models", name, limit, "models")
 
     async def disallow_model(self, guild_id: int, name: str) -> GuildSettings:
         """Remove a model from the list (an empty list allows every model again)."""
@@ -248,9 +333,6 @@ class SettingsService:
         return await self._remove_from_list(
             guild_id, "models", name, f"{name} is not in this server's list of models."
         )
-
-    async def set_loras_enabled(self, guild_id: int, enabled: bool) -> GuildSettings:
-        return await self._set(guild_id, "loras_enabled", bool(enabled))
 
     async def allow_lora(self, guild_id: int, name: str) -> GuildSettings:
         """Add a LoRA of the folder to the ones members may use (once any is listed, only those)."""
@@ -268,16 +350,6 @@ class SettingsService:
             lora.name if lora is not None else name,
             f"{name} is not in this server's list of LoRAs.",
         )
-
-    async def set_default_sampler(self, guild_id: int, name: str | None) -> GuildSettings:
-        """The sampler members get when they name none, with every model it fits; None: each model's own."""
-        if name is not None:
-            known = {sampler.name.casefold(): sampler.name for sampler in ALL_SAMPLERS}
-            if name.strip().casefold() not in known:
-                names = ", ".join(dict.fromkeys(sampler.name for sampler in ALL_SAMPLERS))
-                raise InvalidSetting(f"There is no sampler {name!r}; the samplers are {names}.")
-            name = known[name.strip().casefold()]
-        return await self._set(guild_id, "default_sampler", name)
 
     async def member(self, guild_id: int, user_id: int) -> MemberOverride:
         return await self._db.members.get(guild_id, user_id)
@@ -297,11 +369,20 @@ class SettingsService:
         await self._db.members.set_blocked(guild_id, user_id, False)
         return await self.member(guild_id, user_id)
 
-    def _check_model(self, name: str) -> None:
-        if name not in self._model_names:
-            raise InvalidSetting(
-                f"There is no model {name!r}; the models are {', '.join(self._model_names)}."
-            )
+    def _checked(self, declared: Scalar, value: object) -> object:
+        """``value`` as stored, or InvalidSetting naming what is allowed."""
+        if declared.bounds is not None:
+            return _check_range(declared.label, value, declared.bounds)
+        if declared.vocabulary is not None:
+            return self._find(declared.vocabulary, value)
+        return bool(value)
+
+    def _find(self, vocabulary: Vocabulary, typed: object) -> str:
+        choices = self._choices[vocabulary]
+        found = choices.find(typed) if isinstance(typed, str) else None
+        if found is None:
+            raise InvalidSetting(choices.unknown.format(value=typed, names=", ".join(choices.names())))
+        return found
 
     async def _add_to_list(
         self, guild_id: int, name: str, value: Any, limit: int, noun: str
