@@ -165,8 +165,8 @@ async def test_a_request_gets_its_model_with_the_models_defaults(library_service
 async def test_a_server_chooses_its_default_and_allowed_models(library_service) -> None:
     imagine, stack = library_service
     who = Requester(GUILD, CHANNEL, ALICE)
-    await stack.settings_service.allow_model(GUILD, "sdxl")
-    await stack.settings_service.allow_model(GUILD, "anime")
+    await stack.settings_service.add(GUILD, "models", "sdxl")
+    await stack.settings_service.add(GUILD, "models", "anime")
     await stack.settings_service.set(GUILD, "default_model", "anime")
     assert (await imagine.imagine(who, ImagineOptions("a cat"))).params.model == "anime"
     with pytest.raises(
@@ -177,9 +177,9 @@ async def test_a_server_chooses_its_default_and_allowed_models(library_service) 
         await imagine.imagine(who, ImagineOptions("a cat", model="flux"))
     assert await stack.reserved_and_used(ALICE) == (1, 0)  # the refusals cost nothing
     with pytest.raises(InvalidSetting, match="default model: choose another default first"):
-        await stack.settings_service.disallow_model(GUILD, "anime")
+        await stack.settings_service.remove(GUILD, "models", "anime")
     with pytest.raises(InvalidSetting, match="There is no model 'flux'"):
-        await stack.settings_service.allow_model(GUILD, "flux")
+        await stack.settings_service.add(GUILD, "models", "flux")
     choices = await imagine.model_choices(who, "SD")
     assert [(c.name, c.label) for c in choices] == [
         ("sdxl", "sdxl: SDXL base"),
@@ -193,7 +193,7 @@ async def test_a_reroll_keeps_its_model_while_the_server_offers_it(library_servi
     job = await imagine.imagine(who, ImagineOptions("a cat", model="anime"))
     await stack.queue.cancel(job.id)
     assert (await imagine.reroll(who, job.id)).params.model == "anime"
-    await stack.settings_service.allow_model(GUILD, "sd15")
+    await stack.settings_service.add(GUILD, "models", "sd15")
     with pytest.raises(InvalidRequest, match="anime is not allowed on this server"):
         await imagine.reroll(who, job.id)
 

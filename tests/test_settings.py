@@ -60,7 +60,7 @@ async def test_reads_come_from_the_cache_and_every_write_invalidates_it(
     assert (await service.get(GUILD)).daily_quota == 25, "served from the cache"
     await service.set(GUILD, "max_count", 1)
     assert (await service.get(GUILD)).daily_quota == 99, "the write dropped the cached copy"
-    await service.add_banned_word(GUILD, "dragon")
+    await service.add(GUILD, "banned_words", "dragon")
     assert "dragon" in (await service.get(GUILD)).banned_words
 
 
@@ -99,26 +99,26 @@ async def test_default_steps_never_exceed_max_steps(service: SettingsService) ->
 
 async def test_reset_returns_settings_to_defaults_but_keeps_lists(service: SettingsService) -> None:
     await service.set(GUILD, "daily_quota", 3)
-    await service.add_channel(GUILD, 555)
+    await service.add(GUILD, "channels", 555)
     settings = await service.reset(GUILD)
     assert settings.daily_quota == 25
     assert settings.channels == {555}
 
 
 async def test_channel_list_limits_where_the_bot_works(service: SettingsService) -> None:
-    settings = await service.add_channel(GUILD, 555)
+    settings = await service.add(GUILD, "channels", 555)
     assert settings.channel_allowed(555) and not settings.channel_allowed(556)
-    await service.add_channel(GUILD, 555)
-    settings = await service.remove_channel(GUILD, 555)
+    await service.add(GUILD, "channels", 555)
+    settings = await service.remove(GUILD, "channels", 555)
     assert settings.channels == frozenset() and settings.channel_allowed(556)
     with pytest.raises(InvalidSetting, match="not in this server's channel list"):
-        await service.remove_channel(GUILD, 555)
+        await service.remove(GUILD, "channels", 555)
 
 
 async def test_banned_words_match_whole_words_case_insensitively(service: SettingsService) -> None:
-    await service.add_banned_word(GUILD, "  Cat ")
-    await service.add_banned_word(GUILD, "red   PANDA")
-    await service.add_banned_word(GUILD, "c++")
+    await service.add(GUILD, "banned_words", "  Cat ")
+    await service.add(GUILD, "banned_words", "red   PANDA")
+    await service.add(GUILD, "banned_words", "c++")
     settings = await service.get(GUILD)
     assert settings.banned_words == {"cat", "red panda", "c++"}
     assert banned_word_in("a CAT on a mat", settings) == "cat"
@@ -134,14 +134,14 @@ async def test_banned_words_match_whole_words_case_insensitively(service: Settin
 async def test_banned_words_are_validated_and_removed(service: SettingsService) -> None:
     for bad in ("", "   ", "!!!"):
         with pytest.raises(InvalidSetting, match="letter or digit"):
-            await service.add_banned_word(GUILD, bad)
+            await service.add(GUILD, "banned_words", bad)
     with pytest.raises(InvalidSetting, match="at most 100 characters"):
-        await service.add_banned_word(GUILD, "x" * 101)
-    await service.add_banned_word(GUILD, "Dragon")
-    settings = await service.remove_banned_word(GUILD, "DRAGON")
+        await service.add(GUILD, "banned_words", "x" * 101)
+    await service.add(GUILD, "banned_words", "Dragon")
+    settings = await service.remove(GUILD, "banned_words", "DRAGON")
     assert banned_word_in("a dragon", settings) is None
     with pytest.raises(InvalidSetting, match="'dragon' is not a banned word"):
-        await service.remove_banned_word(GUILD, "dragon")
+        await service.remove(GUILD, "banned_words", "dragon")
 
 
 async def test_member_overrides_set_and_clear(service: SettingsService) -> None:
@@ -166,13 +166,13 @@ async def test_loras_can_be_switched_off_or_limited_and_a_default_sampler_chosen
     save_file({key: np.ones((1, 8), np.float16)}, str(tmp_path / "styles" / "ink.safetensors"))
     service = SettingsService(db, loras=AddonLibrary(tmp_path, AddonKind.LORA))
     assert (await service.get(GUILD)).lora_allowed("styles/ink")
-    settings = await service.allow_lora(GUILD, "ink")  # found by its file name, stored by its full name
+    settings = await service.add(GUILD, "loras", "ink")  # found by its file name, stored by its full name
     assert settings.loras == {"styles/ink"}
     assert settings.lora_allowed("styles/ink") and not settings.lora_allowed("other")
     with pytest.raises(InvalidSetting, match="no LoRA 'missing' in the LoRA folder"):
-        await service.allow_lora(GUILD, "missing")
+        await service.add(GUILD, "loras", "missing")
     assert not (await service.set(GUILD, "loras_enabled", False)).lora_allowed("styles/ink")
-    assert (await service.disallow_lora(GUILD, "styles/ink")).loras == frozenset()
+    assert (await service.remove(GUILD, "loras", "styles/ink")).loras == frozenset()
     sampler = await service.set(GUILD, "default_sampler", "dpm++ 2m karras")
     assert sampler.default_sampler == "DPM++ 2M Karras"
     with pytest.raises(InvalidSetting, match="no sampler 'PLMS'; the samplers are Euler, Euler a"):

@@ -26,12 +26,12 @@ class LorasGroup(AdminGroup, name="lora", description="Whether members may use L
     )
     @app_commands.describe(lora="A LoRA of the LoRA folder")
     async def allow(self, interaction: discord.Interaction, lora: app_commands.Range[str, 1, 200]) -> None:
-        settings = await self.settings.allow_lora(guild_of(interaction), lora)
+        settings = await self.settings.add(guild_of(interaction), "loras", lora)
         await reply(interaction, loras_text(settings))
 
     @app_commands.command(name="disallow", description="Take a LoRA off the list of allowed ones.")
     async def disallow(self, interaction: discord.Interaction, lora: app_commands.Range[str, 1, 200]) -> None:
-        settings = await self.settings.disallow_lora(guild_of(interaction), lora)
+        settings = await self.settings.remove(guild_of(interaction), "loras", lora)
         await reply(interaction, loras_text(settings))
 
     @app_commands.command(name="list", description="Whether LoRAs are on, and which are allowed.")

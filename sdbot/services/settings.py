@@ -4,8 +4,9 @@ write invalidates.
 A server stores only what it changed (see ``sdbot.db.guilds``); ``get`` lays those values over
 ``GuildSettings`` defaults, whose daily quota comes from ``SDBOT_DAILY_QUOTA`` (see ``defaults_from``).
 ``SCALARS`` declares what an admin may set each setting to (a range or a vocabulary, and rules against the
-other settings), which the one generic ``SettingsService.set`` enforces: a new setting is a field and a
-declaration, not a setter of its own. A value that is not allowed raises ``InvalidSetting`` with a message
+other settings), which the one generic ``SettingsService.set`` enforces; ``LISTS`` declares the same for
+the lists, which ``add`` and ``remove`` change. A new setting is a field and a declaration, not a setter,
+a validator and an admin command each. A value that is not allowed raises ``InvalidSetting`` with a message
 naming what is; every write drops the server's cached settings, so the next ``get`` reads the new value.
 The cache is per process: a second bot process on the same file sees another process's change after its own
 next write or restart.
@@ -123,6 +124,7 @@ class Vocabulary(StrEnum):
     NSFW_POLICIES = "NSFW policies"
     SAMPLERS = "samplers"
     MODELS = "models"
+    LORAS = "LoRAs"
 
 
 class Choices(Protocol):
@@ -153,6 +155,21 @@ class Names:
 
     def names(self) -> Sequence[str]:
         return tuple(dict.fromkeys(self.listed))
+
+
+@dataclass(frozen=True)
+class LoraFolder:
+    """Choices from the LoRA folder, found as ``AddonLibrary.find`` finds them (a file name alone will do)."""
+
+    library: AddonLibrary
+    unknown: str = "There is no LoRA {value!r} in the LoRA folder (`/loras` lists them)."
+
+    def find(self, typed: str) -> str | None:
+        lora = self.library.find(typed)
+        return None if lora is None else lora.name
+
+    def names(self) -> Sequence[str]:
+        return tuple(self.library.addons())
 
 
 FIXED_CHOICES: Mapping[Vocabulary, Choices] = MappingProxyType(
@@ -241,6 +258,64 @@ SCALARS: Mapping[str, Scalar] = MappingProxyType(
 )
 
 
+@dataclass(frozen=True)
+class Listed:
+    """What an admin may add to one list of ``GuildSettings``, and remove from it. ``clean`` gives the form a
+    value is stored and looked up in; the value must then be a name of the ``vocabulary``, if one is given.
+    ``missing`` refuses to remove what is not listed (field: value)."""
+
+    noun: str  # for "a server can list at most 500 {noun}"
+    missing: str
+    limit: int | None = None  # None: as many as the vocabulary has names
+    clean: Callable[[Any], Any] | None = None
+    vocabulary: Vocabulary | None = None
+    rules: tuple[Rule, ...] = ()  # for a value added
+    removal_rules: tuple[Rule, ...] = ()
+
+    def cleaned(self, value: Any) -> Any:
+        return value if self.clean is None else self.clean(value)
+
+
+LISTS: Mapping[str, Listed] = MappingProxyType(
+    {
+        "channels": Listed("channels", "<#{value}> is not in this server's channel list.", MAX_CHANNELS),
+        "banned_words": Listed(
+            "banned words",
+            "{value!r} is not a banned word on this server.",
+            MAX_BANNED_WORDS,
+            clean=_normalise_word,
+            rules=(
+                Rule(
+                    lambda _, word: re.search(r"\w", word) is not None,
+                    "A banned word needs at least one letter or digit.",
+                ),
+                Rule(
+                    lambda _, word: len(word) <= MAX_BANNED_WORD_LENGTH,
+                    f"A banned word or phrase can be at most {MAX_BANNED_WORD_LENGTH} characters.",
+                ),
+            ),
+        ),
+        "models": Listed(
+            "models",
+            "{value} is not in this server's list of models.",
+            vocabulary=Vocabulary.MODELS,
+            removal_rules=(
+                Rule(
+                    lambda settings, name: settings.default_model != name,
+                    "{value} is this server's default model: choose another default first.",
+                ),
+            ),
+        ),
+        "loras": Listed(
+            "LoRAs",
+            "{value} is not in this server's list of LoRAs.",
+            MAX_LISTED_LORAS,
+            vocabulary=Vocabulary.LORAS,
+        ),
+    }
+)
+
+
 def _enforce(rules: Sequence[Rule], settings: GuildSettings, value: Any) -> None:
     for rule in rules:
         if not rule.holds(settings, value):
@@ -264,8 +339,8 @@ class SettingsService:
             Vocabulary.MODELS: Names(
                 tuple(model_names), "There is no model {value!r}; the models are {names}."
             ),
+            Vocabulary.LORAS: LoraFolder(AddonLibrary(None, AddonKind.LORA) if loras is None else loras),
         }
-        self._loras = AddonLibrary(None, AddonKind.LORA) if loras is None else loras
         self._cache: dict[int, GuildSettings] = {}
         self._writes = 0  # bumped by every write, so a read that raced one is not cached
 
@@ -291,65 +366,38 @@ class SettingsService:
         return await self._reload(guild_id)
 
     async def reset(self, guild_id: int) -> GuildSettings:
-        """Every setting except channels and banned words back to its default."""
+        """Every setting back to its default, except the lists (channels, banned words, models, LoRAs)."""
         await self._db.guilds.reset(guild_id)
         return await self._reload(guild_id)
 
-    async def add_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
-        return await self._add_to_list(guild_id, "channels", channel_id, MAX_CHANNELS, "channels")
-
-    async def remove_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
-        return await self._remove_from_list(
-            guild_id, "channels", channel_id, f"<#{channel_id}> is not in this server's channel list."
-        )
-
-    async def add_banned_word(self, guild_id: int, word: str) -> GuildSettings:
-        value = _normalise_word(word)
-        if not value or not re.search(r"\w", value):
-            raise InvalidSetting("A banned word needs at least one letter or digit.")
-        if len(value) > MAX_BANNED_WORD_LENGTH:
-            raise InvalidSetting(
-                f"A banned word or phrase can be at most {MAX_BANNED_WORD_LENGTH} characters."
-            )
-        return await self._add_to_list(guild_id, "banned_words", value, MAX_BANNED_WORDS, "banned words")
-
-    async def remove_banned_word(self, guild_id: int, word: str) -> GuildSettings:
-        value = _normalise_word(word)
-        return await self._remove_from_list(
-            guild_id, "banned_words", value, f"{value!r} is not a banned word on this server."
-        )
-
-    async def allow_model(self, guild_id: int, name: str) -> GuildSettings:
-        """Add a model to the ones members may use (once any is listed, only those)."""
-        name = self._find(Vocabulary.MODELS, name)
-        limit = len(self._choices[Vocabulary.MODELS].names())
-        return await self._add_to_list(guild_id, "models", name, limit, "models")
-
-    async def disallow_model(self, guild_id: int, name: str) -> GuildSettings:
-        """Remove a model from the list (an empty list allows every model again)."""
+    async def add(self, guild_id: int, name: str, value: object) -> GuildSettings:
+        """Add ``value`` to the list ``name`` (a ``LISTS`` key), once its declaration allows it."""
+        declared = LISTS[name]
+        value = declared.cleaned(value)
+        if declared.vocabulary is not None:
+            value = self._find(declared.vocabulary, value)
         current = await self.get(guild_id)
-        if current.default_model == name:
-            raise InvalidSetting(f"{name} is this server's default model: choose another default first.")
-        return await self._remove_from_list(
-            guild_id, "models", name, f"{name} is not in this server's list of models."
-        )
+        _enforce(declared.rules, current, value)
+        listed: frozenset[Any] = getattr(current, name)
+        limit = declared.limit
+        if limit is None and declared.vocabulary is not None:
+            limit = len(self._choices[declared.vocabulary].names())
+        if value not in listed and limit is not None and len(listed) >= limit:
+            raise InvalidSetting(f"A server can list at most {limit} {declared.noun}; remove some first.")
+        await self._db.guilds.add_to_list(guild_id, name, value)
+        return await self._reload(guild_id)
 
-    async def allow_lora(self, guild_id: int, name: str) -> GuildSettings:
-        """Add a LoRA of the folder to the ones members may use (once any is listed, only those)."""
-        lora = self._loras.find(name)
-        if lora is None:
-            raise InvalidSetting(f"There is no LoRA {name!r} in the LoRA folder (`/loras` lists them).")
-        return await self._add_to_list(guild_id, "loras", lora.name, MAX_LISTED_LORAS, "LoRAs")
-
-    async def disallow_lora(self, guild_id: int, name: str) -> GuildSettings:
-        """Remove a LoRA from the list (an empty list allows every LoRA again)."""
-        lora = self._loras.find(name)
-        return await self._remove_from_list(
-            guild_id,
-            "loras",
-            lora.name if lora is not None else name,
-            f"{name} is not in this server's list of LoRAs.",
-        )
+    async def remove(self, guild_id: int, name: str, value: object) -> GuildSettings:
+        """Take ``value`` off the list ``name``; a name the vocabulary no longer has can still go."""
+        declared = LISTS[name]
+        value = declared.cleaned(value)
+        stored = value
+        if declared.vocabulary is not None and isinstance(value, str):
+            stored = self._choices[declared.vocabulary].find(value) or value
+        _enforce(declared.removal_rules, await self.get(guild_id), stored)
+        if not await self._db.guilds.remove_from_list(guild_id, name, stored):
+            raise InvalidSetting(declared.missing.format(value=value))
+        return await self._reload(guild_id)
 
     async def member(self, guild_id: int, user_id: int) -> MemberOverride:
         return await self._db.members.get(guild_id, user_id)
@@ -383,24 +431,6 @@ class SettingsService:
         if found is None:
             raise InvalidSetting(choices.unknown.format(value=typed, names=", ".join(choices.names())))
         return found
-
-    async def _add_to_list(
-        self, guild_id: int, name: str, value: Any, limit: int, noun: str
-    ) -> GuildSettings:
-        current: frozenset[Any] = getattr(await self.get(guild_id), name)
-        if value not in current and len(current) >= limit:
-            raise InvalidSetting(f"A server can list at most {limit} {noun}; remove some first.")
-        await self._db.guilds.add_to_list(guild_id, name, value)
-        return await self._reload(guild_id)
-
-    async def _remove_from_list(self, guild_id: int, name: str, value: Any, missing: str) -> GuildSettings:
-        if not await self._db.guilds.remove_from_list(guild_id, name, value):
-            raise InvalidSetting(missing)
-        return await self._reload(guild_id)
-
-    async def _set(self, guild_id: int, name: str, value: Any) -> GuildSettings:
-        await self._db.guilds.set_value(guild_id, name, value)
-        return await self._reload(guild_id)
 
     async def _reload(self, guild_id: int) -> GuildSettings:
         self._writes += 1
