@@ -149,10 +149,10 @@ async def test_member_overrides_set_and_clear(service: SettingsService) -> None:
     assert (override.quota, override.blocked) == (None, False)
     override = await service.set_member_quota(GUILD, 7, 3)
     assert (override.quota, override.blocked) == (3, False)
-    override = await service.block(GUILD, 7)
+    override = await service.set_blocked(GUILD, 7, True)
     assert (override.quota, override.blocked) == (3, True)
     await service.set_member_quota(GUILD, 7, None)
-    override = await service.unblock(GUILD, 7)
+    override = await service.set_blocked(GUILD, 7, False)
     assert (override.quota, override.blocked) == (None, False)
     with pytest.raises(InvalidSetting, match="from 0 to 10,000"):
         await service.set_member_quota(GUILD, 7, -5)

@@ -24,12 +24,12 @@ class UserGroup(AdminGroup, name="user", description="One member's quota, block 
 
     @app_commands.command(name="block", description="Stop a member from generating images here.")
     async def block(self, interaction: discord.Interaction, member: discord.Member) -> None:
-        override = await self.settings.block(guild_of(interaction), member.id)
+        override = await self.settings.set_blocked(guild_of(interaction), member.id, True)
         await reply(interaction, member_text(member, override))
 
     @app_commands.command(name="unblock", description="Let a blocked member generate images again.")
     async def unblock(self, interaction: discord.Interaction, member: discord.Member) -> None:
-        override = await self.settings.unblock(guild_of(interaction), member.id)
+        override = await self.settings.set_blocked(guild_of(interaction), member.id, False)
         await reply(interaction, member_text(member, override))
 
     @app_commands.command(

@@ -409,12 +409,8 @@ class SettingsService:
         await self._db.members.set_quota(guild_id, user_id, quota)
         return await self.member(guild_id, user_id)
 
-    async def block(self, guild_id: int, user_id: int) -> MemberOverride:
-        await self._db.members.set_blocked(guild_id, user_id, True)
-        return await self.member(guild_id, user_id)
-
-    async def unblock(self, guild_id: int, user_id: int) -> MemberOverride:
-        await self._db.members.set_blocked(guild_id, user_id, False)
+    async def set_blocked(self, guild_id: int, user_id: int, blocked: bool) -> MemberOverride:
+        await self._db.members.set_blocked(guild_id, user_id, blocked)
         return await self.member(guild_id, user_id)
 
     def _checked(self, declared: Scalar, value: object) -> object:
