@@ -6,7 +6,8 @@ import discord
 from discord import app_commands
 
 from sdbot.cogs.admin_base import AdminGroup, guild_of, reply
-from sdbot.services.settings import QUOTA_RANGE, MemberOverride
+from sdbot.services.settings import MemberOverride
+from sdbot.services.settings_schema import QUOTA_RANGE
 
 
 class UserGroup(AdminGroup, name="user", description="One member's quota, block and data."):
