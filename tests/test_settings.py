@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +11,11 @@ from safetensors.numpy import save_file
 
 from sdbot.config import Settings
 from sdbot.db import Database
+from sdbot.db.guilds import LIST_SETTINGS, SCALAR_SETTINGS
 from sdbot.errors import InvalidSetting
 from sdbot.inference.addons import AddonKind, AddonLibrary
 from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in, defaults_from
+from sdbot.services.settings_schema import LISTS, SCALARS
 
 GUILD = 100
 
@@ -20,6 +23,14 @@ GUILD = 100
 @pytest.fixture
 def service(db: Database) -> SettingsService:
     return SettingsService(db, defaults_from(Settings(daily_quota=25, max_batch=2)))
+
+
+def test_every_setting_has_one_declaration_of_its_stored_type() -> None:
+    assert SCALARS.keys() | LISTS.keys() == {setting.name for setting in fields(GuildSettings)}
+    assert SCALARS.keys() == SCALAR_SETTINGS.keys() and LISTS.keys() == LIST_SETTINGS.keys()
+    for name, declared in SCALARS.items():
+        declared_type = int if declared.bounds else str if declared.vocabulary else bool
+        assert SCALAR_SETTINGS[name] is declared_type, name
 
 
 async def test_a_server_that_changed_nothing_gets_the_configured_defaults(service: SettingsService) -> None:
@@ -76,6 +87,7 @@ async def test_reads_come_from_the_cache_and_every_write_invalidates_it(
         ("max_pixels", 32 * 32, "from 4,096 to 4,194,304"),
         ("user_queue_limit", 51, "from 1 to 50"),
         ("daily_quota", True, "whole number"),
+        ("daily_quota", None, "whole number"),  # only a setting whose default is None goes back to it
     ],
 )
 async def test_settings_refuse_values_out_of_range_and_say_what_is_allowed(
@@ -142,6 +154,14 @@ async def test_banned_words_are_validated_and_removed(service: SettingsService) 
     assert banned_word_in("a dragon", settings) is None
     with pytest.raises(InvalidSetting, match="'dragon' is not a banned word"):
         await service.remove(GUILD, "banned_words", "dragon")
+
+
+async def test_a_model_or_lora_the_library_no_longer_has_can_still_be_disallowed(db: Database) -> None:
+    await db.guilds.add_to_list(GUILD, "models", "retired")  # allowed before the library dropped it
+    await db.guilds.add_to_list(GUILD, "loras", "old/style")
+    service = SettingsService(db, model_names=("sd15",))
+    assert (await service.remove(GUILD, "models", "retired")).models == frozenset()
+    assert (await service.remove(GUILD, "loras", "old/style")).loras == frozenset()
 
 
 async def test_member_overrides_set_and_clear(service: SettingsService) -> None:
