@@ -73,7 +73,7 @@ async def test_allowed_channels_limit_where_imagine_works(start_sdbot, fake_disc
 async def test_a_long_channel_list_is_cut_to_fit_a_message(start_sdbot, fake_discord):
     running = await start_sdbot()
     for channel_id in range(10**17, 10**17 + 100):  # servers may allow hundreds of channels
-        await running.client.settings_service.add_channel(fake_discord.guild_id, channel_id)
+        await running.client.settings_service.add(fake_discord.guild_id, "channels", channel_id)
     refused = await ephemeral_answer(
         fake_discord, await fake_discord.slash("imagine", raw=True, prompt="here?", **SMALL)
     )

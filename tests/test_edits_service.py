@@ -104,7 +104,7 @@ async def test_results_past_the_servers_budget_are_refused_and_charge_nothing(st
     parent = await done_job(stack, 768, 768)
     with pytest.raises(InvalidRequest, match="makes it 1152x768, more than this server allows"):
         await stack.edits.pan(BOB_HERE, parent, 0, source(768, 768), PanDirection.RIGHT)
-    await stack.settings_service.set_max_pixels(GUILD, 256 * 256)
+    await stack.settings_service.set(GUILD, "max_pixels", 256 * 256)
     with pytest.raises(InvalidRequest, match="Zooming out makes a 512x512 image with this model"):
         await stack.edits.zoom_out(BOB_HERE, parent, 0, source(256, 256), 2.0)
     with pytest.raises(InvalidRequest, match="too large to upscale"):
@@ -169,7 +169,7 @@ async def test_bad_upload_requests_are_refused_before_downloading(stack: Stack) 
         await stack.imagine.imagine(BOB_HERE, ImagineOptions("a lake", size="64x64"), upload=Upload(9, never))
     with pytest.raises(InvalidRequest, match="`strength` goes with an `image`"):
         await stack.imagine.imagine(BOB_HERE, ImagineOptions("a lake", strength=0.4))
-    await stack.settings_service.set_uploads_allowed(GUILD, False)
+    await stack.settings_service.set(GUILD, "uploads_allowed", False)
     with pytest.raises(NotAllowedHere, match="switched off on this server"):
         await stack.imagine.imagine(BOB_HERE, options, upload=Upload(100, never))
     assert await charged(stack) == 0

@@ -157,17 +157,17 @@ async def test_a_request_gets_its_model_with_the_models_defaults(library_service
         who, ImagineOptions("a cat", model="sdxl", steps=9, guidance=2.0, size="512x512")
     )
     assert (mine.params.steps, mine.params.guidance, mine.params.size) == (9, 2.0, (512, 512))
-    await stack.settings_service.set_user_queue_limit(GUILD, 10)
-    await stack.settings_service.set_default_steps(GUILD, 12)  # the server's default wins over the model's
+    await stack.settings_service.set(GUILD, "user_queue_limit", 10)
+    await stack.settings_service.set(GUILD, "default_steps", 12)  # the server's default wins over the model's
     assert (await imagine.imagine(who, ImagineOptions("a cat", model="sdxl"))).params.steps == 12
 
 
 async def test_a_server_chooses_its_default_and_allowed_models(library_service) -> None:
     imagine, stack = library_service
     who = Requester(GUILD, CHANNEL, ALICE)
-    await stack.settings_service.allow_model(GUILD, "sdxl")
-    await stack.settings_service.allow_model(GUILD, "anime")
-    await stack.settings_service.set_default_model(GUILD, "anime")
+    await stack.settings_service.add(GUILD, "models", "sdxl")
+    await stack.settings_service.add(GUILD, "models", "anime")
+    await stack.settings_service.set(GUILD, "default_model", "anime")
     assert (await imagine.imagine(who, ImagineOptions("a cat"))).params.model == "anime"
     with pytest.raises(
         InvalidRequest, match=r"sd15 is not allowed on this server\. Models you can use: sdxl, anime"
@@ -177,9 +177,9 @@ async def test_a_server_chooses_its_default_and_allowed_models(library_service) 
         await imagine.imagine(who, ImagineOptions("a cat", model="flux"))
     assert await stack.reserved_and_used(ALICE) == (1, 0)  # the refusals cost nothing
     with pytest.raises(InvalidSetting, match="default model: choose another default first"):
-        await stack.settings_service.disallow_model(GUILD, "anime")
+        await stack.settings_service.remove(GUILD, "models", "anime")
     with pytest.raises(InvalidSetting, match="There is no model 'flux'"):
-        await stack.settings_service.allow_model(GUILD, "flux")
+        await stack.settings_service.add(GUILD, "models", "flux")
     choices = await imagine.model_choices(who, "SD")
     assert [(c.name, c.label) for c in choices] == [
         ("sdxl", "sdxl: SDXL base"),
@@ -193,7 +193,7 @@ async def test_a_reroll_keeps_its_model_while_the_server_offers_it(library_servi
     job = await imagine.imagine(who, ImagineOptions("a cat", model="anime"))
     await stack.queue.cancel(job.id)
     assert (await imagine.reroll(who, job.id)).params.model == "anime"
-    await stack.settings_service.allow_model(GUILD, "sd15")
+    await stack.settings_service.add(GUILD, "models", "sd15")
     with pytest.raises(InvalidRequest, match="anime is not allowed on this server"):
         await imagine.reroll(who, job.id)
 
@@ -221,13 +221,13 @@ async def test_size_choices_are_the_models_within_the_servers_budget(library_ser
     ]
     assert await imagine.size_choices(who, "sdxl", "1152") == ["1152x896", "896x1152"]
     assert "1024x1024" not in await imagine.size_choices(who, "sd15", "")  # SD 1.x: within 768x768
-    await stack.settings_service.set_max_pixels(GUILD, 512 * 512)
+    await stack.settings_service.set(GUILD, "max_pixels", 512 * 512)
     assert await imagine.size_choices(who, None, "") == ["512x512"]
 
 
 async def test_a_models_family_gives_its_defaults_and_refuses_what_it_cannot_do(library_service) -> None:
     imagine, stack = library_service
-    await stack.settings_service.set_user_queue_limit(GUILD, 10)
+    await stack.settings_service.set(GUILD, "user_queue_limit", 10)
     learn(imagine, sd15=families.FLUX_SCHNELL, sdxl=families.SDXL)
     who = Requester(GUILD, CHANNEL, ALICE)
     schnell = await imagine.imagine(who, ImagineOptions("a cat"))

@@ -150,7 +150,7 @@ async def test_positions_predict_the_order_jobs_are_taken_in(stack: Stack) -> No
 
 
 async def test_user_limit_raises_queue_full_and_refunds_the_reservation(stack: Stack) -> None:
-    await stack.settings_service.set_user_queue_limit(GUILD, 2)
+    await stack.settings_service.set(GUILD, "user_queue_limit", 2)
     await stack.submit(ALICE, user_queue_limit=None)
     await stack.submit(ALICE, user_queue_limit=None)
     with pytest.raises(QueueFull) as raised:

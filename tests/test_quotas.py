@@ -101,7 +101,7 @@ async def test_managers_are_exempt_unless_the_server_says_otherwise(
         await quotas.reserve(GUILD, USER, 4, is_manager=True)
     status = await quotas.status(GUILD, USER, is_manager=True)
     assert (status.limit, status.left, status.reserved) == (None, None, 12)
-    await settings.set_managers_exempt(GUILD, False)
+    await settings.set(GUILD, "managers_exempt", False)
     with pytest.raises(QuotaExceeded):
         await quotas.reserve(GUILD, USER, 1, is_manager=True)
 
@@ -121,7 +121,7 @@ async def test_server_quota_defaults_to_the_configured_value_until_set(
     quotas: QuotaService, settings: SettingsService
 ) -> None:
     assert await quotas.limit_for(GUILD, USER, is_manager=False) == 10
-    await settings.set_daily_quota(GUILD, 0)
+    await settings.set(GUILD, "daily_quota", 0)
     with pytest.raises(QuotaExceeded) as refused:
         await quotas.reserve(GUILD, USER, 1, is_manager=False)
     assert (refused.value.limit, refused.value.left, refused.value.next_free_at) == (0, 0, None)

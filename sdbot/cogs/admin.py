@@ -21,14 +21,8 @@ from sdbot.cogs.admin_members import UserGroup
 from sdbot.config import NSFW_POLICIES
 from sdbot.services.dispatch import EngineView
 from sdbot.services.imagine import DEFAULT_PIXEL_BUDGET, parse_size
-from sdbot.services.settings import (
-    COUNT_RANGE,
-    QUEUE_LIMIT_RANGE,
-    QUOTA_RANGE,
-    STEPS_RANGE,
-    GuildSettings,
-    SettingsService,
-)
+from sdbot.services.settings import GuildSettings, SettingsService
+from sdbot.services.settings_schema import COUNT_RANGE, QUEUE_LIMIT_RANGE, QUOTA_RANGE, STEPS_RANGE
 from sdbot.views.render import channel_list, relative_time, short
 
 if TYPE_CHECKING:
@@ -142,7 +136,7 @@ class Admin(
     @app_commands.describe(policy="block: withhold; spoiler: blur; allow: plain in age-restricted channels")
     @app_commands.choices(policy=[app_commands.Choice(name=p, value=p) for p in NSFW_POLICIES])
     async def nsfw(self, interaction: discord.Interaction, policy: str) -> None:
-        settings = await self._settings.set_nsfw_policy(guild_of(interaction), policy)
+        settings = await self._settings.set(guild_of(interaction), "nsfw_policy", policy)
         await reply(
             interaction,
             f"NSFW policy is now **{settings.nsfw_policy}**: {POLICY_HELP[settings.nsfw_policy]}.",
@@ -155,7 +149,7 @@ class Admin(
         interaction: discord.Interaction,
         images: app_commands.Range[int, QUOTA_RANGE[0], QUOTA_RANGE[1]],
     ) -> None:
-        settings = await self._settings.set_daily_quota(guild_of(interaction), images)
+        settings = await self._settings.set(guild_of(interaction), "daily_quota", images)
         await reply(interaction, f"Daily quota is now **{settings.daily_quota}** images per member.")
 
     @app_commands.command(name="steps", description="Default and maximum denoising steps.")
@@ -173,12 +167,12 @@ class Admin(
         settings = await self._settings.get(guild)
         # Apply in the order that keeps default <= max at every moment.
         if default and maximum is not None and default > settings.max_steps:
-            settings = await self._settings.set_max_steps(guild, maximum)
+            settings = await self._settings.set(guild, "max_steps", maximum)
             maximum = None
         if default is not None:
-            settings = await self._settings.set_default_steps(guild, default or None)
+            settings = await self._settings.set(guild, "default_steps", default or None)
         if maximum is not None:
-            settings = await self._settings.set_max_steps(guild, maximum)
+            settings = await self._settings.set(guild, "max_steps", maximum)
         await reply(interaction, f"Steps: {_steps_text(settings)}.")
 
     @app_commands.command(name="count", description="Most images per /imagine.")
@@ -187,7 +181,7 @@ class Admin(
         interaction: discord.Interaction,
         images: app_commands.Range[int, COUNT_RANGE[0], COUNT_RANGE[1]],
     ) -> None:
-        settings = await self._settings.set_max_count(guild_of(interaction), images)
+        settings = await self._settings.set(guild_of(interaction), "max_count", images)
         await reply(interaction, f"Members may now ask for at most **{settings.max_count}** images at once.")
 
     @app_commands.command(name="queue-limit", description="Most jobs one member may have waiting.")
@@ -196,7 +190,7 @@ class Admin(
         interaction: discord.Interaction,
         jobs: app_commands.Range[int, QUEUE_LIMIT_RANGE[0], QUEUE_LIMIT_RANGE[1]],
     ) -> None:
-        settings = await self._settings.set_user_queue_limit(guild_of(interaction), jobs)
+        settings = await self._settings.set(guild_of(interaction), "user_queue_limit", jobs)
         await reply(interaction, f"Members may now have **{settings.user_queue_limit}** job(s) waiting.")
 
     @app_commands.command(name="max-size", description="The largest image members may ask for.")
@@ -205,24 +199,24 @@ class Admin(
     async def max_size(self, interaction: discord.Interaction, size: str) -> None:
         width, height = (None, None) if size == MODEL_SIZES else parse_size(size)
         pixels = None if width is None or height is None else width * height
-        settings = await self._settings.set_max_pixels(guild_of(interaction), pixels)
+        settings = await self._settings.set(guild_of(interaction), "max_pixels", pixels)
         shown = "" if pixels is None else f" ({size})"
         await reply(interaction, f"The largest image is now {_pixels_text(settings)}{shown}.")
 
     @app_commands.command(name="managers-exempt", description="Whether Manage Server members skip the quota.")
     async def managers_exempt(self, interaction: discord.Interaction, exempt: bool) -> None:
-        settings = await self._settings.set_managers_exempt(guild_of(interaction), exempt)
+        settings = await self._settings.set(guild_of(interaction), "managers_exempt", exempt)
         state = "have no daily quota" if settings.managers_exempt else "have the same quota as everyone"
         await reply(interaction, f"Members with Manage Server now {state}.")
 
     @app_commands.command(name="upscale", description="Allow or forbid the Upscale buttons.")
     async def upscale(self, interaction: discord.Interaction, allowed: bool) -> None:
-        settings = await self._settings.set_upscale_allowed(guild_of(interaction), allowed)
+        settings = await self._settings.set(guild_of(interaction), "upscale_allowed", allowed)
         await reply(interaction, f"Upscaling is now **{'on' if settings.upscale_allowed else 'off'}**.")
 
     @app_commands.command(name="uploads", description="Allow or forbid /imagine from a member's own picture.")
     async def uploads(self, interaction: discord.Interaction, allowed: bool) -> None:
-        settings = await self._settings.set_uploads_allowed(guild_of(interaction), allowed)
+        settings = await self._settings.set(guild_of(interaction), "uploads_allowed", allowed)
         state = "may" if settings.uploads_allowed else "may no longer"
         await reply(interaction, f"Members {state} start `/imagine` from their own picture.")
 

@@ -16,12 +16,12 @@ class ChannelsGroup(AdminGroup, name="channels", description="Where the bot may 
         name="add", description="Allow the bot in a channel (once any is listed, only there)."
     )
     async def add(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
-        settings = await self.settings.add_channel(guild_of(interaction), channel.id)
+        settings = await self.settings.add(guild_of(interaction), "channels", channel.id)
         await reply(interaction, f"Added {channel.mention}. {_channels_text(settings)}")
 
     @app_commands.command(name="remove", description="Stop allowing the bot in a channel.")
     async def remove(self, interaction: discord.Interaction, channel: discord.TextChannel) -> None:
-        settings = await self.settings.remove_channel(guild_of(interaction), channel.id)
+        settings = await self.settings.remove(guild_of(interaction), "channels", channel.id)
         await reply(interaction, f"Removed {channel.mention}. {_channels_text(settings)}")
 
 
@@ -30,12 +30,12 @@ class BannedGroup(AdminGroup, name="banned", description="Words and phrases prom
         name="add", description="Ban a word or phrase from prompts (whole words, any case)."
     )
     async def add(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, 100]) -> None:
-        settings = await self.settings.add_banned_word(guild_of(interaction), word)
+        settings = await self.settings.add(guild_of(interaction), "banned_words", word)
         await reply(interaction, f"Banned. {len(settings.banned_words)} banned word(s) now.")
 
     @app_commands.command(name="remove", description="Allow a banned word or phrase again.")
     async def remove(self, interaction: discord.Interaction, word: app_commands.Range[str, 1, 100]) -> None:
-        settings = await self.settings.remove_banned_word(guild_of(interaction), word)
+        settings = await self.settings.remove(guild_of(interaction), "banned_words", word)
         await reply(interaction, f"Removed. {len(settings.banned_words)} banned word(s) now.")
 
     @app_commands.command(name="list", description="List the banned words and phrases.")
@@ -56,21 +56,21 @@ class ModelsGroup(AdminGroup, name="model", description="Which models members ma
     async def default(
         self, interaction: discord.Interaction, model: app_commands.Range[str, 1, 100] | None = None
     ) -> None:
-        settings = await self.settings.set_default_model(guild_of(interaction), model)
+        settings = await self.settings.set(guild_of(interaction), "default_model", model)
         await reply(interaction, _models_text(self, settings))
 
     @app_commands.command(
         name="allow", description="Let members use a model (once any is listed, only those)."
     )
     async def allow(self, interaction: discord.Interaction, model: app_commands.Range[str, 1, 100]) -> None:
-        settings = await self.settings.allow_model(guild_of(interaction), model)
+        settings = await self.settings.add(guild_of(interaction), "models", model)
         await reply(interaction, _models_text(self, settings))
 
     @app_commands.command(name="disallow", description="Stop members from using a model.")
     async def disallow(
         self, interaction: discord.Interaction, model: app_commands.Range[str, 1, 100]
     ) -> None:
-        settings = await self.settings.disallow_model(guild_of(interaction), model)
+        settings = await self.settings.remove(guild_of(interaction), "models", model)
         await reply(interaction, _models_text(self, settings))
 
     @app_commands.command(name="list", description="The library's models and which are allowed here.")

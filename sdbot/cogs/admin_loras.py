@@ -18,7 +18,7 @@ MAX_LISTED = 30
 class LorasGroup(AdminGroup, name="lora", description="Whether members may use LoRAs, and which."):
     @app_commands.command(name="enabled", description="Switch LoRAs on or off on this server.")
     async def enabled(self, interaction: discord.Interaction, enabled: bool) -> None:
-        settings = await self.settings.set_loras_enabled(guild_of(interaction), enabled)
+        settings = await self.settings.set(guild_of(interaction), "loras_enabled", enabled)
         await reply(interaction, loras_text(settings))
 
     @app_commands.command(
@@ -26,12 +26,12 @@ class LorasGroup(AdminGroup, name="lora", description="Whether members may use L
     )
     @app_commands.describe(lora="A LoRA of the LoRA folder")
     async def allow(self, interaction: discord.Interaction, lora: app_commands.Range[str, 1, 200]) -> None:
-        settings = await self.settings.allow_lora(guild_of(interaction), lora)
+        settings = await self.settings.add(guild_of(interaction), "loras", lora)
         await reply(interaction, loras_text(settings))
 
     @app_commands.command(name="disallow", description="Take a LoRA off the list of allowed ones.")
     async def disallow(self, interaction: discord.Interaction, lora: app_commands.Range[str, 1, 200]) -> None:
-        settings = await self.settings.disallow_lora(guild_of(interaction), lora)
+        settings = await self.settings.remove(guild_of(interaction), "loras", lora)
         await reply(interaction, loras_text(settings))
 
     @app_commands.command(name="list", description="Whether LoRAs are on, and which are allowed.")
@@ -54,7 +54,7 @@ class SamplerGroup(AdminGroup, name="sampler", description="The sampler members 
     async def default(
         self, interaction: discord.Interaction, sampler: app_commands.Range[str, 1, 40] | None = None
     ) -> None:
-        settings = await self.settings.set_default_sampler(guild_of(interaction), sampler)
+        settings = await self.settings.set(guild_of(interaction), "default_sampler", sampler)
         await reply(interaction, f"Default sampler: {sampler_text(settings)}.")
 
     @default.autocomplete("sampler")

@@ -6,7 +6,8 @@ import discord
 from discord import app_commands
 
 from sdbot.cogs.admin_base import AdminGroup, guild_of, reply
-from sdbot.services.settings import QUOTA_RANGE, MemberOverride
+from sdbot.services.settings import MemberOverride
+from sdbot.services.settings_schema import QUOTA_RANGE
 
 
 class UserGroup(AdminGroup, name="user", description="One member's quota, block and data."):
@@ -24,12 +25,12 @@ class UserGroup(AdminGroup, name="user", description="One member's quota, block 
 
     @app_commands.command(name="block", description="Stop a member from generating images here.")
     async def block(self, interaction: discord.Interaction, member: discord.Member) -> None:
-        override = await self.settings.block(guild_of(interaction), member.id)
+        override = await self.settings.set_blocked(guild_of(interaction), member.id, True)
         await reply(interaction, member_text(member, override))
 
     @app_commands.command(name="unblock", description="Let a blocked member generate images again.")
     async def unblock(self, interaction: discord.Interaction, member: discord.Member) -> None:
-        override = await self.settings.unblock(guild_of(interaction), member.id)
+        override = await self.settings.set_blocked(guild_of(interaction), member.id, False)
         await reply(interaction, member_text(member, override))
 
     @app_commands.command(

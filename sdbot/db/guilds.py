@@ -2,7 +2,7 @@
 allowed models, allowed LoRAs).
 
 A NULL column means "the default", so that changing ``SDBOT_DAILY_QUOTA`` (or a built-in default) reaches
-every server that never set its own value. Defaults and validation live in ``sdbot.services.settings``.
+every server that never set its own value. Defaults and validation live in ``sdbot.services.settings_schema``.
 """
 
 from __future__ import annotations

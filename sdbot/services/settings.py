@@ -1,10 +1,13 @@
-"""Per-server settings: the defaults, declared once; validation; and a cache that every write invalidates.
+"""Reading and changing server settings: the defaults for this installation, a cache that every write
+invalidates, one generic accessor for the single values (``set``) and one for the lists (``add``,
+``remove``), both checked against the declarations in ``sdbot.services.settings_schema``; and member
+overrides.
 
 A server stores only what it changed (see ``sdbot.db.guilds``); ``get`` lays those values over
-``GuildSettings`` defaults, whose daily quota comes from ``SDBOT_DAILY_QUOTA`` (see ``defaults_from``).
-Every setter checks its value and raises ``InvalidSetting`` with a message naming what is allowed, then
-drops the server's cached settings, so the next ``get`` reads the new value. The cache is per process: a
-second bot process on the same file sees another process's change after its own next write or restart.
+``GuildSettings`` defaults, whose daily quota comes from ``SDBOT_DAILY_QUOTA`` (see ``defaults_from``). A
+value that is not allowed raises ``InvalidSetting`` with a message naming what is; every write drops the
+server's cached settings, so the next ``get`` reads the new value. The cache is per process: a second bot
+process on the same file sees another process's change after its own next write or restart.
 
 Banned words are whole words or phrases, matched case-insensitively: "cat" bans "Cat" and "cat!" but not
 "category"; a phrase such as "red panda" matches with any whitespace between its words. They are stored
@@ -16,58 +19,26 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from sdbot.config import NSFW_POLICIES, Settings
+from sdbot.config import Settings
 from sdbot.db import Database, MemberOverride
 from sdbot.errors import InvalidSetting
 from sdbot.inference.addons import AddonKind, AddonLibrary
-from sdbot.inference.samplers import ALL_SAMPLERS
+from sdbot.services.settings_schema import (
+    LISTS,
+    QUOTA_RANGE,
+    SCALARS,
+    GuildSettings,
+    Rule,
+    Scalar,
+    Vocabulary,
+    normalise_word,
+    vocabularies,
+)
 
 __all__ = ["GuildSettings", "MemberOverride", "SettingsService", "banned_word_in", "defaults_from"]
-
-QUOTA_RANGE = (0, 10_000)
-STEPS_RANGE = (1, 150)
-COUNT_RANGE = (1, 4)
-PIXELS_RANGE = (64 * 64, 2048 * 2048)
-QUEUE_LIMIT_RANGE = (1, 50)
-MAX_BANNED_WORDS = 500
-MAX_BANNED_WORD_LENGTH = 100
-MAX_CHANNELS = 500
-MAX_LISTED_LORAS = 500
-
-
-@dataclass(frozen=True)
-class GuildSettings:
-    """One server's rules. The defaults here are what a server that changed nothing gets."""
-
-    nsfw_policy: str = "block"  # block | spoiler | allow (allow: only in age-restricted channels)
-    daily_quota: int = 50  # images per member per rolling 24 h; 0 switches generation off for members
-    managers_exempt: bool = True  # members with Manage Server have no quota (unless a personal one is set)
-    default_steps: int | None = None  # None: each model's own default
-    max_steps: int = 50
-    max_count: int = 4  # images per /imagine
-    max_pixels: int | None = None  # width * height; None: what the model's sizes need (at least 768x768)
-    user_queue_limit: int = 3  # jobs one member may have waiting
-    channels: frozenset[int] = field(default_factory=frozenset)  # empty: every channel
-    banned_words: frozenset[str] = field(default_factory=frozenset)
-    upscale_allowed: bool = True
-    uploads_allowed: bool = True  # members may start /imagine from their own picture
-    default_model: str | None = None  # None: the library's default
-    models: frozenset[str] = field(default_factory=frozenset)  # models members may use; empty: every one
-    loras_enabled: bool = True
-    loras: frozenset[str] = field(default_factory=frozenset)  # LoRAs members may use; empty: every one
-    default_sampler: str | None = None  # None: each model's own (SDBOT_MODELS, else its scheduler)
-
-    def channel_allowed(self, channel_id: int) -> bool:
-        return not self.channels or channel_id in self.channels
-
-    def model_allowed(self, name: str) -> bool:
-        return not self.models or name in self.models
-
-    def lora_allowed(self, name: str) -> bool:
-        return self.loras_enabled and (not self.loras or name in self.loras)
 
 
 def defaults_from(config: Settings) -> GuildSettings:
@@ -85,7 +56,7 @@ def banned_word_in(prompt: str, settings: GuildSettings) -> str | None:
     match = _banned_pattern(settings.banned_words).search(prompt)
     if match is None:
         return None
-    return _normalise_word(match.group(0))
+    return normalise_word(match.group(0))
 
 
 @functools.lru_cache(maxsize=256)
@@ -99,15 +70,17 @@ def _banned_pattern(words: frozenset[str]) -> re.Pattern[str]:
     return re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)", re.IGNORECASE)
 
 
-def _normalise_word(word: str) -> str:
-    return " ".join(word.lower().split())
-
-
-def _check_range(label: str, value: int, bounds: tuple[int, int]) -> int:
+def _check_range(label: str, value: object, bounds: tuple[int, int]) -> int:
     low, high = bounds
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise InvalidSetting(f"{label} must be a whole number from {low:,} to {high:,} (got {value!r}).")
     return value
+
+
+def _enforce(rules: Sequence[Rule], settings: GuildSettings, value: Any) -> None:
+    for rule in rules:
+        if not rule.holds(settings, value):
+            raise InvalidSetting(rule.refusal.format(value=value, settings=settings))
 
 
 class SettingsService:
@@ -122,8 +95,8 @@ class SettingsService:
     ) -> None:
         self._db = db
         self.defaults = GuildSettings() if defaults is None else defaults
-        self._model_names = tuple(model_names)  # the library's, which a server may choose from
-        self._loras = AddonLibrary(None, AddonKind.LORA) if loras is None else loras
+        no_loras = AddonLibrary(None, AddonKind.LORA)
+        self._choices = vocabularies(model_names, no_loras if loras is None else loras)
         self._cache: dict[int, GuildSettings] = {}
         self._writes = 0  # bumped by every write, so a read that raced one is not cached
 
@@ -138,146 +111,49 @@ class SettingsService:
             self._cache[guild_id] = settings
         return settings
 
-    async def set_nsfw_policy(self, guild_id: int, policy: str) -> GuildSettings:
-        value = policy.strip().lower()
-        if value not in NSFW_POLICIES:
-            raise InvalidSetting(
-                f"NSFW policy must be one of {', '.join(NSFW_POLICIES)} (got {policy!r}). "
-                "`allow` shows flagged images only in age-restricted channels."
-            )
-        return await self._set(guild_id, "nsfw_policy", value)
-
-    async def set_daily_quota(self, guild_id: int, quota: int) -> GuildSettings:
-        return await self._set(guild_id, "daily_quota", _check_range("Daily quota", quota, QUOTA_RANGE))
-
-    async def set_managers_exempt(self, guild_id: int, exempt: bool) -> GuildSettings:
-        return await self._set(guild_id, "managers_exempt", bool(exempt))
-
-    async def set_default_steps(self, guild_id: int, steps: int | None) -> GuildSettings:
-        """Steps for every model when a member gives none; None returns to each model's own default."""
-        if steps is None:
-            return await self._set(guild_id, "default_steps", None)
-        _check_range("Default steps", steps, STEPS_RANGE)
-        current = await self.get(guild_id)
-        if steps > current.max_steps:
-            raise InvalidSetting(
-                f"Default steps ({steps}) cannot exceed max steps ({current.max_steps}): "
-                "raise max steps first."
-            )
-        return await self._set(guild_id, "default_steps", steps)
-
-    async def set_max_steps(self, guild_id: int, steps: int) -> GuildSettings:
-        _check_range("Max steps", steps, STEPS_RANGE)
-        current = await self.get(guild_id)
-        if current.default_steps is not None and steps < current.default_steps:
-            raise InvalidSetting(
-                f"Max steps ({steps}) cannot be below default steps ({current.default_steps}): "
-                "lower default steps first."
-            )
-        return await self._set(guild_id, "max_steps", steps)
-
-    async def set_max_count(self, guild_id: int, count: int) -> GuildSettings:
-        return await self._set(
-            guild_id, "max_count", _check_range("Max images per request", count, COUNT_RANGE)
-        )
-
-    async def set_max_pixels(self, guild_id: int, pixels: int | None) -> GuildSettings:
-        """The largest image, in pixels; None: what each model's sizes need."""
-        if pixels is not None:
-            _check_range("Max pixels (width x height)", pixels, PIXELS_RANGE)
-        return await self._set(guild_id, "max_pixels", pixels)
-
-    async def set_user_queue_limit(self, guild_id: int, limit: int) -> GuildSettings:
-        return await self._set(
-            guild_id, "user_queue_limit", _check_range("Queued jobs per member", limit, QUEUE_LIMIT_RANGE)
-        )
-
-    async def set_upscale_allowed(self, guild_id: int, allowed: bool) -> GuildSettings:
-        return await self._set(guild_id, "upscale_allowed", bool(allowed))
-
-    async def set_uploads_allowed(self, guild_id: int, allowed: bool) -> GuildSettings:
-        return await self._set(guild_id, "uploads_allowed", bool(allowed))
+    async def set(self, guild_id: int, name: str, value: object) -> GuildSettings:
+        """Change the setting ``name`` (a ``SCALARS`` key) to ``value``, once its declaration allows it."""
+        declared = SCALARS[name]
+        # None stores no value: the default, which only a field whose own default is None may return to.
+        if value is not None or getattr(GuildSettings, name) is not None:
+            value = self._checked(declared, value)
+            _enforce(declared.rules, await self.get(guild_id), value)
+        await self._db.guilds.set_value(guild_id, name, value)
+        return await self._reload(guild_id)
 
     async def reset(self, guild_id: int) -> GuildSettings:
-        """Every setting except channels and banned words back to its default."""
+        """Every setting back to its default, except the lists (channels, banned words, models, LoRAs)."""
         await self._db.guilds.reset(guild_id)
         return await self._reload(guild_id)
 
-    async def add_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
-        return await self._add_to_list(guild_id, "channels", channel_id, MAX_CHANNELS, "channels")
-
-    async def remove_channel(self, guild_id: int, channel_id: int) -> GuildSettings:
-        return await self._remove_from_list(
-            guild_id, "channels", channel_id, f"<#{channel_id}> is not in this server's channel list."
-        )
-
-    async def add_banned_word(self, guild_id: int, word: str) -> GuildSettings:
-        value = _normalise_word(word)
-        if not value or not re.search(r"\w", value):
-            raise InvalidSetting("A banned word needs at least one letter or digit.")
-        if len(value) > MAX_BANNED_WORD_LENGTH:
-            raise InvalidSetting(
-                f"A banned word or phrase can be at most {MAX_BANNED_WORD_LENGTH} characters."
-            )
-        return await self._add_to_list(guild_id, "banned_words", value, MAX_BANNED_WORDS, "banned words")
-
-    async def remove_banned_word(self, guild_id: int, word: str) -> GuildSettings:
-        value = _normalise_word(word)
-        return await self._remove_from_list(
-            guild_id, "banned_words", value, f"{value!r} is not a banned word on this server."
-        )
-
-    async def set_default_model(self, guild_id: int, name: str | None) -> GuildSettings:
-        """The model members get when they name none; None returns to the library's default."""
-        if name is not None:
-            self._check_model(name)
-            if not (await self.get(guild_id)).model_allowed(name):
-                raise InvalidSetting(f"Allow {name} on this server first (`/sdadmin model allow`).")
-        return await self._set(guild_id, "default_model", name)
-
-    async def allow_model(self, guild_id: int, name: str) -> GuildSettings:
-        """Add a model to the ones members may use (once any is listed, only those)."""
-        self._check_model(name)
-        return await self._add_to_list(guild_id, "models", name, len(self._model_names), "models")
-
-    async def disallow_model(self, guild_id: int, name: str) -> GuildSettings:
-        """Remove a model from the list (an empty list allows every model again)."""
+    async def add(self, guild_id: int, name: str, value: object) -> GuildSettings:
+        """Add ``value`` to the list ``name`` (a ``LISTS`` key), once its declaration allows it."""
+        declared = LISTS[name]
+        value = declared.cleaned(value)
+        if declared.vocabulary is not None:
+            value = self._find(declared.vocabulary, value)
         current = await self.get(guild_id)
-        if current.default_model == name:
-            raise InvalidSetting(f"{name} is this server's default model: choose another default first.")
-        return await self._remove_from_list(
-            guild_id, "models", name, f"{name} is not in this server's list of models."
-        )
+        _enforce(declared.rules, current, value)
+        listed: frozenset[Any] = getattr(current, name)
+        limit = declared.limit
+        if limit is None and declared.vocabulary is not None:
+            limit = len(self._choices[declared.vocabulary].names())
+        if value not in listed and limit is not None and len(listed) >= limit:
+            raise InvalidSetting(f"A server can list at most {limit} {declared.noun}; remove some first.")
+        await self._db.guilds.add_to_list(guild_id, name, value)
+        return await self._reload(guild_id)
 
-    async def set_loras_enabled(self, guild_id: int, enabled: bool) -> GuildSettings:
-        return await self._set(guild_id, "loras_enabled", bool(enabled))
-
-    async def allow_lora(self, guild_id: int, name: str) -> GuildSettings:
-        """Add a LoRA of the folder to the ones members may use (once any is listed, only those)."""
-        lora = self._loras.find(name)
-        if lora is None:
-            raise InvalidSetting(f"There is no LoRA {name!r} in the LoRA folder (`/loras` lists them).")
-        return await self._add_to_list(guild_id, "loras", lora.name, MAX_LISTED_LORAS, "LoRAs")
-
-    async def disallow_lora(self, guild_id: int, name: str) -> GuildSettings:
-        """Remove a LoRA from the list (an empty list allows every LoRA again)."""
-        lora = self._loras.find(name)
-        return await self._remove_from_list(
-            guild_id,
-            "loras",
-            lora.name if lora is not None else name,
-            f"{name} is not in this server's list of LoRAs.",
-        )
-
-    async def set_default_sampler(self, guild_id: int, name: str | None) -> GuildSettings:
-        """The sampler members get when they name none, with every model it fits; None: each model's own."""
-        if name is not None:
-            known = {sampler.name.casefold(): sampler.name for sampler in ALL_SAMPLERS}
-            if name.strip().casefold() not in known:
-                names = ", ".join(dict.fromkeys(sampler.name for sampler in ALL_SAMPLERS))
-                raise InvalidSetting(f"There is no sampler {name!r}; the samplers are {names}.")
-            name = known[name.strip().casefold()]
-        return await self._set(guild_id, "default_sampler", name)
+    async def remove(self, guild_id: int, name: str, value: object) -> GuildSettings:
+        """Take ``value`` off the list ``name``; a name the vocabulary no longer has can still go."""
+        declared = LISTS[name]
+        value = declared.cleaned(value)
+        stored = value
+        if declared.vocabulary is not None and isinstance(value, str):
+            stored = self._choices[declared.vocabulary].find(value) or value
+        _enforce(declared.removal_rules, await self.get(guild_id), stored)
+        if not await self._db.guilds.remove_from_list(guild_id, name, stored):
+            raise InvalidSetting(declared.missing.format(value=value))
+        return await self._reload(guild_id)
 
     async def member(self, guild_id: int, user_id: int) -> MemberOverride:
         return await self._db.members.get(guild_id, user_id)
@@ -289,37 +165,24 @@ class SettingsService:
         await self._db.members.set_quota(guild_id, user_id, quota)
         return await self.member(guild_id, user_id)
 
-    async def block(self, guild_id: int, user_id: int) -> MemberOverride:
-        await self._db.members.set_blocked(guild_id, user_id, True)
+    async def set_blocked(self, guild_id: int, user_id: int, blocked: bool) -> MemberOverride:
+        await self._db.members.set_blocked(guild_id, user_id, blocked)
         return await self.member(guild_id, user_id)
 
-    async def unblock(self, guild_id: int, user_id: int) -> MemberOverride:
-        await self._db.members.set_blocked(guild_id, user_id, False)
-        return await self.member(guild_id, user_id)
+    def _checked(self, declared: Scalar, value: object) -> object:
+        """``value`` as stored, or InvalidSetting naming what is allowed."""
+        if declared.bounds is not None:
+            return _check_range(declared.label, value, declared.bounds)
+        if declared.vocabulary is not None:
+            return self._find(declared.vocabulary, value)
+        return bool(value)
 
-    def _check_model(self, name: str) -> None:
-        if name not in self._model_names:
-            raise InvalidSetting(
-                f"There is no model {name!r}; the models are {', '.join(self._model_names)}."
-            )
-
-    async def _add_to_list(
-        self, guild_id: int, name: str, value: Any, limit: int, noun: str
-    ) -> GuildSettings:
-        current: frozenset[Any] = getattr(await self.get(guild_id), name)
-        if value not in current and len(current) >= limit:
-            raise InvalidSetting(f"A server can list at most {limit} {noun}; remove some first.")
-        await self._db.guilds.add_to_list(guild_id, name, value)
-        return await self._reload(guild_id)
-
-    async def _remove_from_list(self, guild_id: int, name: str, value: Any, missing: str) -> GuildSettings:
-        if not await self._db.guilds.remove_from_list(guild_id, name, value):
-            raise InvalidSetting(missing)
-        return await self._reload(guild_id)
-
-    async def _set(self, guild_id: int, name: str, value: Any) -> GuildSettings:
-        await self._db.guilds.set_value(guild_id, name, value)
-        return await self._reload(guild_id)
+    def _find(self, vocabulary: Vocabulary, typed: object) -> str:
+        choices = self._choices[vocabulary]
+        found = choices.find(typed) if isinstance(typed, str) else None
+        if found is None:
+            raise InvalidSetting(choices.unknown.format(value=typed, names=", ".join(choices.names())))
+        return found
 
     async def _reload(self, guild_id: int) -> GuildSettings:
         self._writes += 1
