@@ -22,19 +22,17 @@ from sdbot.params import JobKind, JobParams
 from sdbot.services import endings, open_services
 from sdbot.services.dispatch import Dispatcher
 from sdbot.services.edits import EditService
-from sdbot.services.imagine import ImagineService
-from sdbot.services.jobs import (
-    ActiveJob,
+from sdbot.services.events import (
     JobCancelled,
     JobDone,
     JobEvent,
     JobFailed,
     JobPositionChanged,
-    JobQueue,
     JobQueued,
-    JobRequest,
     JobWatch,
 )
+from sdbot.services.imagine import ImagineService
+from sdbot.services.jobs import ActiveJob, JobQueue, JobRequest
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService
 from sdbot.services.worker import batch_key

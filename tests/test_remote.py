@@ -35,8 +35,8 @@ from sdbot.errors import ModelUnavailable
 from sdbot.params import JobKind
 from sdbot.remote.hub import WorkerHub
 from sdbot.services.dispatch import Dispatcher, EngineView
+from sdbot.services.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
 from sdbot.services.imagine import ImagineOptions, Requester
-from sdbot.services.jobs import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
 from sdbot.views.render import NO_GPU
 from tests.redis_server import REPO, RedisServer, WorkerProcess, redis_server_binary
 from tests.test_bot_admin import admin

@@ -24,7 +24,7 @@ from sdbot.config import Settings
 from sdbot.errors import GenerationFailed
 from sdbot.inference.types import Engine, EngineRequest, GenerationResult, Operation
 from sdbot.params import JobKind, JobParams
-from sdbot.services.jobs import (
+from sdbot.services.events import (
     JobCancelled,
     JobDone,
     JobEvent,

@@ -18,7 +18,7 @@ import inspect
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,17 @@ from sdbot.errors import JobNotFound, NotPermitted, QueueFull
 from sdbot.inference.types import GeneratedImage, GenerationResult, Timings
 from sdbot.params import JobKind, JobParams, JobState, random_seed
 from sdbot.services.endings import EndingWriter
+from sdbot.services.events import (
+    JobCancelled,
+    JobDone,
+    JobEvent,
+    JobFailed,
+    JobPositionChanged,
+    JobProgress,
+    JobQueued,
+    JobStarted,
+    Observer,
+)
 
 if TYPE_CHECKING:
     from sdbot.db import Database, JobRecord
@@ -64,104 +75,6 @@ class JobRequest:
             raise ValueError(f"a job needs at least one image, not {self.params.count}")
         if self.kind.from_image != (self.source_png is not None):
             raise ValueError("jobs that start from a picture need source_png; the text kinds take none")
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """Something happened to a job. ``job`` is its record as of this event (state, timestamps)."""
-
-    job: JobRecord
-
-    @property
-    def terminal(self) -> bool:
-        """True for the last event a job ever gets (done, failed or cancelled)."""
-        return False
-
-
-@dataclass(frozen=True)
-class JobQueued(JobEvent):
-    """The job entered the queue (on submit, or on start-up for a job resumed after a restart)."""
-
-    position: int
-
-
-@dataclass(frozen=True)
-class JobPositionChanged(JobEvent):
-    position: int
-
-
-@dataclass(frozen=True)
-class JobStarted(JobEvent):
-    pass
-
-
-@dataclass(frozen=True)
-class JobProgress(JobEvent):
-    """A denoising step finished. ``preview`` (the job's first image so far) comes every few steps; it is
-    a PIL image so that the observer decides whether and how to encode it (off the event loop)."""
-
-    step: int
-    total: int
-    preview: Image.Image | None = None
-
-
-@dataclass(frozen=True)
-class JobDone(JobEvent):
-    result: GenerationResult
-
-    @property
-    def terminal(self) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class JobFailed(JobEvent):
-    """``error`` is fit to show the member who asked (no internals)."""
-
-    error: str
-
-    @property
-    def terminal(self) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class JobCancelled(JobEvent):
-    """``by_user`` is who cancelled it (None: a manager or the system)."""
-
-    by_user: int | None
-
-    @property
-    def terminal(self) -> bool:
-        return True
-
-
-Observer = Callable[[JobEvent], Awaitable[None] | None]
-
-
-class JobWatch:
-    """An observer to iterate over: ``async for event in watch`` yields a job's events in order and ends
-    after its terminal event.
-
-    Pass it to ``JobQueue.submit(..., observer=watch)`` or ``JobQueue.subscribe(job_id, watch)``.
-    """
-
-    def __init__(self) -> None:
-        self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self._ended = False
-
-    def __call__(self, event: JobEvent) -> None:
-        self._events.put_nowait(event)
-
-    def __aiter__(self) -> AsyncIterator[JobEvent]:
-        return self
-
-    async def __anext__(self) -> JobEvent:
-        if self._ended:
-            raise StopAsyncIteration
-        event = await self._events.get()
-        self._ended = event.terminal
-        return event
 
 
 @dataclass(eq=False)

@@ -29,7 +29,8 @@ import discord
 from sdbot.config import Settings
 from sdbot.db import Database, JobRecord, StoredResult
 from sdbot.params import JobState
-from sdbot.services.jobs import JobCancelled, JobDone, JobEvent, JobFailed, JobQueue, JobQueued
+from sdbot.services.events import JobCancelled, JobDone, JobEvent, JobFailed, JobQueued
+from sdbot.services.jobs import JobQueue
 from sdbot.services.models import ModelCatalog
 from sdbot.services.settings import SettingsService
 from sdbot.views.budget import EditBudget

@@ -25,7 +25,7 @@ import discord
 from PIL import Image
 
 from sdbot.db import JobRecord
-from sdbot.services.jobs import (
+from sdbot.services.events import (
     JobDone,
     JobEvent,
     JobFailed,
