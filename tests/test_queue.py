@@ -244,9 +244,9 @@ async def test_a_failing_observer_does_not_stop_the_others_or_the_queue(stack: S
         raise RuntimeError("async observer bug")
 
     job = await stack.submit(ALICE, observer=broken)
-    stack.queue.subscribe(job.id, broken_async)
+    stack.queue.observers.subscribe(job.id, broken_async)
     events: list[JobEvent] = []
-    stack.queue.subscribe(job.id, events.append)
+    stack.queue.observers.subscribe(job.id, events.append)
     await stack.submit(ALICE)
     assert (await stack.queue.cancel(job.id)).state == "cancelled"
     assert isinstance(events[-1], JobCancelled)
@@ -254,11 +254,11 @@ async def test_a_failing_observer_does_not_stop_the_others_or_the_queue(stack: S
 
 async def test_events_of_a_job_nobody_watches_go_to_the_listeners(stack: Stack) -> None:
     heard: list[JobEvent] = []
-    stack.queue.add_listener(heard.append)
+    stack.queue.observers.add_listener(heard.append)
     watched_events: list[JobEvent] = []
     watched = await stack.submit(ALICE, observer=watched_events.append)
     unwatched = await stack.submit(BOB)
-    stack.queue.unsubscribe(watched.id, watched_events.append)
+    stack.queue.observers.unsubscribe(watched.id, watched_events.append)
     await stack.queue.cancel(watched.id)
 
     assert {event.job.id for event in heard} == {unwatched.id, watched.id}

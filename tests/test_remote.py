@@ -137,7 +137,7 @@ async def start_bot(
         stack = await open_stack(db or tmp_path / f"bot{len(bots)}.sqlite3", settings)
         assert stack.dispatcher.hub is not None
         bot = Bot(stack, stack.dispatcher.hub, stack.dispatcher)
-        stack.queue.add_listener(bot.observe)  # the jobs a restart resumes
+        stack.queue.observers.add_listener(bot.observe)  # the jobs a restart resumes
         bots.append(bot)
         if start:
             await bot.dispatcher.start()

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import inspect
 import itertools
 import logging
 import time
@@ -30,15 +29,15 @@ from sdbot.db import JobEnding, StoredImage, StoredResult
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
 from sdbot.inference.types import GeneratedImage, GenerationResult, Timings
 from sdbot.params import JobKind, JobParams, JobState, random_seed
+from sdbot.services.background import run_in_background
 from sdbot.services.endings import EndingWriter
 from sdbot.services.events import (
     JobCancelled,
     JobDone,
     JobEvent,
     JobFailed,
-    JobPositionChanged,
+    JobObservers,
     JobProgress,
-    JobQueued,
     JobStarted,
     Observer,
 )
@@ -204,7 +203,7 @@ class FairOrder:
 
 
 class JobQueue:
-    """The queue of generation jobs, persisted in ``db.jobs``.
+    """The queue of generation jobs, persisted in ``db.jobs``. ``observers`` hears every job's events.
 
     Settings used: ``max_queue`` (jobs waiting, all users together). The per-user limit is the server's
     ``user_queue_limit`` from ``settings_service`` unless ``submit`` is given one.
@@ -231,16 +230,13 @@ class JobQueue:
         self._order = FairOrder()
         self._jobs: dict[int, ActiveJob] = {}  # queued or running
         self._running: dict[int, ActiveJob] = {}
-        self._positions: dict[int, int] = {}  # last position published per queued job
-        self._observers: dict[int, list[Observer]] = {}
-        self._listeners: list[Observer] = []
-        self._observer_tasks: set[asyncio.Future[Any]] = set()
         self._writes: set[asyncio.Future[Any]] = set()
         self._submit_lock = asyncio.Lock()
         self._endings = EndingWriter(on_resume=self.wake)
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.observers = JobObservers()
 
     # ----- for the bot
 
@@ -285,9 +281,7 @@ class JobQueue:
             if request.reservation_id is not None:
                 await self._quotas.refund(request.reservation_id)
             raise
-        if observer is not None:
-            self._observers[record.id] = [observer]
-        self._enqueue(ActiveJob(record))
+        self._enqueue(ActiveJob(record), observer)
         return record
 
     def position(self, job_id: int) -> int | None:
@@ -318,27 +312,6 @@ class JobQueue:
         ending = JobEnding(JobState.CANCELLED, self._clock())
         await self._finish(job, ending, lambda record: JobCancelled(record, by_user=by_user))
         return job.record
-
-    def subscribe(self, job_id: int, observer: Observer) -> None:
-        """Send ``observer`` the future events of a queued or running job. Raises ``JobNotFound``."""
-        if job_id not in self._jobs:
-            raise JobNotFound(f"job {job_id} is not queued or running")
-        self._observers.setdefault(job_id, []).append(observer)
-
-    def unsubscribe(self, job_id: int, observer: Observer) -> None:
-        """Stop watching a job (its later events go to the listeners, as for a job nobody watches)."""
-        observers = self._observers.get(job_id, [])
-        if observer in observers:
-            observers.remove(observer)
-
-    def add_listener(self, listener: Observer) -> None:
-        """Hear the events of every job that has no observer at the time: jobs resumed after a restart, or
-        whose observer gave up (an interaction token expires after 15 minutes), so their results still
-        reach their channel."""
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: Observer) -> None:
-        self._listeners.remove(listener)
 
     async def join(self) -> None:
         """Wait until no job is queued or running."""
@@ -422,8 +395,7 @@ class JobQueue:
         self._order.take(batch)
         for job in batch:
             self._running[job.id] = job
-            self._positions.pop(job.id, None)
-        self._publish_positions()
+        self.observers.publish_positions(self.queued())
         return batch
 
     async def source_png(self, job: ActiveJob) -> bytes | None:
@@ -438,7 +410,7 @@ class JobQueue:
         now = self._clock()
         job.record = replace(job.record, state=JobState.RUNNING, started_at=now)
         self._write_later(self._mark_running(job.id, now))
-        self._emit(job, JobStarted)
+        self.observers.emit(JobStarted(job.record))
         return True
 
     async def flush(self) -> None:
@@ -448,7 +420,7 @@ class JobQueue:
 
     def progress(self, job: ActiveJob, step: int, total: int, preview: Image.Image | None) -> None:
         if not job.finished:
-            self._emit(job, lambda record: JobProgress(record, step=step, total=total, preview=preview))
+            self.observers.emit(JobProgress(job.record, step=step, total=total, preview=preview))
 
     async def complete(self, job: ActiveJob) -> None:
         """The job has all its images: keep them beside the database, record it done and commit its
@@ -480,7 +452,7 @@ class JobQueue:
         self._order.add(job, front=front)
         if front:
             self._work.set()
-        self._publish_positions()
+        self.observers.publish_positions(self.queued())
         await self._db.jobs.requeue(job.id)
 
     # ----- for delivery
@@ -512,16 +484,15 @@ class JobQueue:
         if waiting >= self._settings.max_queue:
             raise QueueFull(scope="global", limit=self._settings.max_queue, ahead=waiting)
 
-    def _enqueue(self, job: ActiveJob) -> None:
+    def _enqueue(self, job: ActiveJob, observer: Observer | None = None) -> None:
         self._jobs[job.id] = job
         self._order.add(job)
         self._idle.clear()
         self._work.set()
         position = self.position(job.id)
         assert position is not None
-        self._positions[job.id] = position
-        self._emit(job, lambda record: JobQueued(record, position=position))
-        self._publish_positions()
+        self.observers.announce_queued(job.record, position, observer)
+        self.observers.publish_positions(self.queued())
 
     async def _finish(
         self,
@@ -544,8 +515,7 @@ class JobQueue:
         finally:
             self._jobs.pop(job.id, None)
             self._running.pop(job.id, None)
-            self._positions.pop(job.id, None)
-            self._publish_positions()
+            self.observers.publish_positions(self.queued())
             if not self._jobs:
                 self._order.forget_turns()
                 self._idle.set()
@@ -559,7 +529,7 @@ class JobQueue:
             nsfw=list(ending.nsfw),
             error=ending.error,
         )
-        self._emit(job, make)
+        self.observers.emit(make(job.record))
 
     async def _mark_running(self, job_id: int, now: float) -> None:
         if not await self._db.jobs.mark_running(job_id, now):
@@ -569,30 +539,6 @@ class JobQueue:
         """Run a database write as a task. aiosqlite runs a connection's statements in the order they were
         issued, and the task issues its statement on the next loop turn, before any later write."""
         run_in_background(self._writes, write, "a background job write failed")
-
-    def _publish_positions(self) -> None:
-        for position, job in enumerate(self._order.order()):
-            if self._positions.get(job.id) != position:
-                self._positions[job.id] = position
-                self._emit(job, lambda record, at=position: JobPositionChanged(record, position=at))
-
-    def _emit(self, job: ActiveJob, make: Callable[[JobRecord], JobEvent]) -> None:
-        event = make(job.record)
-        observers = self._observers.get(job.id) or self._listeners
-        for observer in list(observers):
-            self._notify(observer, event)
-        if event.terminal:
-            self._observers.pop(job.id, None)
-
-    def _notify(self, observer: Observer, event: JobEvent) -> None:
-        """Call one observer; nothing it does (raise, hang in a coroutine) reaches the queue or worker."""
-        try:
-            outcome = observer(event)
-        except Exception:
-            log.exception("observer %r failed on %s of job %s", observer, type(event).__name__, event.job.id)
-            return
-        if inspect.isawaitable(outcome):
-            run_in_background(self._observer_tasks, outcome, "an async observer failed")
 
 
 def _first_preferred(order: list[ActiveJob], prefer: Callable[[ActiveJob], bool]) -> int:
@@ -604,17 +550,3 @@ def _first_preferred(order: list[ActiveJob], prefer: Callable[[ActiveJob], bool]
         if job.passed_over >= MAX_PASSED_OVER:
             return 0
     return 0
-
-
-def run_in_background(tasks: set[asyncio.Future[Any]], work: Awaitable[Any], failure: str) -> None:
-    """Run ``work`` as a task held in ``tasks`` until it ends (so it can be awaited, and is not collected
-    half-way); an exception it raises is logged as ``failure``, as nobody awaits it to see it."""
-    task = asyncio.ensure_future(work)
-    tasks.add(task)
-
-    def done(task: asyncio.Future[Any]) -> None:
-        tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(failure, exc_info=task.exception())
-
-    task.add_done_callback(done)
