@@ -13,8 +13,6 @@ Nothing here knows about Discord: observers are plain callables that receive ``J
 from __future__ import annotations
 
 import asyncio
-import bisect
-import itertools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -27,8 +25,8 @@ from PIL import Image
 from sdbot.config import Settings
 from sdbot.db import JobEnding, StoredImage, StoredResult
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
-from sdbot.inference.types import GeneratedImage, GenerationResult, Timings
 from sdbot.params import JobKind, JobParams, JobState, random_seed
+from sdbot.services.active_job import ActiveJob
 from sdbot.services.background import run_in_background
 from sdbot.services.endings import EndingWriter
 from sdbot.services.events import (
@@ -41,6 +39,7 @@ from sdbot.services.events import (
     JobStarted,
     Observer,
 )
+from sdbot.services.fair_order import FairOrder
 
 if TYPE_CHECKING:
     from sdbot.db import Database, JobRecord
@@ -48,8 +47,6 @@ if TYPE_CHECKING:
     from sdbot.services.settings import SettingsService
 
 log = logging.getLogger(__name__)
-
-MAX_PASSED_OVER = 2  # batches a job may be passed over for a job of a model already loaded
 
 
 @dataclass(frozen=True)
@@ -74,132 +71,6 @@ class JobRequest:
             raise ValueError(f"a job needs at least one image, not {self.params.count}")
         if self.kind.from_image != (self.source_png is not None):
             raise ValueError("jobs that start from a picture need source_png; the text kinds take none")
-
-
-@dataclass(eq=False)
-class ActiveJob:
-    """A job of this process that is queued or running (for the worker; observers see ``JobRecord``s)."""
-
-    record: JobRecord
-    finished: bool = False  # set, synchronously, by whoever finishes the job first
-    passed_over: int = 0  # batches that ran before it though it was first in fair order
-    images: dict[int, list[GeneratedImage]] = field(default_factory=dict)  # by first image index
-    timings: list[Timings] = field(default_factory=list)
-
-    @property
-    def id(self) -> int:
-        return self.record.id
-
-    @property
-    def user_id(self) -> int:
-        return self.record.user_id
-
-    @property
-    def image_count(self) -> int:
-        return self.record.image_count
-
-    @property
-    def params(self) -> JobParams:
-        return self.record.params
-
-    def add_images(self, first: int, images: list[GeneratedImage], timings: Timings) -> bool:
-        """Keep images ``first..`` of this job; True once every image of the job is in."""
-        self.images[first] = images
-        self.timings.append(timings)
-        return sum(len(part) for part in self.images.values()) >= self.image_count
-
-    def result(self) -> GenerationResult:
-        images = [image for first in sorted(self.images) for image in self.images[first]]
-        return GenerationResult(images=images, timings=_sum_timings(self.timings))
-
-    def forget_images(self) -> None:
-        self.images.clear()
-        self.timings.clear()
-
-
-def _sum_timings(parts: list[Timings]) -> Timings:
-    return Timings(
-        switch=sum(part.switch for part in parts),
-        loras=sum(part.loras for part in parts),
-        denoise=sum(part.denoise for part in parts),
-        decode=sum(part.decode for part in parts),
-        safety=sum(part.safety for part in parts),
-        total=sum(part.total for part in parts),
-    )
-
-
-class FairOrder:
-    """Round-robin across users, first-in first-out within each user.
-
-    Users take turns in the order they were last served (the one served longest ago first); a user never
-    served yet goes before everyone already served, so a newcomer's first job waits behind at most the job
-    now running. The order of the waiting jobs is: every user's first job in turn order, then every user's
-    second job in the same order, and so on, which is exactly the order the worker takes them in.
-
-    Jobs put back at the *front* (their GPU worker was lost while running them) go before all of that, in
-    the order they were put back: they had their turn already.
-    """
-
-    def __init__(self) -> None:
-        self._front: list[ActiveJob] = []
-        self._waiting: dict[int, list[ActiveJob]] = {}
-        self._last_served: dict[int, int] = {}
-        self._joined: dict[int, int] = {}
-        self._ticks = itertools.count()
-
-    def __len__(self) -> int:
-        return len(self._front) + sum(len(jobs) for jobs in self._waiting.values())
-
-    def add(self, job: ActiveJob, *, front: bool = False) -> None:
-        """Queue ``job`` behind the user's older jobs (by id, so a resumed job keeps its place), or at the
-        front of the whole order."""
-        if front:
-            self._front.append(job)
-            return
-        jobs = self._waiting.setdefault(job.user_id, [])
-        if not jobs:
-            self._joined[job.user_id] = next(self._ticks)
-        bisect.insort(jobs, job, key=lambda queued: queued.id)
-
-    def remove(self, job: ActiveJob) -> None:
-        if job in self._front:
-            self._front.remove(job)
-        else:
-            self._waiting[job.user_id].remove(job)
-
-    def waiting_of(self, user_id: int, guild_id: int) -> int:
-        mine = [*self._front, *self._waiting.get(user_id, ())]
-        return sum(1 for job in mine if job.user_id == user_id and job.record.guild_id == guild_id)
-
-    def order(self) -> list[ActiveJob]:
-        users = sorted((user for user, jobs in self._waiting.items() if jobs), key=self._turn)
-        ordered: list[ActiveJob] = list(self._front)
-        for depth in itertools.count():
-            row = [self._waiting[user][depth] for user in users if len(self._waiting[user]) > depth]
-            if not row:
-                return ordered
-            ordered.extend(row)
-        raise AssertionError("unreachable")
-
-    def take(self, jobs: list[ActiveJob]) -> None:
-        """Remove ``jobs`` (taken in ``order()``) and move their users to the back of the turn order (a job
-        from the front had its turn already)."""
-        for job in jobs:
-            if job in self._front:
-                self._front.remove(job)
-                continue
-            self._waiting[job.user_id].remove(job)
-            self._last_served[job.user_id] = next(self._ticks)
-
-    def forget_turns(self) -> None:
-        """With nothing queued or running, past turns no longer matter."""
-        self._last_served.clear()
-        self._joined.clear()
-        self._waiting.clear()
-        self._front.clear()
-
-    def _turn(self, user_id: int) -> tuple[int, int]:
-        return (self._last_served.get(user_id, -1), self._joined[user_id])
 
 
 class JobQueue:
@@ -365,34 +236,13 @@ class JobQueue:
         prefer: Callable[[ActiveJob], bool] | None = None,
         accepts: Callable[[ActiveJob], bool] | None = None,
     ) -> list[ActiveJob]:
-        """Take the next job in fair order and the jobs right after it with the same batch key, while their
-        images fit in ``max_images`` (the first job is taken whatever its size). Nothing while ``paused``.
-        ``accepts``: the jobs this engine can run (the ones for its models); the others are left to other
-        engines.
-
-        ``prefer`` (the jobs whose model is already on the GPU) may put a later job first, sparing a model
-        switch, but only past jobs passed over fewer than ``MAX_PASSED_OVER`` times: no job waits more than
-        that many batches longer than the fair order would make it."""
-        order = self._order.order()
+        """Take the next batch to run (``FairOrder.next_batch``, which says how) and count its jobs as
+        running. Nothing while ``paused``."""
         if self.paused is not None:
             return []
-        if accepts is not None:
-            order = [job for job in order if accepts(job)]
-        if not order:
-            return []
-        first = _first_preferred(order, prefer) if prefer is not None else 0
-        for passed in order[:first]:
-            passed.passed_over += 1
-        head = order[first]
-        key = batch_key(head)
-        batch = [head]
-        images = head.image_count
-        for job in order[first + 1 :]:
-            if batch_key(job) != key or images + job.image_count > max_images:
-                break
-            batch.append(job)
-            images += job.image_count
-        self._order.take(batch)
+        batch = self._order.next_batch(max_images, batch_key, prefer, accepts)
+        if not batch:
+            return batch
         for job in batch:
             self._running[job.id] = job
         self.observers.publish_positions(self.queued())
@@ -539,14 +389,3 @@ class JobQueue:
         """Run a database write as a task. aiosqlite runs a connection's statements in the order they were
         issued, and the task issues its statement on the next loop turn, before any later write."""
         run_in_background(self._writes, write, "a background job write failed")
-
-
-def _first_preferred(order: list[ActiveJob], prefer: Callable[[ActiveJob], bool]) -> int:
-    """The index of the job to run first: the first preferred one that passes over only jobs that may still
-    be passed over; else the first in fair order."""
-    for index, job in enumerate(order):
-        if prefer(job):
-            return index
-        if job.passed_over >= MAX_PASSED_OVER:
-            return 0
-    return 0
