@@ -151,7 +151,7 @@ class SDBot(commands.Bot):
         self.delivery = Delivery(
             self,
             self.db,
-            self.queue,
+            self.queue.ledger,
             self.settings_service,
             services.models,
             self.settings,

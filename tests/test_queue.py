@@ -274,7 +274,7 @@ async def test_a_cancel_while_shutdown_requeues_the_job_wins_and_leaves_no_ghost
     waiting = await stack.submit(BOB)
     (active,) = stack.queue.take_batch(1, batch_key)
     assert stack.queue.start(active)
-    await stack.queue.flush()
+    await stack.queue.ledger.flush()
     writing, release = asyncio.Event(), asyncio.Event()
     requeue = stack.db.jobs.requeue
 
@@ -319,7 +319,7 @@ async def started(stack: Stack, user: int, **options: Any) -> tuple[JobRecord, A
     job = await stack.submit(user, observer=events.append, **options)
     [active] = stack.queue.take_batch(job.image_count, batch_key)
     assert stack.queue.start(active)
-    await stack.queue.flush()
+    await stack.queue.ledger.flush()
     return job, active, events
 
 

@@ -15,20 +15,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from sdbot.config import Settings
-from sdbot.db import JobEnding, StoredImage, StoredResult
+from sdbot.db import JobEnding
 from sdbot.errors import JobNotFound, NotPermitted, QueueFull
+from sdbot.inference.types import GenerationResult
 from sdbot.params import JobKind, JobParams, JobState, random_seed
 from sdbot.services.active_job import ActiveJob
-from sdbot.services.background import run_in_background
-from sdbot.services.endings import EndingWriter
 from sdbot.services.events import (
     JobCancelled,
     JobDone,
@@ -40,6 +38,7 @@ from sdbot.services.events import (
     Observer,
 )
 from sdbot.services.fair_order import FairOrder
+from sdbot.services.ledger import JobLedger
 
 if TYPE_CHECKING:
     from sdbot.db import Database, JobRecord
@@ -101,13 +100,12 @@ class JobQueue:
         self._order = FairOrder()
         self._jobs: dict[int, ActiveJob] = {}  # queued or running
         self._running: dict[int, ActiveJob] = {}
-        self._writes: set[asyncio.Future[Any]] = set()
         self._submit_lock = asyncio.Lock()
-        self._endings = EndingWriter(on_resume=self.wake)
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.observers = JobObservers()
+        self.ledger = JobLedger(db, on_resume=self.wake, clock=clock)
 
     # ----- for the bot
 
@@ -191,7 +189,7 @@ class JobQueue:
     @property
     def paused(self) -> str | None:
         """Why no job is taken now (the ends of jobs cannot be saved), or None."""
-        return self._endings.paused
+        return self.ledger.paused
 
     # ----- for the worker
 
@@ -200,23 +198,13 @@ class JobQueue:
         one starts over. A job whose images were kept before the run stopped is recorded done instead (its
         images wait to be posted): it never runs twice. Returns how many were queued again."""
         restored = 0
-        await self._db.results.remove_partial()
-        for record in await self._db.jobs.unfinished():
+        for record in await self.ledger.unfinished():
             if record.id in self._jobs:
                 continue
-            stored = await self._db.results.load(record.id)
-            if stored is not None:
-                seeds, nsfw = [i.seed for i in stored.images], [i.nsfw for i in stored.images]
-                ending = JobEnding(JobState.DONE, self._clock(), seeds, nsfw)
-                record_done = partial(self._db.end_job, record.id, ending)
-                await self._endings.write(record.id, "record it done", record_done)
-                log.info("job %s was done before the restart: its images will be posted", record.id)
-                continue
-            if record.state == "running":
-                await self._db.jobs.requeue(record.id)
-                record = replace(record, state=JobState.QUEUED, started_at=None)
-            self._enqueue(ActiveJob(record))
-            restored += 1
+            resumed = await self.ledger.resume(record)
+            if resumed is not None:
+                self._enqueue(ActiveJob(resumed))
+                restored += 1
         if restored:
             log.info("resumed %d unfinished job(s) from the last run", restored)
         return restored
@@ -248,25 +236,16 @@ class JobQueue:
         self.observers.publish_positions(self.queued())
         return batch
 
-    async def source_png(self, job: ActiveJob) -> bytes | None:
-        """The image a variation or upscale job starts from (stored with the job, so it survives restarts)."""
-        return await self._db.jobs.source_png(job.id)
-
     def start(self, job: ActiveJob) -> bool:
         """Record that ``job`` runs now; False if it was cancelled meanwhile. The row is written in the
-        background (in order with the job's later writes), so the engine does not wait for the disk."""
+        background (``JobLedger.started``), so the engine does not wait for the disk."""
         if job.finished:
             return False
         now = self._clock()
         job.record = replace(job.record, state=JobState.RUNNING, started_at=now)
-        self._write_later(self._mark_running(job.id, now))
+        self.ledger.started(job.id, now)
         self.observers.emit(JobStarted(job.record))
         return True
-
-    async def flush(self) -> None:
-        """Wait for the background writes started so far."""
-        while self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
 
     def progress(self, job: ActiveJob, step: int, total: int, preview: Image.Image | None) -> None:
         if not job.finished:
@@ -279,9 +258,7 @@ class JobQueue:
             return
         result = job.result()
         ending = JobEnding(JobState.DONE, self._clock(), result.seeds, result.nsfw)
-        images = [StoredImage(image.png, image.seed, image.nsfw) for image in result.images]
-        kept = StoredResult(images, result.notes)
-        await self._finish(job, ending, lambda record: JobDone(record, result=result), kept)
+        await self._finish(job, ending, lambda record: JobDone(record, result=result), result)
 
     async def fail(self, job: ActiveJob, error: str) -> None:
         """The job cannot be done: record ``error`` (user-safe text), refund, tell its observers."""
@@ -304,22 +281,6 @@ class JobQueue:
             self._work.set()
         self.observers.publish_positions(self.queued())
         await self._db.jobs.requeue(job.id)
-
-    # ----- for delivery
-
-    async def delivered(self, job_id: int, message_id: int) -> None:
-        """A done job's images are posted in ``message_id``: record it (retried until written, as a job's
-        end is), then let their files go."""
-        record = partial(self._db.jobs.set_message, job_id, message_id)
-        await self._endings.write(job_id, "record its result message", record)
-        await self._db.results.delete(job_id)
-
-    async def undeliverable(self, job_id: int, error: str) -> None:
-        """A done job's images cannot be posted: it ends failed with ``error`` (user-safe text) and its
-        images are refunded (retried until written), then their files go."""
-        abandon = partial(self._db.abandon_delivery, job_id, error)
-        await self._endings.write(job_id, "record that its images could not be posted", abandon)
-        await self._db.results.delete(job_id)
 
     # ----- internals
 
@@ -349,19 +310,15 @@ class JobQueue:
         job: ActiveJob,
         ending: JobEnding,
         make: Callable[[JobRecord], JobEvent],
-        kept: StoredResult | None = None,
+        result: GenerationResult | None = None,
     ) -> None:
         """End a job exactly once: whoever sets ``finished`` first (all on the loop, before any await) wins.
-        Its observers hear of it only once its end is recorded (``EndingWriter`` retries until it is); if
-        the bot stops first, nobody hears, and the job stays unfinished in the ledger for the next start."""
+        Its observers hear of it only once its end is recorded (``JobLedger.end`` retries until it is); if
+        the bot stops first, nobody hears, and the job stays unfinished in the ledger for the next start.
+        ``result``: a done job's images, kept before its end is recorded."""
         job.finished = True
         try:
-            if kept is not None:
-                keep = partial(self._db.results.save, job.id, kept)
-                await self._endings.write(job.id, "keep its images", keep)
-            ended = await self._endings.write(
-                job.id, f"record it {ending.state}", partial(self._db.end_job, job.id, ending)
-            )
+            await self.ledger.end(job.id, ending, result)
         finally:
             self._jobs.pop(job.id, None)
             self._running.pop(job.id, None)
@@ -369,8 +326,6 @@ class JobQueue:
             if not self._jobs:
                 self._order.forget_turns()
                 self._idle.set()
-        if not ended:
-            log.warning("job %s had already ended in the database", job.id)
         job.record = replace(
             job.record,
             state=ending.state,
@@ -380,12 +335,3 @@ class JobQueue:
             error=ending.error,
         )
         self.observers.emit(make(job.record))
-
-    async def _mark_running(self, job_id: int, now: float) -> None:
-        if not await self._db.jobs.mark_running(job_id, now):
-            log.warning("job %s was no longer queued in the database when it started", job_id)
-
-    def _write_later(self, write: Awaitable[None]) -> None:
-        """Run a database write as a task. aiosqlite runs a connection's statements in the order they were
-        issued, and the task issues its statement on the next loop turn, before any later write."""
-        run_in_background(self._writes, write, "a background job write failed")

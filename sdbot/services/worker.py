@@ -179,7 +179,7 @@ class Worker:
                 await self._queue.requeue(job)
         executor.shutdown(wait=False)
         await self._stop_completing()
-        await self._queue.flush()
+        await self._queue.ledger.flush()
         self._task = self._executor = None
 
     async def _stop_completing(self) -> None:
@@ -293,9 +293,8 @@ class Worker:
 
     async def _call_engine(self, run: _Run) -> list[GenerationResult]:
         """Run ``run`` in the engine thread; one result per slice, in order."""
-        sources = {
-            job.id: await self._queue.source_png(job) for job in run.jobs if job.record.kind.from_image
-        }
+        ledger = self._queue.ledger
+        sources = {job.id: await ledger.source_png(job.id) for job in run.jobs if job.record.kind.from_image}
         loop = asyncio.get_running_loop()
         last_report = -math.inf
         owners = [part.job for part in run.slices]  # the job of each engine request
