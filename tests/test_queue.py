@@ -21,6 +21,7 @@ from sdbot.library import ModelLibrary
 from sdbot.params import JobKind, JobParams
 from sdbot.services import endings, open_services
 from sdbot.services.active_job import ActiveJob
+from sdbot.services.admission import JobRequest
 from sdbot.services.dispatch import Dispatcher
 from sdbot.services.edits import EditService
 from sdbot.services.events import (
@@ -33,7 +34,7 @@ from sdbot.services.events import (
     JobWatch,
 )
 from sdbot.services.imagine import ImagineService
-from sdbot.services.jobs import JobQueue, JobRequest
+from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService
 from sdbot.services.worker import batch_key

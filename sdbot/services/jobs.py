@@ -1,11 +1,11 @@
-"""The job queue: what waits to run, in which order, and who hears about it.
+"""The job queue: the jobs of this process from the moment they are queued until their end is recorded.
 
-``JobQueue`` owns the jobs that are queued or running in this process. It persists every state change to
-``db.jobs``, keeps the fair order (round-robin across users, each user's own jobs first-in first-out), answers
-``position`` and ``cancel``, enforces the per-user and global queue limits, owns the quota reservation of each
-job it accepted (committed when the job is done, refunded when it fails or is cancelled) and tells observers
-about every state change. The single GPU consumer is ``sdbot.services.worker.Worker``; it takes batches from
-here and reports results back through the ``JobQueue`` methods marked "for the worker".
+``JobQueue`` queues what ``JobAdmission`` admits (and, at start-up, what a previous run left unfinished),
+keeps it in the fair order (``FairOrder``) while it waits, hands it in batches to the GPU lanes
+(``sdbot.services.worker``) and takes their reports through the methods marked "for the worker", puts back a
+batch whose GPU worker was lost, and ends each job exactly once: done, failed or cancelled, its quota
+reservation committed or refunded. ``ledger`` (``JobLedger``) records what happens to the jobs, and
+``observers`` (``JobObservers``) tells whoever listens.
 
 Nothing here knows about Discord: observers are plain callables that receive ``JobEvent`` objects.
 """
@@ -16,17 +16,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from sdbot.config import Settings
 from sdbot.db import JobEnding
-from sdbot.errors import JobNotFound, NotPermitted, QueueFull
+from sdbot.errors import JobNotFound, NotPermitted
 from sdbot.inference.types import GenerationResult
-from sdbot.params import JobKind, JobParams, JobState, random_seed
+from sdbot.params import JobState
 from sdbot.services.active_job import ActiveJob
+from sdbot.services.admission import JobAdmission, JobRequest
 from sdbot.services.events import (
     JobCancelled,
     JobDone,
@@ -48,35 +49,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class JobRequest:
-    """What a member asked for, already validated and paid for (``reservation_id``) by the caller.
-
-    A seed of None in ``params`` is drawn at submit, so that a resumed job makes the same images.
-    ``source_png`` is the picture a job of a ``from_image`` kind starts from.
-    """
-
-    guild_id: int
-    channel_id: int
-    user_id: int
-    kind: JobKind
-    params: JobParams
-    parent_id: int | None = None
-    reservation_id: int | None = None
-    source_png: bytes | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.params.count < 1:
-            raise ValueError(f"a job needs at least one image, not {self.params.count}")
-        if self.kind.from_image != (self.source_png is not None):
-            raise ValueError("jobs that start from a picture need source_png; the text kinds take none")
-
-
 class JobQueue:
-    """The queue of generation jobs, persisted in ``db.jobs``. ``observers`` hears every job's events.
-
-    Settings used: ``max_queue`` (jobs waiting, all users together). The per-user limit is the server's
-    ``user_queue_limit`` from ``settings_service`` unless ``submit`` is given one.
+    """The queue of generation jobs: ``submit`` admits a job (``JobAdmission``: the queue limits), the worker
+    runs it, ``ledger`` records what happens to it in ``db.jobs`` and ``observers`` hear of it.
 
     Reservations: ``submit`` takes over the reservation of the request from the moment it is called. If the
     job is not queued (``QueueFull``, or any error) the reservation is refunded before ``submit`` raises;
@@ -93,14 +68,11 @@ class JobQueue:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
-        self._quotas = quotas
-        self._settings = settings
-        self._settings_service = settings_service
         self._clock = clock
         self._order = FairOrder()
+        self._admission = JobAdmission(db, quotas, settings, self._order, settings_service, clock)
         self._jobs: dict[int, ActiveJob] = {}  # queued or running
         self._running: dict[int, ActiveJob] = {}
-        self._submit_lock = asyncio.Lock()
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -128,29 +100,8 @@ class JobQueue:
     async def _submit(
         self, request: JobRequest, user_queue_limit: int | None, observer: Observer | None
     ) -> JobRecord:
-        try:
-            async with self._submit_lock:
-                await self._check_limits(request, user_queue_limit)
-                params = request.params
-                if params.seed is None:
-                    params = replace(params, seed=random_seed())
-                record = await self._db.jobs.create(
-                    guild_id=request.guild_id,
-                    channel_id=request.channel_id,
-                    user_id=request.user_id,
-                    kind=request.kind,
-                    params=params,
-                    image_count=params.count,
-                    parent_id=request.parent_id,
-                    reservation_id=request.reservation_id,
-                    source_png=request.source_png,
-                    now=self._clock(),
-                )
-        except BaseException:
-            if request.reservation_id is not None:
-                await self._quotas.refund(request.reservation_id)
-            raise
-        self._enqueue(ActiveJob(record), observer)
+        record = await self._admission.admit(request, user_queue_limit)
+        self._enqueue(ActiveJob(record), observer)  # before any await: see JobAdmission.admit
         return record
 
     def position(self, job_id: int) -> int | None:
@@ -283,17 +234,6 @@ class JobQueue:
         await self._db.jobs.requeue(job.id)
 
     # ----- internals
-
-    async def _check_limits(self, request: JobRequest, user_queue_limit: int | None) -> None:
-        if user_queue_limit is None and self._settings_service is not None:
-            user_queue_limit = (await self._settings_service.get(request.guild_id)).user_queue_limit
-        if user_queue_limit is not None:
-            mine = self._order.waiting_of(request.user_id, request.guild_id)
-            if mine >= user_queue_limit:
-                raise QueueFull(scope="user", limit=user_queue_limit, ahead=mine)
-        waiting = len(self._order)
-        if waiting >= self._settings.max_queue:
-            raise QueueFull(scope="global", limit=self._settings.max_queue, ahead=waiting)
 
     def _enqueue(self, job: ActiveJob, observer: Observer | None = None) -> None:
         self._jobs[job.id] = job

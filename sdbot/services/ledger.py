@@ -3,8 +3,9 @@
 A job's end is written until it is (``EndingWriter``), after a done job's images are kept beside the
 database; so are the records of its delivery. A job's start is written in the background, so that the
 engine never waits for the disk. At start-up, the jobs a previous run left unfinished are read back, and
-one whose images were already kept is recorded done instead of running again. ``JobQueue`` writes a job's
-row itself only where the caller waits for the write: when it accepts the job, and when it puts it back.
+one whose images were already kept is recorded done instead of running again. The two writes whose caller
+simply awaits them do not come through here: a job's row is created by ``JobAdmission`` and put back in the
+queue by ``JobQueue.requeue``.
 """
 
 from __future__ import annotations
