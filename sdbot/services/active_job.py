@@ -1,18 +1,20 @@
 """A job while this process has it queued or running: ``ActiveJob``.
 
-The queue keeps one per job from the moment it is queued until its end is recorded; the fair order ranks
-them, and the worker collects the images of each job's batches on it until the job has them all.
+The queue keeps one per job from the moment it is queued until its end is recorded, its record in step with
+what happens to the job; the fair order ranks them, and the worker collects the images of each job's
+batches on it until the job has them all.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from sdbot.inference.types import GeneratedImage, GenerationResult, Timings
+from sdbot.params import JobState
 
 if TYPE_CHECKING:
-    from sdbot.db import JobRecord
+    from sdbot.db import JobEnding, JobRecord
     from sdbot.params import JobParams
 
 
@@ -52,9 +54,24 @@ class ActiveJob:
         images = [image for first in sorted(self.images) for image in self.images[first]]
         return GenerationResult(images=images, timings=_sum_timings(self.timings))
 
-    def forget_images(self) -> None:
+    def mark_running(self, now: float) -> None:
+        self.record = replace(self.record, state=JobState.RUNNING, started_at=now)
+
+    def mark_queued(self) -> None:
+        """Back in the queue: the job runs again from the start, so the images of the run it left go."""
         self.images.clear()
         self.timings.clear()
+        self.record = replace(self.record, state=JobState.QUEUED, started_at=None)
+
+    def mark_ended(self, ending: JobEnding) -> None:
+        self.record = replace(
+            self.record,
+            state=ending.state,
+            finished_at=ending.finished_at,
+            seeds=list(ending.seeds),
+            nsfw=list(ending.nsfw),
+            error=ending.error,
+        )
 
 
 def _sum_timings(parts: list[Timings]) -> Timings:

@@ -16,7 +16,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
@@ -193,7 +192,7 @@ class JobQueue:
         if job.finished:
             return False
         now = self._clock()
-        job.record = replace(job.record, state=JobState.RUNNING, started_at=now)
+        job.mark_running(now)
         self.ledger.started(job.id, now)
         self.observers.emit(JobStarted(job.record))
         return True
@@ -225,8 +224,7 @@ class JobQueue:
         meanwhile finds it queued and removes it."""
         if job.finished or self._running.pop(job.id, None) is None:
             return
-        job.forget_images()
-        job.record = replace(job.record, state=JobState.QUEUED, started_at=None)
+        job.mark_queued()
         self._order.add(job, front=front)
         if front:
             self._work.set()
@@ -266,12 +264,5 @@ class JobQueue:
             if not self._jobs:
                 self._order.forget_turns()
                 self._idle.set()
-        job.record = replace(
-            job.record,
-            state=ending.state,
-            finished_at=ending.finished_at,
-            seeds=list(ending.seeds),
-            nsfw=list(ending.nsfw),
-            error=ending.error,
-        )
+        job.mark_ended(ending)
         self.observers.emit(make(job.record))
