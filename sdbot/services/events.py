@@ -161,11 +161,14 @@ class JobObservers:
     def remove_listener(self, listener: Observer) -> None:
         self._listeners.remove(listener)
 
-    def announce_queued(self, job: JobRecord, position: int, observer: Observer | None) -> None:
-        """``job`` entered the queue at ``position``; ``observer`` (if any) hears this and what follows."""
+    def announce_queued(self, job: JobRecord, observer: Observer | None, waiting: list[JobRecord]) -> None:
+        """``job`` joined the queue, whose waiting jobs are now ``waiting`` (in fair order): ``observer`` (if
+        any) hears this and what follows, and the jobs it went ahead of hear their new positions."""
+        position = [queued.id for queued in waiting].index(job.id)
         self._observers[job.id] = [] if observer is None else [observer]
         self._positions[job.id] = position
         self.emit(JobQueued(job, position=position))
+        self.publish_positions(waiting)
 
     def publish_positions(self, waiting: list[JobRecord]) -> None:
         """Tell the observers of each job in ``waiting`` (the queue in fair order) its new position, if it

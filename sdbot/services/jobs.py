@@ -238,10 +238,7 @@ class JobQueue:
         self._order.add(job)
         self._idle.clear()
         self._work.set()
-        position = self.position(job.id)
-        assert position is not None
-        self.observers.announce_queued(job.record, position, observer)
-        self.observers.publish_positions(self.queued())
+        self.observers.announce_queued(job.record, observer, self.queued())
 
     async def _finish(
         self,
