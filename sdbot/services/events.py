@@ -172,8 +172,8 @@ class JobObservers:
 
     def publish_positions(self, waiting: list[JobRecord]) -> None:
         """Tell the observers of each job in ``waiting`` (the queue in fair order) its new position, if it
-        moved since they were last told. A job that left the queue is forgotten: should it come back (put
-        back after its worker was lost), its position is told again."""
+        moved since they were last told. A job that left the queue is forgotten: should it come back
+        (``JobQueue.requeue``), its position is told again."""
         told, self._positions = self._positions, {}
         for position, job in enumerate(waiting):
             self._positions[job.id] = position
