@@ -63,7 +63,7 @@ from sdbot.inference.types import (
 )
 from sdbot.params import JobKind, JobParams
 from sdbot.services import open_services
-from sdbot.services.jobs import JobRequest
+from sdbot.services.admission import JobRequest
 from sdbot.services.worker import Worker
 from tests.tiny_models import build_tiny_model
 

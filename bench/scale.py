@@ -44,7 +44,7 @@ from dataclasses import replace
 from sdbot.config import Settings
 from sdbot.inference.process import EngineProcess
 from sdbot.library import ModelLibrary
-from sdbot.services.jobs import JobProgress, JobStarted
+from sdbot.services.events import JobProgress, JobStarted
 from tests.engines import StepEngine, fake_library
 from tests.redis_server import RedisServer, WorkerProcess
 from tests.test_queue import open_stack

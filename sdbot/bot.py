@@ -151,7 +151,7 @@ class SDBot(commands.Bot):
         self.delivery = Delivery(
             self,
             self.db,
-            self.queue,
+            self.queue.ledger,
             self.settings_service,
             services.models,
             self.settings,
@@ -159,7 +159,7 @@ class SDBot(commands.Bot):
             waiting_for_gpu=self.dispatcher.waiting_for_gpu,
             clock=self.clock,
         )
-        self.queue.add_listener(self.delivery.on_unwatched)
+        self.queue.observers.add_listener(self.delivery.on_unwatched)
         await self.dispatcher.start()  # resumes unfinished jobs before any request: they keep their places
         if self.dispatcher.hub is None or self.settings.local_engine:
             self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")

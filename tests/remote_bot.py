@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from sdbot.config import Settings
-from sdbot.services.jobs import JobProgress
+from sdbot.services.events import JobProgress
 from tests.test_queue import ALICE, open_stack
 
 LONG = {"steps": 150, "width": 64, "height": 64}  # about two seconds on a worker with the tiny model

@@ -20,21 +20,21 @@ from sdbot.inference.types import GeneratedImage, Timings
 from sdbot.library import ModelLibrary
 from sdbot.params import JobKind, JobParams
 from sdbot.services import endings, open_services
+from sdbot.services.active_job import ActiveJob
+from sdbot.services.admission import JobRequest
 from sdbot.services.dispatch import Dispatcher
 from sdbot.services.edits import EditService
-from sdbot.services.imagine import ImagineService
-from sdbot.services.jobs import (
-    ActiveJob,
+from sdbot.services.events import (
     JobCancelled,
     JobDone,
     JobEvent,
     JobFailed,
     JobPositionChanged,
-    JobQueue,
     JobQueued,
-    JobRequest,
     JobWatch,
 )
+from sdbot.services.imagine import ImagineService
+from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
 from sdbot.services.settings import SettingsService
 from sdbot.services.worker import batch_key
@@ -246,9 +246,9 @@ async def test_a_failing_observer_does_not_stop_the_others_or_the_queue(stack: S
         raise RuntimeError("async observer bug")
 
     job = await stack.submit(ALICE, observer=broken)
-    stack.queue.subscribe(job.id, broken_async)
+    stack.queue.observers.subscribe(job.id, broken_async)
     events: list[JobEvent] = []
-    stack.queue.subscribe(job.id, events.append)
+    stack.queue.observers.subscribe(job.id, events.append)
     await stack.submit(ALICE)
     assert (await stack.queue.cancel(job.id)).state == "cancelled"
     assert isinstance(events[-1], JobCancelled)
@@ -256,11 +256,11 @@ async def test_a_failing_observer_does_not_stop_the_others_or_the_queue(stack: S
 
 async def test_events_of_a_job_nobody_watches_go_to_the_listeners(stack: Stack) -> None:
     heard: list[JobEvent] = []
-    stack.queue.add_listener(heard.append)
+    stack.queue.observers.add_listener(heard.append)
     watched_events: list[JobEvent] = []
     watched = await stack.submit(ALICE, observer=watched_events.append)
     unwatched = await stack.submit(BOB)
-    stack.queue.unsubscribe(watched.id, watched_events.append)
+    stack.queue.observers.unsubscribe(watched.id, watched_events.append)
     await stack.queue.cancel(watched.id)
 
     assert {event.job.id for event in heard} == {unwatched.id, watched.id}
@@ -275,7 +275,7 @@ async def test_a_cancel_while_shutdown_requeues_the_job_wins_and_leaves_no_ghost
     waiting = await stack.submit(BOB)
     (active,) = stack.queue.take_batch(1, batch_key)
     assert stack.queue.start(active)
-    await stack.queue.flush()
+    await stack.queue.ledger.flush()
     writing, release = asyncio.Event(), asyncio.Event()
     requeue = stack.db.jobs.requeue
 
@@ -320,7 +320,7 @@ async def started(stack: Stack, user: int, **options: Any) -> tuple[JobRecord, A
     job = await stack.submit(user, observer=events.append, **options)
     [active] = stack.queue.take_batch(job.image_count, batch_key)
     assert stack.queue.start(active)
-    await stack.queue.flush()
+    await stack.queue.ledger.flush()
     return job, active, events
 
 

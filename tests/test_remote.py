@@ -35,8 +35,8 @@ from sdbot.errors import ModelUnavailable
 from sdbot.params import JobKind
 from sdbot.remote.hub import WorkerHub
 from sdbot.services.dispatch import Dispatcher, EngineView
+from sdbot.services.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
 from sdbot.services.imagine import ImagineOptions, Requester
-from sdbot.services.jobs import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
 from sdbot.views.render import NO_GPU
 from tests.redis_server import REPO, RedisServer, WorkerProcess, redis_server_binary
 from tests.test_bot_admin import admin
@@ -137,7 +137,7 @@ async def start_bot(
         stack = await open_stack(db or tmp_path / f"bot{len(bots)}.sqlite3", settings)
         assert stack.dispatcher.hub is not None
         bot = Bot(stack, stack.dispatcher.hub, stack.dispatcher)
-        stack.queue.add_listener(bot.observe)  # the jobs a restart resumes
+        stack.queue.observers.add_listener(bot.observe)  # the jobs a restart resumes
         bots.append(bot)
         if start:
             await bot.dispatcher.start()

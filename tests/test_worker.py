@@ -24,7 +24,7 @@ from sdbot.config import Settings
 from sdbot.errors import GenerationFailed
 from sdbot.inference.types import Engine, EngineRequest, GenerationResult, Operation
 from sdbot.params import JobKind, JobParams
-from sdbot.services.jobs import (
+from sdbot.services.events import (
     JobCancelled,
     JobDone,
     JobEvent,
@@ -273,7 +273,8 @@ async def test_restart_resumes_unfinished_jobs_in_order_and_runs_each_once(tmp_p
     engine = StepEngine()
     second = await start(engine, max_batch=1)
     heard: list[JobEvent] = []
-    second.stack.queue.add_listener(heard.append)  # nobody watches a resumed job: the listener posts it
+    # Nobody watches a resumed job: the listener posts it.
+    second.stack.queue.observers.add_listener(heard.append)
     await second.finish()
 
     assert engine.calls == [["job0"], ["job2"], ["job1"]]  # Alice's first, Bob's, Alice's second

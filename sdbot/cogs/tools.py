@@ -19,8 +19,8 @@ from sdbot.cogs.imagine import requester, status_message_id
 from sdbot.db import JobRecord
 from sdbot.errors import JobNotFound
 from sdbot.services.edits import SourceReader
+from sdbot.services.events import Observer
 from sdbot.services.imagine import MessageFacts, Requester
-from sdbot.services.jobs import Observer
 from sdbot.views.buttons import Action, image_view
 from sdbot.views.remix import RemixModal, remix_submission
 from sdbot.views.render import find_image, picked_text, tools_for

@@ -31,7 +31,8 @@ from sdbot.inference.types import Engine, ModelInfo, device_name
 from sdbot.library import ModelLibrary
 from sdbot.remote.engine import RemoteEngine
 from sdbot.remote.hub import WorkerHub
-from sdbot.services.jobs import ActiveJob, JobQueue
+from sdbot.services.active_job import ActiveJob
+from sdbot.services.jobs import JobQueue
 from sdbot.services.worker import Worker
 
 log = logging.getLogger(__name__)

@@ -36,8 +36,8 @@ from sdbot.errors import InvalidRequest, NotAllowedHere
 from sdbot.inference.canvas import native_canvas, pan_canvas
 from sdbot.inference.families import SD1, FamilyProfile
 from sdbot.params import JobKind, JobParams, Limits, PanDirection, min_steps
+from sdbot.services.events import Observer
 from sdbot.services.imagine import ImagineService, Requester
-from sdbot.services.jobs import Observer
 from sdbot.services.settings import GuildSettings
 
 VARY_STRENGTHS = {JobKind.VARY_SUBTLE: 0.35, JobKind.VARIATION: 0.7}

@@ -40,7 +40,9 @@ from sdbot.errors import (
 from sdbot.inference.families import FamilyProfile, model_limits
 from sdbot.library import ModelEntry
 from sdbot.params import JobKind, JobParams, JobState, Limits, check_params, min_steps, shown
-from sdbot.services.jobs import JobQueue, JobRequest, Observer
+from sdbot.services.admission import JobRequest
+from sdbot.services.events import Observer
+from sdbot.services.jobs import JobQueue
 from sdbot.services.loras import FamilyAddons, LoraCatalog, LoraChoice
 from sdbot.services.models import MAX_CHOICES, ModelCatalog, ModelChoice
 from sdbot.services.privacy import forget_user

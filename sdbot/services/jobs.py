@@ -1,11 +1,11 @@
-"""The job queue: what waits to run, in which order, and who hears about it.
+"""The job queue: the jobs of this process from the moment they are queued until their end is recorded.
 
-``JobQueue`` owns the jobs that are queued or running in this process. It persists every state change to
-``db.jobs``, keeps the fair order (round-robin across users, each user's own jobs first-in first-out), answers
-``position`` and ``cancel``, enforces the per-user and global queue limits, owns the quota reservation of each
-job it accepted (committed when the job is done, refunded when it fails or is cancelled) and tells observers
-about every state change. The single GPU consumer is ``sdbot.services.worker.Worker``; it takes batches from
-here and reports results back through the ``JobQueue`` methods marked "for the worker".
+``JobQueue`` queues what ``JobAdmission`` admits (and, at start-up, what a previous run left unfinished),
+keeps it in the fair order (``FairOrder``) while it waits, hands it in batches to the GPU lanes
+(``sdbot.services.worker``) and takes their reports through the methods marked "for the worker", puts back a
+batch whose GPU worker was lost, and ends each job exactly once: done, failed or cancelled, its quota
+reservation committed or refunded. ``ledger`` (``JobLedger``) records what happens to the jobs, and
+``observers`` (``JobObservers``) tells whoever listens.
 
 Nothing here knows about Discord: observers are plain callables that receive ``JobEvent`` objects.
 """
@@ -13,24 +13,32 @@ Nothing here knows about Discord: observers are plain callables that receive ``J
 from __future__ import annotations
 
 import asyncio
-import bisect
-import inspect
-import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field, replace
-from functools import partial
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
 from sdbot.config import Settings
-from sdbot.db import JobEnding, StoredImage, StoredResult
-from sdbot.errors import JobNotFound, NotPermitted, QueueFull
-from sdbot.inference.types import GeneratedImage, GenerationResult, Timings
-from sdbot.params import JobKind, JobParams, JobState, random_seed
-from sdbot.services.endings import EndingWriter
+from sdbot.db import JobEnding
+from sdbot.errors import JobNotFound, NotPermitted
+from sdbot.inference.types import GenerationResult
+from sdbot.params import JobState
+from sdbot.services.active_job import ActiveJob
+from sdbot.services.admission import JobAdmission, JobRequest
+from sdbot.services.events import (
+    JobCancelled,
+    JobDone,
+    JobEvent,
+    JobFailed,
+    JobObservers,
+    JobProgress,
+    JobStarted,
+    Observer,
+)
+from sdbot.services.fair_order import FairOrder
+from sdbot.services.ledger import JobLedger
 
 if TYPE_CHECKING:
     from sdbot.db import Database, JobRecord
@@ -39,262 +47,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_PASSED_OVER = 2  # batches a job may be passed over for a job of a model already loaded
-
-
-@dataclass(frozen=True)
-class JobRequest:
-    """What a member asked for, already validated and paid for (``reservation_id``) by the caller.
-
-    A seed of None in ``params`` is drawn at submit, so that a resumed job makes the same images.
-    ``source_png`` is the picture a job of a ``from_image`` kind starts from.
-    """
-
-    guild_id: int
-    channel_id: int
-    user_id: int
-    kind: JobKind
-    params: JobParams
-    parent_id: int | None = None
-    reservation_id: int | None = None
-    source_png: bytes | None = field(default=None, repr=False)
-
-    def __post_init__(self) -> None:
-        if self.params.count < 1:
-            raise ValueError(f"a job needs at least one image, not {self.params.count}")
-        if self.kind.from_image != (self.source_png is not None):
-            raise ValueError("jobs that start from a picture need source_png; the text kinds take none")
-
-
-@dataclass(frozen=True)
-class JobEvent:
-    """Something happened to a job. ``job`` is its record as of this event (state, timestamps)."""
-
-    job: JobRecord
-
-    @property
-    def terminal(self) -> bool:
-        """True for the last event a job ever gets (done, failed or cancelled)."""
-        return False
-
-
-@dataclass(frozen=True)
-class JobQueued(JobEvent):
-    """The job entered the queue (on submit, or on start-up for a job resumed after a restart)."""
-
-    position: int
-
-
-@dataclass(frozen=True)
-class JobPositionChanged(JobEvent):
-    position: int
-
-
-@dataclass(frozen=True)
-class JobStarted(JobEvent):
-    pass
-
-
-@dataclass(frozen=True)
-class JobProgress(JobEvent):
-    """A denoising step finished. ``preview`` (the job's first image so far) comes every few steps; it is
-    a PIL image so that the observer decides whether and how to encode it (off the event loop)."""
-
-    step: int
-    total: int
-    preview: Image.Image | None = None
-
-
-@dataclass(frozen=True)
-class JobDone(JobEvent):
-    result: GenerationResult
-
-    @property
-    def terminal(self) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class JobFailed(JobEvent):
-    """``error`` is fit to show the member who asked (no internals)."""
-
-    error: str
-
-    @property
-    def terminal(self) -> bool:
-        return True
-
-
-@dataclass(frozen=True)
-class JobCancelled(JobEvent):
-    """``by_user`` is who cancelled it (None: a manager or the system)."""
-
-    by_user: int | None
-
-    @property
-    def terminal(self) -> bool:
-        return True
-
-
-Observer = Callable[[JobEvent], Awaitable[None] | None]
-
-
-class JobWatch:
-    """An observer to iterate over: ``async for event in watch`` yields a job's events in order and ends
-    after its terminal event.
-
-    Pass it to ``JobQueue.submit(..., observer=watch)`` or ``JobQueue.subscribe(job_id, watch)``.
-    """
-
-    def __init__(self) -> None:
-        self._events: asyncio.Queue[JobEvent] = asyncio.Queue()
-        self._ended = False
-
-    def __call__(self, event: JobEvent) -> None:
-        self._events.put_nowait(event)
-
-    def __aiter__(self) -> AsyncIterator[JobEvent]:
-        return self
-
-    async def __anext__(self) -> JobEvent:
-        if self._ended:
-            raise StopAsyncIteration
-        event = await self._events.get()
-        self._ended = event.terminal
-        return event
-
-
-@dataclass(eq=False)
-class ActiveJob:
-    """A job of this process that is queued or running (for the worker; observers see ``JobRecord``s)."""
-
-    record: JobRecord
-    finished: bool = False  # set, synchronously, by whoever finishes the job first
-    passed_over: int = 0  # batches that ran before it though it was first in fair order
-    images: dict[int, list[GeneratedImage]] = field(default_factory=dict)  # by first image index
-    timings: list[Timings] = field(default_factory=list)
-
-    @property
-    def id(self) -> int:
-        return self.record.id
-
-    @property
-    def user_id(self) -> int:
-        return self.record.user_id
-
-    @property
-    def image_count(self) -> int:
-        return self.record.image_count
-
-    @property
-    def params(self) -> JobParams:
-        return self.record.params
-
-    def add_images(self, first: int, images: list[GeneratedImage], timings: Timings) -> bool:
-        """Keep images ``first..`` of this job; True once every image of the job is in."""
-        self.images[first] = images
-        self.timings.append(timings)
-        return sum(len(part) for part in self.images.values()) >= self.image_count
-
-    def result(self) -> GenerationResult:
-        images = [image for first in sorted(self.images) for image in self.images[first]]
-        return GenerationResult(images=images, timings=_sum_timings(self.timings))
-
-    def forget_images(self) -> None:
-        self.images.clear()
-        self.timings.clear()
-
-
-def _sum_timings(parts: list[Timings]) -> Timings:
-    return Timings(
-        switch=sum(part.switch for part in parts),
-        loras=sum(part.loras for part in parts),
-        denoise=sum(part.denoise for part in parts),
-        decode=sum(part.decode for part in parts),
-        safety=sum(part.safety for part in parts),
-        total=sum(part.total for part in parts),
-    )
-
-
-class FairOrder:
-    """Round-robin across users, first-in first-out within each user.
-
-    Users take turns in the order they were last served (the one served longest ago first); a user never
-    served yet goes before everyone already served, so a newcomer's first job waits behind at most the job
-    now running. The order of the waiting jobs is: every user's first job in turn order, then every user's
-    second job in the same order, and so on, which is exactly the order the worker takes them in.
-
-    Jobs put back at the *front* (their GPU worker was lost while running them) go before all of that, in
-    the order they were put back: they had their turn already.
-    """
-
-    def __init__(self) -> None:
-        self._front: list[ActiveJob] = []
-        self._waiting: dict[int, list[ActiveJob]] = {}
-        self._last_served: dict[int, int] = {}
-        self._joined: dict[int, int] = {}
-        self._ticks = itertools.count()
-
-    def __len__(self) -> int:
-        return len(self._front) + sum(len(jobs) for jobs in self._waiting.values())
-
-    def add(self, job: ActiveJob, *, front: bool = False) -> None:
-        """Queue ``job`` behind the user's older jobs (by id, so a resumed job keeps its place), or at the
-        front of the whole order."""
-        if front:
-            self._front.append(job)
-            return
-        jobs = self._waiting.setdefault(job.user_id, [])
-        if not jobs:
-            self._joined[job.user_id] = next(self._ticks)
-        bisect.insort(jobs, job, key=lambda queued: queued.id)
-
-    def remove(self, job: ActiveJob) -> None:
-        if job in self._front:
-            self._front.remove(job)
-        else:
-            self._waiting[job.user_id].remove(job)
-
-    def waiting_of(self, user_id: int, guild_id: int) -> int:
-        mine = [*self._front, *self._waiting.get(user_id, ())]
-        return sum(1 for job in mine if job.user_id == user_id and job.record.guild_id == guild_id)
-
-    def order(self) -> list[ActiveJob]:
-        users = sorted((user for user, jobs in self._waiting.items() if jobs), key=self._turn)
-        ordered: list[ActiveJob] = list(self._front)
-        for depth in itertools.count():
-            row = [self._waiting[user][depth] for user in users if len(self._waiting[user]) > depth]
-            if not row:
-                return ordered
-            ordered.extend(row)
-        raise AssertionError("unreachable")
-
-    def take(self, jobs: list[ActiveJob]) -> None:
-        """Remove ``jobs`` (taken in ``order()``) and move their users to the back of the turn order (a job
-        from the front had its turn already)."""
-        for job in jobs:
-            if job in self._front:
-                self._front.remove(job)
-                continue
-            self._waiting[job.user_id].remove(job)
-            self._last_served[job.user_id] = next(self._ticks)
-
-    def forget_turns(self) -> None:
-        """With nothing queued or running, past turns no longer matter."""
-        self._last_served.clear()
-        self._joined.clear()
-        self._waiting.clear()
-        self._front.clear()
-
-    def _turn(self, user_id: int) -> tuple[int, int]:
-        return (self._last_served.get(user_id, -1), self._joined[user_id])
-
 
 class JobQueue:
-    """The queue of generation jobs, persisted in ``db.jobs``.
-
-    Settings used: ``max_queue`` (jobs waiting, all users together). The per-user limit is the server's
-    ``user_queue_limit`` from ``settings_service`` unless ``submit`` is given one.
+    """The queue of generation jobs: ``submit`` admits a job (``JobAdmission``: the queue limits), the worker
+    runs it, ``ledger`` records what happens to it in ``db.jobs`` and ``observers`` hear of it.
 
     Reservations: ``submit`` takes over the reservation of the request from the moment it is called. If the
     job is not queued (``QueueFull``, or any error) the reservation is refunded before ``submit`` raises;
@@ -311,23 +67,16 @@ class JobQueue:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._db = db
-        self._quotas = quotas
-        self._settings = settings
-        self._settings_service = settings_service
         self._clock = clock
         self._order = FairOrder()
+        self._admission = JobAdmission(db, quotas, settings, self._order, settings_service, clock)
         self._jobs: dict[int, ActiveJob] = {}  # queued or running
         self._running: dict[int, ActiveJob] = {}
-        self._positions: dict[int, int] = {}  # last position published per queued job
-        self._observers: dict[int, list[Observer]] = {}
-        self._listeners: list[Observer] = []
-        self._observer_tasks: set[asyncio.Future[Any]] = set()
-        self._writes: set[asyncio.Future[Any]] = set()
-        self._submit_lock = asyncio.Lock()
-        self._endings = EndingWriter(on_resume=self.wake)
         self._work = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self.observers = JobObservers()
+        self.ledger = JobLedger(db, on_resume=self.wake, clock=clock)
 
     # ----- for the bot
 
@@ -350,31 +99,8 @@ class JobQueue:
     async def _submit(
         self, request: JobRequest, user_queue_limit: int | None, observer: Observer | None
     ) -> JobRecord:
-        try:
-            async with self._submit_lock:
-                await self._check_limits(request, user_queue_limit)
-                params = request.params
-                if params.seed is None:
-                    params = replace(params, seed=random_seed())
-                record = await self._db.jobs.create(
-                    guild_id=request.guild_id,
-                    channel_id=request.channel_id,
-                    user_id=request.user_id,
-                    kind=request.kind,
-                    params=params,
-                    image_count=params.count,
-                    parent_id=request.parent_id,
-                    reservation_id=request.reservation_id,
-                    source_png=request.source_png,
-                    now=self._clock(),
-                )
-        except BaseException:
-            if request.reservation_id is not None:
-                await self._quotas.refund(request.reservation_id)
-            raise
-        if observer is not None:
-            self._observers[record.id] = [observer]
-        self._enqueue(ActiveJob(record))
+        record = await self._admission.admit(request, user_queue_limit)
+        self._enqueue(ActiveJob(record), observer)  # before any await: see JobAdmission.admit
         return record
 
     def position(self, job_id: int) -> int | None:
@@ -406,27 +132,6 @@ class JobQueue:
         await self._finish(job, ending, lambda record: JobCancelled(record, by_user=by_user))
         return job.record
 
-    def subscribe(self, job_id: int, observer: Observer) -> None:
-        """Send ``observer`` the future events of a queued or running job. Raises ``JobNotFound``."""
-        if job_id not in self._jobs:
-            raise JobNotFound(f"job {job_id} is not queued or running")
-        self._observers.setdefault(job_id, []).append(observer)
-
-    def unsubscribe(self, job_id: int, observer: Observer) -> None:
-        """Stop watching a job (its later events go to the listeners, as for a job nobody watches)."""
-        observers = self._observers.get(job_id, [])
-        if observer in observers:
-            observers.remove(observer)
-
-    def add_listener(self, listener: Observer) -> None:
-        """Hear the events of every job that has no observer at the time: jobs resumed after a restart, or
-        whose observer gave up (an interaction token expires after 15 minutes), so their results still
-        reach their channel."""
-        self._listeners.append(listener)
-
-    def remove_listener(self, listener: Observer) -> None:
-        self._listeners.remove(listener)
-
     async def join(self) -> None:
         """Wait until no job is queued or running."""
         await self._idle.wait()
@@ -434,7 +139,7 @@ class JobQueue:
     @property
     def paused(self) -> str | None:
         """Why no job is taken now (the ends of jobs cannot be saved), or None."""
-        return self._endings.paused
+        return self.ledger.paused
 
     # ----- for the worker
 
@@ -443,23 +148,13 @@ class JobQueue:
         one starts over. A job whose images were kept before the run stopped is recorded done instead (its
         images wait to be posted): it never runs twice. Returns how many were queued again."""
         restored = 0
-        await self._db.results.remove_partial()
-        for record in await self._db.jobs.unfinished():
+        for record in await self.ledger.unfinished():
             if record.id in self._jobs:
                 continue
-            stored = await self._db.results.load(record.id)
-            if stored is not None:
-                seeds, nsfw = [i.seed for i in stored.images], [i.nsfw for i in stored.images]
-                ending = JobEnding(JobState.DONE, self._clock(), seeds, nsfw)
-                record_done = partial(self._db.end_job, record.id, ending)
-                await self._endings.write(record.id, "record it done", record_done)
-                log.info("job %s was done before the restart: its images will be posted", record.id)
-                continue
-            if record.state == "running":
-                await self._db.jobs.requeue(record.id)
-                record = replace(record, state=JobState.QUEUED, started_at=None)
-            self._enqueue(ActiveJob(record))
-            restored += 1
+            resumed = await self.ledger.resume(record)
+            if resumed is not None:
+                self._enqueue(ActiveJob(resumed))
+                restored += 1
         if restored:
             log.info("resumed %d unfinished job(s) from the last run", restored)
         return restored
@@ -479,63 +174,32 @@ class JobQueue:
         prefer: Callable[[ActiveJob], bool] | None = None,
         accepts: Callable[[ActiveJob], bool] | None = None,
     ) -> list[ActiveJob]:
-        """Take the next job in fair order and the jobs right after it with the same batch key, while their
-        images fit in ``max_images`` (the first job is taken whatever its size). Nothing while ``paused``.
-        ``accepts``: the jobs this engine can run (the ones for its models); the others are left to other
-        engines.
-
-        ``prefer`` (the jobs whose model is already on the GPU) may put a later job first, sparing a model
-        switch, but only past jobs passed over fewer than ``MAX_PASSED_OVER`` times: no job waits more than
-        that many batches longer than the fair order would make it."""
-        order = self._order.order()
+        """Take the next batch to run (``FairOrder.next_batch``, which says how) and count its jobs as
+        running. Nothing while ``paused``."""
         if self.paused is not None:
             return []
-        if accepts is not None:
-            order = [job for job in order if accepts(job)]
-        if not order:
-            return []
-        first = _first_preferred(order, prefer) if prefer is not None else 0
-        for passed in order[:first]:
-            passed.passed_over += 1
-        head = order[first]
-        key = batch_key(head)
-        batch = [head]
-        images = head.image_count
-        for job in order[first + 1 :]:
-            if batch_key(job) != key or images + job.image_count > max_images:
-                break
-            batch.append(job)
-            images += job.image_count
-        self._order.take(batch)
+        batch = self._order.next_batch(max_images, batch_key, prefer, accepts)
+        if not batch:
+            return batch
         for job in batch:
             self._running[job.id] = job
-            self._positions.pop(job.id, None)
-        self._publish_positions()
+        self.observers.publish_positions(self.queued())
         return batch
-
-    async def source_png(self, job: ActiveJob) -> bytes | None:
-        """The image a variation or upscale job starts from (stored with the job, so it survives restarts)."""
-        return await self._db.jobs.source_png(job.id)
 
     def start(self, job: ActiveJob) -> bool:
         """Record that ``job`` runs now; False if it was cancelled meanwhile. The row is written in the
-        background (in order with the job's later writes), so the engine does not wait for the disk."""
+        background (``JobLedger.started``), so the engine does not wait for the disk."""
         if job.finished:
             return False
         now = self._clock()
-        job.record = replace(job.record, state=JobState.RUNNING, started_at=now)
-        self._write_later(self._mark_running(job.id, now))
-        self._emit(job, JobStarted)
+        job.mark_running(now)
+        self.ledger.started(job.id, now)
+        self.observers.emit(JobStarted(job.record))
         return True
-
-    async def flush(self) -> None:
-        """Wait for the background writes started so far."""
-        while self._writes:
-            await asyncio.gather(*self._writes, return_exceptions=True)
 
     def progress(self, job: ActiveJob, step: int, total: int, preview: Image.Image | None) -> None:
         if not job.finished:
-            self._emit(job, lambda record: JobProgress(record, step=step, total=total, preview=preview))
+            self.observers.emit(JobProgress(job.record, step=step, total=total, preview=preview))
 
     async def complete(self, job: ActiveJob) -> None:
         """The job has all its images: keep them beside the database, record it done and commit its
@@ -544,9 +208,7 @@ class JobQueue:
             return
         result = job.result()
         ending = JobEnding(JobState.DONE, self._clock(), result.seeds, result.nsfw)
-        images = [StoredImage(image.png, image.seed, image.nsfw) for image in result.images]
-        kept = StoredResult(images, result.notes)
-        await self._finish(job, ending, lambda record: JobDone(record, result=result), kept)
+        await self._finish(job, ending, lambda record: JobDone(record, result=result), result)
 
     async def fail(self, job: ActiveJob, error: str) -> None:
         """The job cannot be done: record ``error`` (user-safe text), refund, tell its observers."""
@@ -562,146 +224,42 @@ class JobQueue:
         meanwhile finds it queued and removes it."""
         if job.finished or self._running.pop(job.id, None) is None:
             return
-        job.forget_images()
-        job.record = replace(job.record, state=JobState.QUEUED, started_at=None)
+        job.mark_queued()
         self._order.add(job, front=front)
         if front:
             self._work.set()
-        self._publish_positions()
+        self.observers.publish_positions(self.queued())
         await self._db.jobs.requeue(job.id)
-
-    # ----- for delivery
-
-    async def delivered(self, job_id: int, message_id: int) -> None:
-        """A done job's images are posted in ``message_id``: record it (retried until written, as a job's
-        end is), then let their files go."""
-        record = partial(self._db.jobs.set_message, job_id, message_id)
-        await self._endings.write(job_id, "record its result message", record)
-        await self._db.results.delete(job_id)
-
-    async def undeliverable(self, job_id: int, error: str) -> None:
-        """A done job's images cannot be posted: it ends failed with ``error`` (user-safe text) and its
-        images are refunded (retried until written), then their files go."""
-        abandon = partial(self._db.abandon_delivery, job_id, error)
-        await self._endings.write(job_id, "record that its images could not be posted", abandon)
-        await self._db.results.delete(job_id)
 
     # ----- internals
 
-    async def _check_limits(self, request: JobRequest, user_queue_limit: int | None) -> None:
-        if user_queue_limit is None and self._settings_service is not None:
-            user_queue_limit = (await self._settings_service.get(request.guild_id)).user_queue_limit
-        if user_queue_limit is not None:
-            mine = self._order.waiting_of(request.user_id, request.guild_id)
-            if mine >= user_queue_limit:
-                raise QueueFull(scope="user", limit=user_queue_limit, ahead=mine)
-        waiting = len(self._order)
-        if waiting >= self._settings.max_queue:
-            raise QueueFull(scope="global", limit=self._settings.max_queue, ahead=waiting)
-
-    def _enqueue(self, job: ActiveJob) -> None:
+    def _enqueue(self, job: ActiveJob, observer: Observer | None = None) -> None:
         self._jobs[job.id] = job
         self._order.add(job)
         self._idle.clear()
         self._work.set()
-        position = self.position(job.id)
-        assert position is not None
-        self._positions[job.id] = position
-        self._emit(job, lambda record: JobQueued(record, position=position))
-        self._publish_positions()
+        self.observers.announce_queued(job.record, observer, self.queued())
 
     async def _finish(
         self,
         job: ActiveJob,
         ending: JobEnding,
         make: Callable[[JobRecord], JobEvent],
-        kept: StoredResult | None = None,
+        result: GenerationResult | None = None,
     ) -> None:
         """End a job exactly once: whoever sets ``finished`` first (all on the loop, before any await) wins.
-        Its observers hear of it only once its end is recorded (``EndingWriter`` retries until it is); if
-        the bot stops first, nobody hears, and the job stays unfinished in the ledger for the next start."""
+        Its observers hear of it only once its end is recorded (``JobLedger.end`` retries until it is); if
+        the bot stops first, nobody hears, and the job stays unfinished in the ledger for the next start.
+        ``result``: a done job's images, kept before its end is recorded."""
         job.finished = True
         try:
-            if kept is not None:
-                keep = partial(self._db.results.save, job.id, kept)
-                await self._endings.write(job.id, "keep its images", keep)
-            ended = await self._endings.write(
-                job.id, f"record it {ending.state}", partial(self._db.end_job, job.id, ending)
-            )
+            await self.ledger.end(job.id, ending, result)
         finally:
             self._jobs.pop(job.id, None)
             self._running.pop(job.id, None)
-            self._positions.pop(job.id, None)
-            self._publish_positions()
+            self.observers.publish_positions(self.queued())
             if not self._jobs:
                 self._order.forget_turns()
                 self._idle.set()
-        if not ended:
-            log.warning("job %s had already ended in the database", job.id)
-        job.record = replace(
-            job.record,
-            state=ending.state,
-            finished_at=ending.finished_at,
-            seeds=list(ending.seeds),
-            nsfw=list(ending.nsfw),
-            error=ending.error,
-        )
-        self._emit(job, make)
-
-    async def _mark_running(self, job_id: int, now: float) -> None:
-        if not await self._db.jobs.mark_running(job_id, now):
-            log.warning("job %s was no longer queued in the database when it started", job_id)
-
-    def _write_later(self, write: Awaitable[None]) -> None:
-        """Run a database write as a task. aiosqlite runs a connection's statements in the order they were
-        issued, and the task issues its statement on the next loop turn, before any later write."""
-        run_in_background(self._writes, write, "a background job write failed")
-
-    def _publish_positions(self) -> None:
-        for position, job in enumerate(self._order.order()):
-            if self._positions.get(job.id) != position:
-                self._positions[job.id] = position
-                self._emit(job, lambda record, at=position: JobPositionChanged(record, position=at))
-
-    def _emit(self, job: ActiveJob, make: Callable[[JobRecord], JobEvent]) -> None:
-        event = make(job.record)
-        observers = self._observers.get(job.id) or self._listeners
-        for observer in list(observers):
-            self._notify(observer, event)
-        if event.terminal:
-            self._observers.pop(job.id, None)
-
-    def _notify(self, observer: Observer, event: JobEvent) -> None:
-        """Call one observer; nothing it does (raise, hang in a coroutine) reaches the queue or worker."""
-        try:
-            outcome = observer(event)
-        except Exception:
-            log.exception("observer %r failed on %s of job %s", observer, type(event).__name__, event.job.id)
-            return
-        if inspect.isawaitable(outcome):
-            run_in_background(self._observer_tasks, outcome, "an async observer failed")
-
-
-def _first_preferred(order: list[ActiveJob], prefer: Callable[[ActiveJob], bool]) -> int:
-    """The index of the job to run first: the first preferred one that passes over only jobs that may still
-    be passed over; else the first in fair order."""
-    for index, job in enumerate(order):
-        if prefer(job):
-            return index
-        if job.passed_over >= MAX_PASSED_OVER:
-            return 0
-    return 0
-
-
-def run_in_background(tasks: set[asyncio.Future[Any]], work: Awaitable[Any], failure: str) -> None:
-    """Run ``work`` as a task held in ``tasks`` until it ends (so it can be awaited, and is not collected
-    half-way); an exception it raises is logged as ``failure``, as nobody awaits it to see it."""
-    task = asyncio.ensure_future(work)
-    tasks.add(task)
-
-    def done(task: asyncio.Future[Any]) -> None:
-        tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error(failure, exc_info=task.exception())
-
-    task.add_done_callback(done)
+        job.mark_ended(ending)
+        self.observers.emit(make(job.record))

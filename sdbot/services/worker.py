@@ -11,7 +11,7 @@ and ``JobParams.batch_key``) run in one engine call, up to ``Settings.max_batch`
 prompt and seeds, and its images do not depend on the batch (the engine seeds every image). A job with more
 images than ``max_batch`` runs in several calls, image ``i`` always with seed ``seed + i``. Batches never mix
 models; a job of the model that ran last may go first, sparing a model switch, within the queue's bound
-(``JobQueue.take_batch``).
+(``sdbot.services.fair_order``).
 
 Faults, each ending in exactly one of done / failed / cancelled / requeued per job: an engine error fails only
 its own job (a failed batch is retried job by job once); out of memory on several images retries at half the
@@ -45,7 +45,9 @@ from sdbot.config import Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed, WorkerLost
 from sdbot.inference.types import Engine, EngineRequest, GenerationResult, Operation, Progress
 from sdbot.params import JobKind
-from sdbot.services.jobs import ActiveJob, JobQueue, run_in_background
+from sdbot.services.active_job import ActiveJob
+from sdbot.services.background import run_in_background
+from sdbot.services.jobs import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +179,7 @@ class Worker:
                 await self._queue.requeue(job)
         executor.shutdown(wait=False)
         await self._stop_completing()
-        await self._queue.flush()
+        await self._queue.ledger.flush()
         self._task = self._executor = None
 
     async def _stop_completing(self) -> None:
@@ -291,9 +293,8 @@ class Worker:
 
     async def _call_engine(self, run: _Run) -> list[GenerationResult]:
         """Run ``run`` in the engine thread; one result per slice, in order."""
-        sources = {
-            job.id: await self._queue.source_png(job) for job in run.jobs if job.record.kind.from_image
-        }
+        ledger = self._queue.ledger
+        sources = {job.id: await ledger.source_png(job.id) for job in run.jobs if job.record.kind.from_image}
         loop = asyncio.get_running_loop()
         last_report = -math.inf
         owners = [part.job for part in run.slices]  # the job of each engine request

@@ -29,11 +29,12 @@ import discord
 from sdbot.config import Settings
 from sdbot.db import Database, JobRecord, StoredResult
 from sdbot.params import JobState
-from sdbot.services.jobs import JobCancelled, JobDone, JobEvent, JobFailed, JobQueue, JobQueued
+from sdbot.services.events import JobCancelled, JobDone, JobEvent, JobFailed, JobQueued
+from sdbot.services.ledger import JobLedger, stored
 from sdbot.services.models import ModelCatalog
 from sdbot.services.settings import SettingsService
 from sdbot.views.budget import EditBudget
-from sdbot.views.posting import NETWORK_ERRORS, Posted, ResultPoster, stored
+from sdbot.views.posting import NETWORK_ERRORS, Posted, ResultPoster
 from sdbot.views.render import cancelled_text, done_text, failed_text, resumed_text
 from sdbot.views.statuses import TOKEN_LIFETIME, StatusNotes
 from sdbot.views.tracker import JobTracker
@@ -53,7 +54,7 @@ class Delivery:
         self,
         client: discord.Client,
         db: Database,
-        queue: JobQueue,
+        ledger: JobLedger,
         settings_service: SettingsService,
         models: ModelCatalog,
         settings: Settings,
@@ -67,10 +68,10 @@ class Delivery:
         self.waiting_for_gpu = waiting_for_gpu
         self._client = client
         self._db = db
-        self._queue = queue
+        self._ledger = ledger
         self._clock = clock
         self.model_ready = model_ready
-        self.poster = ResultPoster(client, queue, settings_service, models, settings, clock)
+        self.poster = ResultPoster(client, ledger, settings_service, models, settings, clock)
         self.notes = StatusNotes(client, db, self.edit_slot, clock)
         self._trackers: set[JobTracker] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -110,11 +111,11 @@ class Delivery:
             kept = await self._db.results.load(job.id)
             posted_before = None if kept is None else await self.poster.find_posted(job)
             if kept is None:
-                await self._queue.undeliverable(job.id, LOST)
+                await self._ledger.undeliverable(job.id, LOST)
                 posted = Posted(None, LOST)
             elif posted_before is not None:
                 log.info("job %s: its result was posted before the restart; recording it", job.id)
-                await self._queue.delivered(job.id, posted_before)
+                await self._ledger.delivered(job.id, posted_before)
                 posted = Posted(posted_before)
             else:
                 log.info("job %s: posting the result a previous run could not post", job.id)

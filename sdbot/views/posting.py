@@ -1,7 +1,7 @@
 """Posting a done job's images exactly once, whatever Discord does meanwhile.
 
 The images wait in the results folder beside the database (``sdbot.db.results``) until the message that
-carries them is recorded (``JobQueue.delivered``, retried until written); then the folder goes. Posting
+carries them is recorded (``JobLedger.delivered``, retried until written); then the folder goes. Posting
 goes through the interaction's followup while its token works, else as a channel message (a reply to the
 clicked message for a button) that mentions the requester.
 
@@ -33,9 +33,8 @@ import discord
 from PIL import Image
 
 from sdbot.config import Settings
-from sdbot.db import JobRecord, StoredImage, StoredResult
-from sdbot.inference.types import GenerationResult
-from sdbot.services.jobs import JobQueue
+from sdbot.db import JobRecord, StoredResult
+from sdbot.services.ledger import JobLedger
 from sdbot.services.models import ModelCatalog
 from sdbot.services.settings import SettingsService
 from sdbot.views.buttons import button_id, has_button
@@ -71,26 +70,20 @@ class Posted(NamedTuple):
         return done_text(job, self.message_id)
 
 
-def stored(result: GenerationResult) -> StoredResult:
-    """A generation's images as kept and posted."""
-    images = [StoredImage(image.png, image.seed, image.nsfw) for image in result.images]
-    return StoredResult(images, result.notes)
-
-
 class ResultPoster:
     """Posts done jobs' images, records their messages and deletes their files, or gives up on them."""
 
     def __init__(
         self,
         client: discord.Client,
-        queue: JobQueue,
+        ledger: JobLedger,
         settings_service: SettingsService,
         models: ModelCatalog,
         settings: Settings,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
-        self._queue = queue
+        self._ledger = ledger
         self._settings_service = settings_service
         self._models = models
         self._settings = settings
@@ -131,7 +124,7 @@ class ResultPoster:
                 log.warning("job %s: could not reach Discord (%s); trying again", job.id, failure)
             await asyncio.sleep(delay)
             delay = min(delay * 2, LAST_RETRY)
-        await self._queue.delivered(job.id, message.id)
+        await self._ledger.delivered(job.id, message.id)
         return Posted(message.id)
 
     async def find_posted(self, job: JobRecord) -> int | None:
@@ -199,7 +192,7 @@ class ResultPoster:
     async def _give_up(self, job: JobRecord, reason: str) -> Posted:
         """End the job failed and refunded, its images deleted."""
         log.error("job %s: giving up posting its images: %s", job.id, reason)
-        await self._queue.undeliverable(job.id, f"its images could not be posted: {reason}")
+        await self._ledger.undeliverable(job.id, f"its images could not be posted: {reason}")
         return Posted(None, reason)
 
 

@@ -25,7 +25,7 @@ import discord
 from PIL import Image
 
 from sdbot.db import JobRecord
-from sdbot.services.jobs import (
+from sdbot.services.events import (
     JobDone,
     JobEvent,
     JobFailed,
@@ -34,9 +34,9 @@ from sdbot.services.jobs import (
     JobQueued,
     JobStarted,
 )
+from sdbot.services.ledger import stored
 from sdbot.views.budget import EditPriority
 from sdbot.views.buttons import cancel_view
-from sdbot.views.posting import stored
 from sdbot.views.render import cancelled_text, failed_text, progress_text, waiting_text
 
 if TYPE_CHECKING:
