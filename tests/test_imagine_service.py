@@ -1,5 +1,5 @@
-"""The rules of ``sdbot.services.imagine`` that need no Discord: how an image is posted under each NSFW
-policy, how a size option is read, and the sizes of jobs made from a result's image (on a real database)."""
+"""The rules of ``sdbot.services.imagine`` that need no Discord: how a size option is read, and the sizes of
+jobs made from a result's image (on a real database)."""
 
 from __future__ import annotations
 
@@ -20,44 +20,12 @@ from sdbot.library import ModelEntry, ModelLibrary
 from sdbot.params import JobKind, JobParams, JobState, check_params
 from sdbot.services.imagine import (
     DEFAULT_PIXEL_BUDGET,
-    Disposition,
     ImagineOptions,
     ImagineService,
     Requester,
-    disposition,
     parse_size,
 )
 from tests.test_queue import ALICE, BOB, CHANNEL, GUILD, Stack, open_stack
-
-PLAIN, SPOILER, WITHHELD = Disposition.PLAIN, Disposition.SPOILER, Disposition.WITHHELD
-
-
-@pytest.mark.parametrize(
-    ("nsfw", "policy", "age_restricted", "expected"),
-    [
-        (False, "block", False, PLAIN),  # an image the checker passed is always posted plainly
-        (True, "block", True, WITHHELD),
-        (True, "spoiler", True, SPOILER),
-        (True, "spoiler", False, SPOILER),
-        (True, "allow", True, PLAIN),
-        (True, "allow", False, SPOILER),
-    ],
-)
-def test_flagged_images_follow_the_server_policy(nsfw, policy, age_restricted, expected):
-    assert (
-        disposition(nsfw, policy=policy, unchecked_policy="allow", age_restricted=age_restricted) is expected
-    )
-
-
-@pytest.mark.parametrize(
-    ("unchecked_policy", "expected"), [("block", WITHHELD), ("spoiler", SPOILER), ("allow", PLAIN)]
-)
-def test_unchecked_images_follow_the_installation_policy_whatever_the_server_says(unchecked_policy, expected):
-    for policy in ("block", "spoiler", "allow"):
-        assert (
-            disposition(None, policy=policy, unchecked_policy=unchecked_policy, age_restricted=False)
-            is expected
-        )
 
 
 def test_sizes_are_width_by_height():

@@ -19,8 +19,8 @@ from sdbot.db import JobRecord, StoredResult
 from sdbot.inference.families import FamilyProfile
 from sdbot.inference.pngmeta import read_parameters
 from sdbot.params import JobKind
-from sdbot.services.imagine import Disposition, disposition
 from sdbot.services.loras import FamilyAddons, describe
+from sdbot.services.nsfw import Disposition, disposition
 from sdbot.services.settings import GuildSettings
 from sdbot.views.buttons import Tools, result_view
 
