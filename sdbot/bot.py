@@ -50,6 +50,7 @@ from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
+from sdbot.services.server_records import ServerRecords
 from sdbot.services.settings import SettingsService
 from sdbot.tree import Restarting, SDTree, report_error
 from sdbot.views.buttons import ButtonHandler, JobButton, has_button, is_job_button
@@ -112,6 +113,7 @@ class SDBot(commands.Bot):
         self.queue: JobQueue
         self.imagine: ImagineService
         self.edits: EditService
+        self.records: ServerRecords
         self.delivery: Delivery
 
     async def login(self, token: str) -> None:
@@ -148,6 +150,7 @@ class SDBot(commands.Bot):
         self.dispatcher: Dispatcher = services.dispatcher
         self.imagine = services.imagine
         self.edits = services.edits
+        self.records = services.records
         self.delivery = Delivery(
             self,
             self.db,

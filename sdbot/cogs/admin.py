@@ -222,7 +222,7 @@ class Admin(
 
     @app_commands.command(name="stats", description="Images in the last 24 hours, top members and the queue.")
     async def stats(self, interaction: discord.Interaction) -> None:
-        stats = await self.bot.imagine.stats(guild_of(interaction))
+        stats = await self.bot.records.stats(guild_of(interaction))
         done = stats.done
         speed = "n/a" if done.seconds_per_image is None else f"{done.seconds_per_image:.1f} s"
         lines = [

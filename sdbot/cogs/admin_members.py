@@ -37,7 +37,7 @@ class UserGroup(AdminGroup, name="user", description="One member's quota, block 
         name="forget", description="Delete what the bot holds about a member here (jobs, quota, rules)."
     )
     async def forget(self, interaction: discord.Interaction, member: discord.Member) -> None:
-        forgotten = await self.bot.imagine.forget(guild_of(interaction), member.id)
+        forgotten = await self.bot.records.forget(guild_of(interaction), member.id)
         await reply(
             interaction,
             f"Forgot {member.mention}: {forgotten.jobs} job(s), {forgotten.usage} quota record(s), "

@@ -19,6 +19,7 @@ from sdbot.services.jobs import JobQueue
 from sdbot.services.loras import LoraCatalog
 from sdbot.services.models import ModelCatalog
 from sdbot.services.quotas import QuotaService
+from sdbot.services.server_records import ServerRecords
 from sdbot.services.settings import SettingsService, defaults_from
 from sdbot.services.uploads import MEBIBYTE
 
@@ -33,6 +34,7 @@ class Services:
     models: ModelCatalog
     imagine: ImagineService
     edits: EditService
+    records: ServerRecords
     dispatcher: Dispatcher
 
 
@@ -63,12 +65,20 @@ def build_services(
         queue,
         models,
         loras,
-        clock,
         max_upload_bytes=settings.max_upload_mb * MEBIBYTE,
         admit=dispatcher.admit,
     )
     return Services(
-        db, settings, settings_service, quotas, queue, models, imagine, EditService(imagine), dispatcher
+        db,
+        settings,
+        settings_service,
+        quotas,
+        queue,
+        models,
+        imagine,
+        EditService(imagine),
+        ServerRecords(db, queue, clock),
+        dispatcher,
     )
 
 

@@ -19,14 +19,12 @@ Nothing here knows about Discord: the cogs pass plain ids and bytes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from sdbot.db import Database, ForgottenRows, JobRecord, JobStats
+from sdbot.db import Database, JobRecord
 from sdbot.errors import (
     ChannelNotAllowed,
     InvalidRequest,
@@ -44,7 +42,6 @@ from sdbot.services.events import Observer
 from sdbot.services.jobs import JobQueue
 from sdbot.services.loras import FamilyAddons, LoraCatalog, LoraChoice
 from sdbot.services.models import MAX_CHOICES, ModelCatalog, ModelChoice
-from sdbot.services.privacy import forget_user
 from sdbot.services.quotas import QuotaService, QuotaStatus
 from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in
 from sdbot.services.uploads import MEBIBYTE, check_declared_size, prepare_upload
@@ -110,13 +107,6 @@ class QueueOverview:
     mine: list[tuple[JobRecord, int | None]]  # the member's jobs here, with their position (None: running)
 
 
-@dataclass(frozen=True)
-class ServerStats:
-    done: JobStats  # the server's finished jobs in the period
-    waiting: int  # jobs waiting now, all servers together (they share the GPU)
-    running: int
-
-
 def parse_size(size: str) -> tuple[int, int]:
     """``"768x512"`` -> (768, 512); raises ``InvalidRequest`` for anything else."""
     match = _SIZE.fullmatch(size) if isinstance(size, str) else None
@@ -136,13 +126,11 @@ class ImagineService:
         queue: JobQueue,
         models: ModelCatalog,
         loras: LoraCatalog,
-        clock: Callable[[], float] = time.time,
         *,
         max_upload_bytes: int = 10 * MEBIBYTE,
         admit: Callable[[str], None] | None = None,
     ) -> None:
         """``admit(model)`` raises ``ModelUnavailable`` when GPU workers are up but none offers the model."""
-        self._clock = clock
         self._max_upload_bytes = max_upload_bytes
         self._admit_model = admit
         self._db = db
@@ -298,21 +286,6 @@ class ImagineService:
         if owner != who.user_id:
             raise NotPermitted("That is not yours to delete.")
         return job
-
-    # ----- for admins
-
-    async def stats(self, guild_id: int, *, period: float = 24 * 60 * 60) -> ServerStats:
-        """What the server's members generated in the last ``period`` seconds, and the queue now."""
-        done = await self._db.jobs.stats(guild_id, self._clock() - period)
-        return ServerStats(done=done, waiting=len(self._queue.queued()), running=len(self._queue.running()))
-
-    async def forget(self, guild_id: int, user_id: int) -> ForgottenRows:
-        """Delete what the bot holds about a member of a server, stopping their unfinished jobs first."""
-        for job in [*self._queue.running(), *self._queue.queued()]:
-            if job.guild_id == guild_id and job.user_id == user_id:
-                with contextlib.suppress(JobNotFound):
-                    await self._queue.cancel(job.id)
-        return await forget_user(self._db, guild_id, user_id)
 
     # ----- internals
 
