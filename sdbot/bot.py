@@ -50,6 +50,7 @@ from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
+from sdbot.services.requests import RequestRules
 from sdbot.services.server_records import ServerRecords
 from sdbot.services.settings import SettingsService
 from sdbot.tree import Restarting, SDTree, report_error
@@ -111,6 +112,7 @@ class SDBot(commands.Bot):
         self.settings_service: SettingsService
         self.quotas: QuotaService
         self.queue: JobQueue
+        self.rules: RequestRules
         self.imagine: ImagineService
         self.edits: EditService
         self.records: ServerRecords
@@ -148,6 +150,7 @@ class SDBot(commands.Bot):
         self.quotas = services.quotas
         self.queue = services.queue
         self.dispatcher: Dispatcher = services.dispatcher
+        self.rules = services.rules
         self.imagine = services.imagine
         self.edits = services.edits
         self.records = services.records

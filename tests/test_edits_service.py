@@ -18,7 +18,7 @@ from sdbot.inference.families import SD1
 from sdbot.inference.types import ModelInfo
 from sdbot.params import JobKind, JobParams, JobState, PanDirection
 from sdbot.services.edits import SourceReader
-from sdbot.services.imagine import ImagineOptions, Requester, Upload
+from sdbot.services.requests import ImagineOptions, Requester, Upload
 from tests.test_queue import ALICE, BOB, CHANNEL, GUILD, Stack, open_stack
 
 BOB_HERE = Requester(GUILD, CHANNEL, BOB)
@@ -114,8 +114,8 @@ async def test_results_past_the_servers_budget_are_refused_and_charge_nothing(st
 
 async def test_a_model_without_the_pipeline_a_tool_needs_is_refused_before_reading(stack: Stack) -> None:
     parent = await done_job(stack)
-    model = stack.imagine.models.library.default
-    stack.imagine.models.learn([ModelInfo(model, replace(SD1, image_to_image=False, inpaint=False), True)])
+    model = stack.rules.models.library.default
+    stack.rules.models.learn([ModelInfo(model, replace(SD1, image_to_image=False, inpaint=False), True)])
     with pytest.raises(NotAllowedHere, match="no inpainting pipeline: it can't zoom out or pan"):
         await stack.edits.pan(BOB_HERE, parent, 0, never, PanDirection.LEFT)
     with pytest.raises(NotAllowedHere, match="no inpainting pipeline"):
@@ -134,8 +134,8 @@ async def test_remix_keeps_the_seed_and_settings_with_the_edited_prompt(stack: S
     assert (remix.kind, remix.params.prompt) == (JobKind.REMIX, "a blue cat")
     assert remix.params.negative_prompt == ""
     assert (remix.params.seed, remix.params.steps, remix.params.size) == (5, 10, (512, 512))
-    model = stack.imagine.models.library.default
-    stack.imagine.models.learn([ModelInfo(model, replace(SD1, negative_prompt=False), True)])
+    model = stack.rules.models.library.default
+    stack.rules.models.learn([ModelInfo(model, replace(SD1, negative_prompt=False), True)])
     assert await stack.edits.remix_prompts(BOB_HERE, parent, 0) == ("a red cat", None)
     from_picture = await done_job(stack, kind=JobKind.VARIATION)
     with pytest.raises(NotAllowedHere, match="made from a picture"):
@@ -154,8 +154,8 @@ async def test_an_upload_becomes_an_image_to_image_job_at_its_fitted_size(stack:
 
 
 async def test_an_upload_is_fitted_in_the_models_size_multiple(stack: Stack) -> None:
-    model = stack.imagine.models.library.default
-    stack.imagine.models.learn([ModelInfo(model, replace(SD1, size_multiple=64), True)])
+    model = stack.rules.models.library.default
+    stack.rules.models.learn([ModelInfo(model, replace(SD1, size_multiple=64), True)])
     upload = Upload(10_000, source(1000, 700))
     job = await stack.imagine.imagine(BOB_HERE, ImagineOptions("a lake", steps=10), upload=upload)
     assert job.params.size == (896, 640)

@@ -1,5 +1,6 @@
-"""The rules of ``sdbot.services.imagine`` that need no Discord: how a size option is read, and the sizes of
-jobs made from a result's image (on a real database)."""
+"""New jobs (``sdbot.services.imagine``) under the server's rules (``sdbot.services.requests``), without
+Discord: how a size option is read, each model's defaults and limits, and the sizes of jobs made from a
+result's image (on a real database)."""
 
 from __future__ import annotations
 
@@ -18,13 +19,9 @@ from sdbot.inference.families import FamilyProfile
 from sdbot.inference.types import ModelInfo
 from sdbot.library import ModelEntry, ModelLibrary
 from sdbot.params import JobKind, JobParams, JobState, check_params
-from sdbot.services.imagine import (
-    DEFAULT_PIXEL_BUDGET,
-    ImagineOptions,
-    ImagineService,
-    Requester,
-    parse_size,
-)
+from sdbot.services.imagine import ImagineService
+from sdbot.services.models import ModelCatalog
+from sdbot.services.requests import DEFAULT_PIXEL_BUDGET, ImagineOptions, Requester, parse_size
 from tests.test_queue import ALICE, BOB, CHANNEL, GUILD, Stack, open_stack
 
 
@@ -166,16 +163,16 @@ async def test_a_reroll_keeps_its_model_while_the_server_offers_it(library_servi
         await imagine.reroll(who, job.id)
 
 
-def learn(imagine: ImagineService, **profiles: FamilyProfile) -> None:
+def learn(models: ModelCatalog, **profiles: FamilyProfile) -> None:
     """What the engine tells once it has loaded the models: their families."""
-    imagine.models.learn(ModelInfo(name, profile, True) for name, profile in profiles.items())
+    models.learn(ModelInfo(name, profile, True) for name, profile in profiles.items())
 
 
 async def test_size_choices_are_the_models_within_the_servers_budget(library_service) -> None:
     imagine, stack = library_service
     who = Requester(GUILD, CHANNEL, ALICE)
     assert await imagine.size_choices(who, "sdxl", "") == ["768x768"]  # its family not known yet
-    learn(imagine, sdxl=families.SDXL, sd15=families.SD1)
+    learn(stack.rules.models, sdxl=families.SDXL, sd15=families.SD1)
     sizes = await imagine.size_choices(who, "sdxl", "")
     assert sizes == [
         "768x768",
@@ -196,7 +193,7 @@ async def test_size_choices_are_the_models_within_the_servers_budget(library_ser
 async def test_a_models_family_gives_its_defaults_and_refuses_what_it_cannot_do(library_service) -> None:
     imagine, stack = library_service
     await stack.settings_service.set(GUILD, "user_queue_limit", 10)
-    learn(imagine, sd15=families.FLUX_SCHNELL, sdxl=families.SDXL)
+    learn(stack.rules.models, sd15=families.FLUX_SCHNELL, sdxl=families.SDXL)
     who = Requester(GUILD, CHANNEL, ALICE)
     schnell = await imagine.imagine(who, ImagineOptions("a cat"))
     assert (schnell.params.steps, schnell.params.guidance, schnell.params.size) == (4, 0.0, (1024, 1024))

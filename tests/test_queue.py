@@ -36,6 +36,7 @@ from sdbot.services.events import (
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.quotas import QuotaService
+from sdbot.services.requests import RequestRules
 from sdbot.services.settings import SettingsService
 from sdbot.services.worker import batch_key
 
@@ -53,6 +54,7 @@ class Stack:
     settings_service: SettingsService
     quotas: QuotaService
     queue: JobQueue
+    rules: RequestRules
     imagine: ImagineService
     edits: EditService
     dispatcher: Dispatcher
@@ -103,6 +105,7 @@ async def open_stack(path: Path, settings: Settings, library: ModelLibrary | Non
         built.settings_service,
         built.quotas,
         built.queue,
+        built.rules,
         built.imagine,
         built.edits,
         built.dispatcher,

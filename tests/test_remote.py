@@ -36,7 +36,7 @@ from sdbot.params import JobKind
 from sdbot.remote.hub import WorkerHub
 from sdbot.services.dispatch import Dispatcher, EngineView
 from sdbot.services.events import JobCancelled, JobDone, JobEvent, JobFailed, JobProgress, JobStarted
-from sdbot.services.imagine import ImagineOptions, Requester
+from sdbot.services.requests import ImagineOptions, Requester
 from sdbot.views.render import NO_GPU
 from tests.redis_server import REPO, RedisServer, WorkerProcess, redis_server_binary
 from tests.test_bot_admin import admin

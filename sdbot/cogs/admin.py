@@ -20,7 +20,7 @@ from sdbot.cogs.admin_loras import LorasGroup, SamplerGroup, loras_text, sampler
 from sdbot.cogs.admin_members import UserGroup
 from sdbot.config import NSFW_POLICIES
 from sdbot.services.dispatch import EngineView
-from sdbot.services.imagine import DEFAULT_PIXEL_BUDGET, parse_size
+from sdbot.services.requests import DEFAULT_PIXEL_BUDGET, parse_size
 from sdbot.services.settings import GuildSettings, SettingsService
 from sdbot.services.settings_schema import COUNT_RANGE, QUEUE_LIMIT_RANGE, QUOTA_RANGE, STEPS_RANGE
 from sdbot.views.render import channel_list, relative_time, short

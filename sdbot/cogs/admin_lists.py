@@ -83,7 +83,7 @@ class ModelsGroup(AdminGroup, name="model", description="Which models members ma
     async def model_names(
         self, interaction: discord.Interaction, typed: str
     ) -> list[app_commands.Choice[str]]:
-        names = self.bot.imagine.models.library.names
+        names = self.bot.rules.models.library.names
         found = [name for name in names if typed.strip().lower() in name.lower()][:25]
         return [app_commands.Choice(name=name, value=name) for name in found]
 
@@ -95,7 +95,7 @@ def _channels_text(settings: GuildSettings) -> str:
 
 
 def _models_text(group: ModelsGroup, settings: GuildSettings) -> str:
-    models = group.bot.imagine.models
+    models = group.bot.rules.models
     default = models.default_for(settings).name
     lines = [f"Default model: **{default}**" + ("" if settings.default_model else " (the library's)")]
     for model in models.library.models:

@@ -44,7 +44,7 @@ class LorasGroup(AdminGroup, name="lora", description="Whether members may use L
         self, interaction: discord.Interaction, typed: str
     ) -> list[app_commands.Choice[str]]:
         needle = typed.strip().casefold()
-        names = [name for name in self.bot.imagine.loras.loras.addons() if needle in name.casefold()]
+        names = [name for name in self.bot.rules.loras.loras.addons() if needle in name.casefold()]
         return [app_commands.Choice(name=name, value=name) for name in names[:MAX_CHOICES]]
 
 

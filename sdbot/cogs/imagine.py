@@ -28,9 +28,9 @@ from sdbot.params import (
     MIN_LORA_WEIGHT,
     MIN_STRENGTH,
 )
-from sdbot.services.imagine import ImagineOptions, Requester, Upload
 from sdbot.services.loras import LoraChoice
 from sdbot.services.models import ModelChoice
+from sdbot.services.requests import ImagineOptions, Requester, Upload
 from sdbot.views.render import addons_text
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from sdbot.db import JobRecord
 from sdbot.errors import JobNotFound
 from sdbot.services.edits import SourceReader
 from sdbot.services.events import Observer
-from sdbot.services.imagine import MessageFacts, Requester
+from sdbot.services.requests import MessageFacts, Requester
 from sdbot.views.buttons import Action, image_view
 from sdbot.views.remix import RemixModal, remix_submission
 from sdbot.views.render import find_image, picked_text, tools_for
@@ -131,7 +131,7 @@ class ImageTools(commands.Cog):
         attachment = _attachment(interaction, job_id, index)
         await interaction.response.defer(thinking=True)
         data = await _read(attachment)
-        models = self.bot.imagine.models
+        models = self.bot.rules.models
         tools = tools_for(job, settings, models.profile(job.params.model or models.library.default))
         await interaction.followup.send(
             picked_text(job, index, interaction.user.id),

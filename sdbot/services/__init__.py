@@ -19,6 +19,7 @@ from sdbot.services.jobs import JobQueue
 from sdbot.services.loras import LoraCatalog
 from sdbot.services.models import ModelCatalog
 from sdbot.services.quotas import QuotaService
+from sdbot.services.requests import RequestRules
 from sdbot.services.server_records import ServerRecords
 from sdbot.services.settings import SettingsService, defaults_from
 from sdbot.services.uploads import MEBIBYTE
@@ -32,6 +33,7 @@ class Services:
     quotas: QuotaService
     queue: JobQueue
     models: ModelCatalog
+    rules: RequestRules
     imagine: ImagineService
     edits: EditService
     records: ServerRecords
@@ -58,13 +60,12 @@ def build_services(
     models = ModelCatalog(library)
     hub = WorkerHub(settings.redis_url) if settings.redis_url else None
     dispatcher = Dispatcher(queue, settings, library, hub, learn=models.learn)
+    rules = RequestRules(db, settings_service, queue, models, loras)
     imagine = ImagineService(
-        db,
+        rules,
         settings_service,
         quotas,
         queue,
-        models,
-        loras,
         max_upload_bytes=settings.max_upload_mb * MEBIBYTE,
         admit=dispatcher.admit,
     )
@@ -75,8 +76,9 @@ def build_services(
         quotas,
         queue,
         models,
+        rules,
         imagine,
-        EditService(imagine),
+        EditService(rules, imagine),
         ServerRecords(db, queue, clock),
         dispatcher,
     )

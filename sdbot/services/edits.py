@@ -37,7 +37,8 @@ from sdbot.inference.canvas import native_canvas, pan_canvas
 from sdbot.inference.families import SD1, FamilyProfile
 from sdbot.params import JobKind, JobParams, Limits, PanDirection, min_steps
 from sdbot.services.events import Observer
-from sdbot.services.imagine import ImagineService, Requester
+from sdbot.services.imagine import ImagineService
+from sdbot.services.requests import Requester, RequestRules
 from sdbot.services.settings import GuildSettings
 
 VARY_STRENGTHS = {JobKind.VARY_SUBTLE: 0.35, JobKind.VARIATION: 0.7}
@@ -51,9 +52,11 @@ SourceReader = Callable[[], Awaitable[bytes]]
 
 
 class EditService:
-    """Turns a click on a result's image into a job, through ``ImagineService``'s admission and queue."""
+    """Turns a click on a result's image into a job: checked by ``RequestRules``, submitted by
+    ``ImagineService``."""
 
-    def __init__(self, imagine: ImagineService) -> None:
+    def __init__(self, rules: RequestRules, imagine: ImagineService) -> None:
+        self._rules = rules
         self._imagine = imagine
 
     async def vary(
@@ -172,15 +175,15 @@ class EditService:
             negative_prompt=parent.params.negative_prompt if negative is None else negative.strip(),
             seed=parent.seeds[index],
             count=1,
-            model=self._imagine.model_of(parent, settings),
+            model=self._rules.model_of(parent, settings),
         )
-        self._imagine.check(params, settings)
+        self._rules.check(params, settings)
         return await self._imagine.submit(who, JobKind.REMIX, params, parent=parent, observer=observer)
 
     async def pick(self, who: Requester, job_id: int, index: int) -> tuple[JobRecord, GuildSettings]:
         """Image ``index`` of a grid, to post alone with the single-image tools (no job, nothing charged)."""
-        settings = await self._imagine.admit(who)
-        return await self._imagine.parent(who, job_id, index), settings
+        settings = await self._rules.admit(who)
+        return await self._rules.parent(who, job_id, index), settings
 
     async def _admit(
         self, who: Requester, job_id: int, index: int, kind: JobKind
@@ -188,12 +191,12 @@ class EditService:
         """The checks before anything is read: the member, the server's switch, the job and image, and
         what the job's model can do (once the engine has said: else the engine checks it when the job
         runs). Returns the server's limits for the model and its profile."""
-        settings = await self._imagine.admit(who)
+        settings = await self._rules.admit(who)
         if kind in (JobKind.UPSCALE, JobKind.UPSCALE_SUBTLE) and not settings.upscale_allowed:
             raise NotAllowedHere("Upscaling is switched off on this server.")
-        parent = await self._imagine.parent(who, job_id, index)
-        model = self._imagine.model_of(parent, settings)
-        profile = self._imagine.models.profile(model)
+        parent = await self._rules.parent(who, job_id, index)
+        model = self._rules.model_of(parent, settings)
+        profile = self._rules.models.profile(model)
         if kind is JobKind.REMIX and parent.kind.from_image:
             raise NotAllowedHere(
                 "Remix makes an image again from its prompt; this one was made from a picture. "
@@ -202,7 +205,7 @@ class EditService:
         missing = _missing_pipeline(kind, profile)
         if profile is not None and missing is not None:
             raise NotAllowedHere(f"{model} ({profile.label}) has no {missing}.")
-        return settings, parent, self._imagine.limits(settings, model), profile
+        return settings, parent, self._rules.limits(settings, model), profile
 
     def _params(
         self,
@@ -218,7 +221,7 @@ class EditService:
         steps = params.steps if strength is None else max(params.steps, min_steps(strength))
         return replace(
             params,
-            model=self._imagine.model_of(parent, settings),
+            model=self._rules.model_of(parent, settings),
             steps=steps,
             width=size[0],
             height=size[1],
@@ -245,7 +248,7 @@ class EditService:
         observer: Observer | None,
         limits: Limits | None = None,
     ) -> JobRecord:
-        self._imagine.check(params, settings, limits)
+        self._rules.check(params, settings, limits)
         return await self._imagine.submit(who, kind, params, parent=parent, source_png=png, observer=observer)
 
 

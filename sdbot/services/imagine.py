@@ -1,17 +1,17 @@
-"""Turning a member's request (``/imagine`` or a result button) into a queued job, under the server's rules.
+"""Turning a member's request (``/imagine`` or Reroll) into a queued job, under the server's rules
+(``sdbot.services.requests``).
 
-Checks run cheapest first and before anything is charged: new jobs are taken (they are paused while the
-bot cannot save its work), the member is not blocked, the channel is allowed, the prompt has no banned word,
-steps, guidance, seed, size and count are within the engine's range and the server's limits. Only then is
-quota reserved, and the reservation goes to ``JobQueue.submit``, which refunds it if the job is not queued.
-A refused request therefore never costs anything. Every refusal is a domain error whose text the command
-tree shows to the member.
+Checks run cheapest first and before anything is charged: who asks and where (``RequestRules.admit``), then
+what they asked for (``RequestRules.check``). Only then is quota reserved, and the reservation goes to
+``JobQueue.submit``, which refunds it if the job is not queued. A refused request therefore never costs
+anything.
 
 A member may start from their own picture (``/imagine image:``): it is checked, turned upright and fitted
 by ``sdbot.services.uploads`` after every cheaper check and before anything is charged, and kept with the
-job. Buttons act on a finished job whose parameters are read back from the database (so they work after a
-restart); the clicker becomes the new job's owner, with their own quota and place in the queue. Reroll is
-here; the single-image tools are in ``sdbot.services.edits``, which admits and submits through this service.
+job. Reroll acts on a finished job whose parameters are read back from the database (so it works after a
+restart); the clicker becomes the new job's owner, with their own quota and place in the queue. The
+single-image tools are in ``sdbot.services.edits``, which checks through ``RequestRules`` and submits
+through ``ImagineService.submit``.
 
 Nothing here knows about Discord: the cogs pass plain ids and bytes.
 """
@@ -19,85 +19,34 @@ Nothing here knows about Discord: the cogs pass plain ids and bytes.
 from __future__ import annotations
 
 import asyncio
-import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from sdbot.db import Database, JobRecord
-from sdbot.errors import (
-    ChannelNotAllowed,
-    InvalidRequest,
-    JobNotFound,
-    JobsPaused,
-    NotAllowedHere,
-    NotPermitted,
-    PromptRejected,
-)
-from sdbot.inference.families import FamilyProfile, model_limits
-from sdbot.library import ModelEntry
-from sdbot.params import JobKind, JobParams, JobState, Limits, check_params, min_steps, shown
+from sdbot.db import JobRecord
+from sdbot.errors import InvalidRequest, JobNotFound, NotAllowedHere, NotPermitted
+from sdbot.params import JobKind, JobParams, min_steps
 from sdbot.services.admission import JobRequest
 from sdbot.services.events import Observer
 from sdbot.services.jobs import JobQueue
-from sdbot.services.loras import FamilyAddons, LoraCatalog, LoraChoice
-from sdbot.services.models import MAX_CHOICES, ModelCatalog, ModelChoice
+from sdbot.services.loras import FamilyAddons, LoraChoice
+from sdbot.services.models import MAX_CHOICES, ModelChoice
 from sdbot.services.quotas import QuotaService, QuotaStatus
-from sdbot.services.settings import GuildSettings, SettingsService, banned_word_in
+from sdbot.services.requests import (
+    ImagineOptions,
+    MessageFacts,
+    Requester,
+    RequestRules,
+    Upload,
+    parse_size,
+    pixel_budget,
+)
+from sdbot.services.settings import GuildSettings, SettingsService
 from sdbot.services.uploads import MEBIBYTE, check_declared_size, prepare_upload
 
 T = TypeVar("T")
 
 UPLOAD_STRENGTH = 0.6  # how far /imagine moves from a member's picture unless they say
-DEFAULT_PIXEL_BUDGET = 768 * 768  # a server's largest image, unless it set one or the model needs more
-_SIZE = re.compile(r"\s*([0-9]{1,5})\s*[x×]\s*([0-9]{1,5})\s*", re.IGNORECASE)
-MAX_JOB_ID = 2**63 - 1  # SQLite's largest id; a larger one (a forged button, a raw option) names no job
-
-
-@dataclass(frozen=True)
-class Upload:
-    """A member's picture: the size Discord declares for it, and ``read``, which downloads it (raising a
-    domain error when it cannot)."""
-
-    size: int
-    read: Callable[[], Awaitable[bytes]]
-
-
-@dataclass(frozen=True)
-class MessageFacts:
-    """What Discord says about the message a button sits on: its id, and the member whose interaction made
-    it (None: the bot posted it in the channel)."""
-
-    id: int
-    made_for: int | None = None
-
-
-@dataclass(frozen=True)
-class Requester:
-    """Who asks, and where. ``is_manager``: Manage Server (quota exemption, cancelling others' jobs)."""
-
-    guild_id: int
-    channel_id: int
-    user_id: int
-    is_manager: bool = False
-
-
-@dataclass(frozen=True)
-class ImagineOptions:
-    """``/imagine``'s options as typed; None means "the server's default"."""
-
-    prompt: str
-    negative: str | None = None
-    steps: int | None = None
-    guidance: float | None = None
-    seed: int | None = None
-    size: str | None = None
-    count: int = 1
-    model: str | None = None
-    strength: float | None = None  # with an uploaded picture: how far to move from it
-    lora: str | None = None
-    lora_weight: float | None = None
-    sampler: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,25 +56,15 @@ class QueueOverview:
     mine: list[tuple[JobRecord, int | None]]  # the member's jobs here, with their position (None: running)
 
 
-def parse_size(size: str) -> tuple[int, int]:
-    """``"768x512"`` -> (768, 512); raises ``InvalidRequest`` for anything else."""
-    match = _SIZE.fullmatch(size) if isinstance(size, str) else None
-    if match is None:
-        raise InvalidRequest(f"Size {shown(size)} is not WIDTHxHEIGHT, such as 512x768.")
-    return int(match[1]), int(match[2])
-
-
 class ImagineService:
     """Validates requests against server settings, reserves quota and submits jobs to the queue."""
 
     def __init__(
         self,
-        db: Database,
+        rules: RequestRules,
         settings: SettingsService,
         quotas: QuotaService,
         queue: JobQueue,
-        models: ModelCatalog,
-        loras: LoraCatalog,
         *,
         max_upload_bytes: int = 10 * MEBIBYTE,
         admit: Callable[[str], None] | None = None,
@@ -133,12 +72,10 @@ class ImagineService:
         """``admit(model)`` raises ``ModelUnavailable`` when GPU workers are up but none offers the model."""
         self._max_upload_bytes = max_upload_bytes
         self._admit_model = admit
-        self._db = db
+        self._rules = rules
         self._settings = settings
         self._quotas = quotas
         self._queue = queue
-        self.models = models
-        self.loras = loras
 
     # ----- new jobs
 
@@ -152,7 +89,7 @@ class ImagineService:
     ) -> JobRecord:
         """A text-to-image job; with ``upload``, image-to-image from the member's picture (whose fitted
         size replaces the size option)."""
-        settings = await self.admit(who)
+        settings = await self._rules.admit(who)
         if upload is not None and options.size:
             raise InvalidRequest("With an `image`, the size follows your picture: leave `size` out.")
         params = self._txt2img_params(options, settings)
@@ -164,8 +101,8 @@ class ImagineService:
 
     async def reroll(self, who: Requester, job_id: int, *, observer: Observer | None = None) -> JobRecord:
         """The same request again with a new seed (from its prompt alone: a tool's own settings go)."""
-        settings = await self.admit(who)
-        parent = await self.parent(who, job_id)
+        settings = await self._rules.admit(who)
+        parent = await self._rules.parent(who, job_id)
         if parent.kind is JobKind.IMG2IMG:
             raise NotAllowedHere(
                 "The picture that job started from is not kept: run `/imagine` with it again to reroll."
@@ -176,30 +113,21 @@ class ImagineService:
             strength=None,
             zoom=None,
             pan=None,
-            model=self.model_of(parent, settings),
+            model=self._rules.model_of(parent, settings),
         )
-        self.check(params, settings)
+        self._rules.check(params, settings)
         return await self.submit(who, JobKind.REROLL, params, parent=parent, observer=observer)
-
-    async def parent(self, who: Requester, job_id: int, index: int | None = None) -> JobRecord:
-        """A job of this server a button may act on; with ``index``, one of its images must exist."""
-        job = await self._job(job_id)
-        if job is None or job.guild_id != who.guild_id:
-            raise JobNotFound("That job no longer exists (its data may have been deleted).")
-        if index is not None and (job.state is not JobState.DONE or not 0 <= index < job.image_count):
-            raise JobNotFound("That image no longer exists.")
-        return job
 
     # ----- autocomplete: what a member may choose, from the same rules as the checks
 
     async def model_choices(self, who: Requester, typed: str) -> list[ModelChoice]:
-        return self.models.choices(typed, await self._settings.get(who.guild_id))
+        return self._rules.models.choices(typed, await self._settings.get(who.guild_id))
 
     async def size_choices(self, who: Requester, model: str | None, typed: str) -> list[str]:
         """The model's sizes (its library default, then its family's) within the server's pixel budget."""
         settings = await self._settings.get(who.guild_id)
-        entry = self._chosen_model(model, settings)
-        profile = self.models.profile(entry.name)
+        entry = self._rules.chosen_model(model, settings)
+        profile = self._rules.models.profile(entry.name)
         sizes = [entry.defaults(profile).size]
         sizes += [(size.width, size.height) for size in profile.size_presets] if profile else []
         budget = pixel_budget(settings, profile)
@@ -209,16 +137,16 @@ class ImagineService:
     async def lora_choices(self, who: Requester, model: str | None, typed: str) -> list[LoraChoice]:
         """The LoRAs of the chosen model's family this server allows, by name or trigger word."""
         settings = await self._settings.get(who.guild_id)
-        profile = self.models.profile(self._chosen_model(model, settings).name)
-        return [] if profile is None else self.loras.choices(typed, profile.family.value, settings)
+        profile = self._rules.models.profile(self._rules.chosen_model(model, settings).name)
+        return [] if profile is None else self._rules.loras.choices(typed, profile.family.value, settings)
 
     async def sampler_choices(self, who: Requester, model: str | None, typed: str) -> list[str]:
         """The samplers the chosen model can use, the one it gets by default first."""
         settings = await self._settings.get(who.guild_id)
-        entry = self._chosen_model(model, settings)
-        info = self.models.info(entry.name)
+        entry = self._rules.chosen_model(model, settings)
+        info = self._rules.models.info(entry.name)
         offered = [] if info is None else list(info.samplers)
-        default = self._default_sampler(entry, settings)
+        default = self._rules.default_sampler(entry, settings)
         if default is not None:
             offered.insert(0, offered.pop(offered.index(default)))
         return [name for name in offered if typed.strip().casefold() in name.casefold()][:MAX_CHOICES]
@@ -228,10 +156,10 @@ class ImagineService:
         settings = await self._settings.get(who.guild_id)
         families = dict.fromkeys(
             profile.family
-            for entry in self.models.allowed(settings)
-            if (profile := self.models.profile(entry.name))
+            for entry in self._rules.models.allowed(settings)
+            if (profile := self._rules.models.profile(entry.name))
         )
-        return [self.loras.family_addons(family.value, settings) for family in families]
+        return [self._rules.loras.family_addons(family.value, settings) for family in families]
 
     # ----- the member's view of the queue
 
@@ -243,7 +171,7 @@ class ImagineService:
             if not mine:
                 raise JobNotFound("You have no job queued or running here.")
             job_id = max(job.id for job in mine)
-        job = await self._job(job_id)
+        job = await self._rules.job(job_id)
         if job is None or job.guild_id != who.guild_id:
             raise JobNotFound(f"There is no job {job_id} in this server.")
         if job.finished:
@@ -275,7 +203,7 @@ class ImagineService:
         Messages). The button names the job, but whose the message is decides: the member it was made for
         (a result or a picked image sent through their interaction), else, for a message the bot posted
         in the channel, the owner of the job whose result it is."""
-        job = await self.parent(who, job_id)
+        job = await self._rules.parent(who, job_id)
         if moderator:
             return job
         owner = message.made_for
@@ -289,33 +217,19 @@ class ImagineService:
 
     # ----- internals
 
-    async def _job(self, job_id: int) -> JobRecord | None:
-        return await self._db.jobs.get(job_id) if 0 < job_id <= MAX_JOB_ID else None
-
-    async def admit(self, who: Requester) -> GuildSettings:
-        """The checks that depend on who asks and where, not on what they asked for."""
-        if self._queue.paused is not None:
-            raise JobsPaused(self._queue.paused)
-        if (await self._settings.member(who.guild_id, who.user_id)).blocked:
-            raise NotAllowedHere("You are blocked from generating images on this server.")
-        settings = await self._settings.get(who.guild_id)
-        if not settings.channel_allowed(who.channel_id):
-            raise ChannelNotAllowed(settings.channels)
-        return settings
-
     def _txt2img_params(self, options: ImagineOptions, settings: GuildSettings) -> JobParams:
         """The request's parameters: what the member set, else the server's default steps, else the model's
         own defaults (the library's for it, else its family's). Steps a member did not choose are capped at
         the server's maximum."""
-        model = self.models.resolve(options.model, settings)
-        profile = self.models.profile(model.name)
+        model = self._rules.models.resolve(options.model, settings)
+        profile = self._rules.models.profile(model.name)
         if options.guidance is not None and profile is not None and not profile.uses_guidance:
             raise InvalidRequest(f"{model.name} ({profile.label}) takes no guidance: leave it out.")
         defaults = model.defaults(profile)
         width, height = parse_size(options.size) if options.size else defaults.size
         steps = _first(options.steps, settings.default_steps, defaults.steps)
         family = None if profile is None else profile.family.value
-        prompt, loras = self.loras.from_request(
+        prompt, loras = self._rules.loras.from_request(
             options.prompt.strip(), options.lora, options.lora_weight, family, settings
         )
         params = JobParams(
@@ -329,38 +243,10 @@ class ImagineService:
             count=options.count,
             model=model.name,
             loras=loras,
-            sampler=self._sampler(options.sampler, model, settings),
+            sampler=self._rules.sampler(options.sampler, model, settings),
         )
-        self.check(params, settings)
+        self._rules.check(params, settings)
         return params
-
-    def _chosen_model(self, name: str | None, settings: GuildSettings) -> ModelEntry:
-        """For autocomplete: the model named so far, else the server's default."""
-        try:
-            return self.models.resolve(name, settings)
-        except InvalidRequest:
-            return self.models.default_for(settings)
-
-    def _sampler(self, chosen: str | None, model: ModelEntry, settings: GuildSettings) -> str | None:
-        """The sampler a request gets: the member's, else the server's default, else the library's for the
-        model (each only where the model can use it), else None: the model's own scheduler."""
-        if chosen is None:
-            return self._default_sampler(model, settings)
-        info = self.models.info(model.name)
-        if info is None:
-            return chosen.strip()  # the engine checks it
-        offered = {name.casefold(): name for name in info.samplers}
-        if chosen.strip().casefold() not in offered:
-            others = ", ".join(info.samplers) if info.samplers else f"none but its own ({info.own_sampler})"
-            raise InvalidRequest(
-                f"{model.name} ({info.profile.label}) cannot use {chosen!r}; its samplers: {others}."
-            )
-        return offered[chosen.strip().casefold()]
-
-    def _default_sampler(self, model: ModelEntry, settings: GuildSettings) -> str | None:
-        info = self.models.info(model.name)
-        offered = () if info is None else info.samplers
-        return next((name for name in (settings.default_sampler, model.sampler) if name in offered), None)
 
     async def _from_upload(
         self,
@@ -375,15 +261,15 @@ class ImagineService:
         server's pixel budget in the model's size multiple, and kept with the job."""
         if not settings.uploads_allowed:
             raise NotAllowedHere("Starting from your own picture is switched off on this server.")
-        profile = self.models.profile(params.model)
+        profile = self._rules.models.profile(params.model)
         if profile is not None and not profile.image_to_image:
             raise InvalidRequest(f"{params.model} ({profile.label}) cannot start from an image.")
         check_declared_size(upload.size, self._max_upload_bytes)
         strength = UPLOAD_STRENGTH if strength is None else strength
         # An image-to-image run denoises steps x strength times: keep at least one step.
         params = replace(params, strength=strength, steps=max(params.steps, min_steps(strength)))
-        self.check(params, settings)
-        limits = self.limits(settings, params.model)
+        self._rules.check(params, settings)
+        limits = self._rules.limits(settings, params.model)
         picture = await asyncio.to_thread(
             prepare_upload,
             await upload.read(),
@@ -392,38 +278,8 @@ class ImagineService:
             multiple=limits.size_multiple,
         )
         params = replace(params, width=picture.size[0], height=picture.size[1])
-        self.check(params, settings)
+        self._rules.check(params, settings)
         return await self.submit(who, JobKind.IMG2IMG, params, source_png=picture.png, observer=observer)
-
-    def model_of(self, parent: JobRecord, settings: GuildSettings) -> str:
-        """The model a job made from ``parent`` runs: the parent's, if it is still offered here."""
-        return self.models.resolve(parent.params.model or None, settings).name
-
-    def limits(self, settings: GuildSettings, model: str) -> Limits:
-        """The server's limits narrowed by the model's family (once the engine has told it)."""
-        profile = self.models.profile(model)
-        limits = Limits(
-            max_steps=settings.max_steps,
-            max_count=settings.max_count,
-            max_pixels=pixel_budget(settings, profile),
-            max_loras=self.loras.max_loras,
-            owner="this server",
-        )
-        return limits if profile is None else model_limits(profile, limits, model)
-
-    def check(self, params: JobParams, settings: GuildSettings, limits: Limits | None = None) -> None:
-        """The server's limits for the model (``limits``: other than its usual ones) and its banned words."""
-        check_params(params, self.limits(settings, params.model) if limits is None else limits)
-        word = banned_word_in(params.prompt, settings)
-        if word is not None:
-            raise PromptRejected(f'"{word}" is banned on this server')
-        profile = self.models.profile(params.model)
-        # LoRAs the request keeps from an earlier job must still be here and allowed
-        self.loras.check(params.loras, None if profile is None else profile.family.value, settings)
-        window = self.models.window(params.model)
-        if window is not None:
-            window.check("prompt", params.prompt)
-            window.check("negative prompt", params.negative_prompt)
 
     async def submit(
         self,
@@ -456,13 +312,3 @@ class ImagineService:
 def _first(*values: T | None) -> T:
     """The first value that is set (the last one always is)."""
     return next(value for value in values if value is not None)
-
-
-def pixel_budget(settings: GuildSettings, profile: FamilyProfile | None) -> int:
-    """The most pixels a job of this server may have: the server's own limit where it set one, else enough
-    for the model's family's sizes (SDXL's 1024x1024) and at least ``DEFAULT_PIXEL_BUDGET``."""
-    if settings.max_pixels is not None:
-        return settings.max_pixels
-    family = max((width * height for width, height in profile.size_presets), default=0) if profile else 0
-    return max(DEFAULT_PIXEL_BUDGET, family)
-
