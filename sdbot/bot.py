@@ -49,6 +49,7 @@ from sdbot.services.dispatch import Dispatcher
 from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
+from sdbot.services.offers import ChoiceOffers
 from sdbot.services.quotas import QuotaService
 from sdbot.services.requests import RequestRules
 from sdbot.services.server_records import ServerRecords
@@ -113,6 +114,7 @@ class SDBot(commands.Bot):
         self.quotas: QuotaService
         self.queue: JobQueue
         self.rules: RequestRules
+        self.offers: ChoiceOffers
         self.imagine: ImagineService
         self.edits: EditService
         self.records: ServerRecords
@@ -151,6 +153,7 @@ class SDBot(commands.Bot):
         self.queue = services.queue
         self.dispatcher: Dispatcher = services.dispatcher
         self.rules = services.rules
+        self.offers = services.offers
         self.imagine = services.imagine
         self.edits = services.edits
         self.records = services.records

@@ -145,7 +145,7 @@ async def test_a_server_chooses_its_default_and_allowed_models(library_service) 
         await stack.settings_service.remove(GUILD, "models", "anime")
     with pytest.raises(InvalidSetting, match="There is no model 'flux'"):
         await stack.settings_service.add(GUILD, "models", "flux")
-    choices = await imagine.model_choices(who, "SD")
+    choices = await stack.offers.model_choices(who, "SD")
     assert [(c.name, c.label) for c in choices] == [
         ("sdxl", "sdxl: SDXL base"),
         ("anime", "anime: SD 1.5 anime fine-tune"),
@@ -169,11 +169,11 @@ def learn(models: ModelCatalog, **profiles: FamilyProfile) -> None:
 
 
 async def test_size_choices_are_the_models_within_the_servers_budget(library_service) -> None:
-    imagine, stack = library_service
+    _, stack = library_service
     who = Requester(GUILD, CHANNEL, ALICE)
-    assert await imagine.size_choices(who, "sdxl", "") == ["768x768"]  # its family not known yet
+    assert await stack.offers.size_choices(who, "sdxl", "") == ["768x768"]  # its family not known yet
     learn(stack.rules.models, sdxl=families.SDXL, sd15=families.SD1)
-    sizes = await imagine.size_choices(who, "sdxl", "")
+    sizes = await stack.offers.size_choices(who, "sdxl", "")
     assert sizes == [
         "768x768",
         "1024x1024",
@@ -184,10 +184,10 @@ async def test_size_choices_are_the_models_within_the_servers_budget(library_ser
         "1344x768",
         "768x1344",
     ]
-    assert await imagine.size_choices(who, "sdxl", "1152") == ["1152x896", "896x1152"]
-    assert "1024x1024" not in await imagine.size_choices(who, "sd15", "")  # SD 1.x: within 768x768
+    assert await stack.offers.size_choices(who, "sdxl", "1152") == ["1152x896", "896x1152"]
+    assert "1024x1024" not in await stack.offers.size_choices(who, "sd15", "")  # SD 1.x: within 768x768
     await stack.settings_service.set(GUILD, "max_pixels", 512 * 512)
-    assert await imagine.size_choices(who, None, "") == ["512x512"]
+    assert await stack.offers.size_choices(who, None, "") == ["512x512"]
 
 
 async def test_a_models_family_gives_its_defaults_and_refuses_what_it_cannot_do(library_service) -> None:

@@ -35,6 +35,7 @@ from sdbot.services.events import (
 )
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
+from sdbot.services.offers import ChoiceOffers
 from sdbot.services.quotas import QuotaService
 from sdbot.services.requests import RequestRules
 from sdbot.services.settings import SettingsService
@@ -55,6 +56,7 @@ class Stack:
     quotas: QuotaService
     queue: JobQueue
     rules: RequestRules
+    offers: ChoiceOffers
     imagine: ImagineService
     edits: EditService
     dispatcher: Dispatcher
@@ -106,6 +108,7 @@ async def open_stack(path: Path, settings: Settings, library: ModelLibrary | Non
         built.quotas,
         built.queue,
         built.rules,
+        built.offers,
         built.imagine,
         built.edits,
         built.dispatcher,

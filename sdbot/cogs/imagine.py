@@ -1,5 +1,5 @@
-"""``/imagine``: parse the interaction, call ``ImagineService``, hand over to delivery. (The buttons under
-results are ``sdbot.cogs.tools``.)
+"""``/imagine`` and ``/loras``: parse the interaction, call ``ImagineService`` (``ChoiceOffers`` for
+autocomplete and ``/loras``), hand over to delivery. (The buttons under results are ``sdbot.cogs.tools``.)
 
 Every request is acknowledged at once with a private "thinking" state, so a refusal (quota, banned word,
 limits, a picture that cannot be used) reaches only the member who asked, through the tree's error handler;
@@ -113,14 +113,14 @@ class Imagine(commands.Cog):
     async def model_choices(
         self, interaction: discord.Interaction, typed: str
     ) -> list[app_commands.Choice[str]]:
-        return _labelled(await self.bot.imagine.model_choices(requester(interaction), typed))
+        return _labelled(await self.bot.offers.model_choices(requester(interaction), typed))
 
     @imagine.autocomplete("size")
     async def size_choices(
         self, interaction: discord.Interaction, typed: str
     ) -> list[app_commands.Choice[str]]:
         model = getattr(interaction.namespace, "model", None)
-        sizes = await self.bot.imagine.size_choices(requester(interaction), model, typed)
+        sizes = await self.bot.offers.size_choices(requester(interaction), model, typed)
         return [app_commands.Choice(name=size, value=size) for size in sizes]
 
     @imagine.autocomplete("lora")
@@ -128,20 +128,20 @@ class Imagine(commands.Cog):
         self, interaction: discord.Interaction, typed: str
     ) -> list[app_commands.Choice[str]]:
         model = getattr(interaction.namespace, "model", None)
-        return _labelled(await self.bot.imagine.lora_choices(requester(interaction), model, typed))
+        return _labelled(await self.bot.offers.lora_choices(requester(interaction), model, typed))
 
     @imagine.autocomplete("sampler")
     async def sampler_choices(
         self, interaction: discord.Interaction, typed: str
     ) -> list[app_commands.Choice[str]]:
         model = getattr(interaction.namespace, "model", None)
-        samplers = await self.bot.imagine.sampler_choices(requester(interaction), model, typed)
+        samplers = await self.bot.offers.sampler_choices(requester(interaction), model, typed)
         return [app_commands.Choice(name=name, value=name) for name in samplers]
 
     @app_commands.command(name="loras", description="The LoRAs and embeddings you can use, by model family.")
     @app_commands.guild_only()
     async def loras(self, interaction: discord.Interaction) -> None:
-        families = await self.bot.imagine.addons(requester(interaction))
+        families = await self.bot.offers.addons(requester(interaction))
         await interaction.response.send_message(addons_text(families), ephemeral=True)
 
 

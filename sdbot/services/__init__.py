@@ -18,6 +18,7 @@ from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.loras import LoraCatalog
 from sdbot.services.models import ModelCatalog
+from sdbot.services.offers import ChoiceOffers
 from sdbot.services.quotas import QuotaService
 from sdbot.services.requests import RequestRules
 from sdbot.services.server_records import ServerRecords
@@ -34,6 +35,7 @@ class Services:
     queue: JobQueue
     models: ModelCatalog
     rules: RequestRules
+    offers: ChoiceOffers
     imagine: ImagineService
     edits: EditService
     records: ServerRecords
@@ -63,7 +65,6 @@ def build_services(
     rules = RequestRules(db, settings_service, queue, models, loras)
     imagine = ImagineService(
         rules,
-        settings_service,
         quotas,
         queue,
         max_upload_bytes=settings.max_upload_mb * MEBIBYTE,
@@ -77,6 +78,7 @@ def build_services(
         queue,
         models,
         rules,
+        ChoiceOffers(settings_service, rules),
         imagine,
         EditService(rules, imagine),
         ServerRecords(db, queue, clock),

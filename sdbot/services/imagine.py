@@ -29,8 +29,6 @@ from sdbot.params import JobKind, JobParams, min_steps
 from sdbot.services.admission import JobRequest
 from sdbot.services.events import Observer
 from sdbot.services.jobs import JobQueue
-from sdbot.services.loras import FamilyAddons, LoraChoice
-from sdbot.services.models import MAX_CHOICES, ModelChoice
 from sdbot.services.quotas import QuotaService, QuotaStatus
 from sdbot.services.requests import (
     ImagineOptions,
@@ -39,9 +37,8 @@ from sdbot.services.requests import (
     RequestRules,
     Upload,
     parse_size,
-    pixel_budget,
 )
-from sdbot.services.settings import GuildSettings, SettingsService
+from sdbot.services.settings import GuildSettings
 from sdbot.services.uploads import MEBIBYTE, check_declared_size, prepare_upload
 
 T = TypeVar("T")
@@ -62,7 +59,6 @@ class ImagineService:
     def __init__(
         self,
         rules: RequestRules,
-        settings: SettingsService,
         quotas: QuotaService,
         queue: JobQueue,
         *,
@@ -73,7 +69,6 @@ class ImagineService:
         self._max_upload_bytes = max_upload_bytes
         self._admit_model = admit
         self._rules = rules
-        self._settings = settings
         self._quotas = quotas
         self._queue = queue
 
@@ -117,49 +112,6 @@ class ImagineService:
         )
         self._rules.check(params, settings)
         return await self.submit(who, JobKind.REROLL, params, parent=parent, observer=observer)
-
-    # ----- autocomplete: what a member may choose, from the same rules as the checks
-
-    async def model_choices(self, who: Requester, typed: str) -> list[ModelChoice]:
-        return self._rules.models.choices(typed, await self._settings.get(who.guild_id))
-
-    async def size_choices(self, who: Requester, model: str | None, typed: str) -> list[str]:
-        """The model's sizes (its library default, then its family's) within the server's pixel budget."""
-        settings = await self._settings.get(who.guild_id)
-        entry = self._rules.chosen_model(model, settings)
-        profile = self._rules.models.profile(entry.name)
-        sizes = [entry.defaults(profile).size]
-        sizes += [(size.width, size.height) for size in profile.size_presets] if profile else []
-        budget = pixel_budget(settings, profile)
-        shown = dict.fromkeys(f"{w}x{h}" for w, h in sizes if w * h <= budget)
-        return [size for size in shown if typed.strip().lower() in size][:MAX_CHOICES]
-
-    async def lora_choices(self, who: Requester, model: str | None, typed: str) -> list[LoraChoice]:
-        """The LoRAs of the chosen model's family this server allows, by name or trigger word."""
-        settings = await self._settings.get(who.guild_id)
-        profile = self._rules.models.profile(self._rules.chosen_model(model, settings).name)
-        return [] if profile is None else self._rules.loras.choices(typed, profile.family.value, settings)
-
-    async def sampler_choices(self, who: Requester, model: str | None, typed: str) -> list[str]:
-        """The samplers the chosen model can use, the one it gets by default first."""
-        settings = await self._settings.get(who.guild_id)
-        entry = self._rules.chosen_model(model, settings)
-        info = self._rules.models.info(entry.name)
-        offered = [] if info is None else list(info.samplers)
-        default = self._rules.default_sampler(entry, settings)
-        if default is not None:
-            offered.insert(0, offered.pop(offered.index(default)))
-        return [name for name in offered if typed.strip().casefold() in name.casefold()][:MAX_CHOICES]
-
-    async def addons(self, who: Requester) -> list[FamilyAddons]:
-        """For ``/loras``: the LoRAs (allowed here) and embeddings of each family of this server's models."""
-        settings = await self._settings.get(who.guild_id)
-        families = dict.fromkeys(
-            profile.family
-            for entry in self._rules.models.allowed(settings)
-            if (profile := self._rules.models.profile(entry.name))
-        )
-        return [self._rules.loras.family_addons(family.value, settings) for family in families]
 
     # ----- the member's view of the queue
 
