@@ -49,6 +49,7 @@ from sdbot.services.dispatch import Dispatcher
 from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
+from sdbot.services.member_jobs import MemberJobs
 from sdbot.services.offers import ChoiceOffers
 from sdbot.services.quotas import QuotaService
 from sdbot.services.requests import RequestRules
@@ -117,6 +118,7 @@ class SDBot(commands.Bot):
         self.offers: ChoiceOffers
         self.imagine: ImagineService
         self.edits: EditService
+        self.member_jobs: MemberJobs
         self.records: ServerRecords
         self.delivery: Delivery
 
@@ -156,6 +158,7 @@ class SDBot(commands.Bot):
         self.offers = services.offers
         self.imagine = services.imagine
         self.edits = services.edits
+        self.member_jobs = services.member_jobs
         self.records = services.records
         self.delivery = Delivery(
             self,

@@ -35,6 +35,7 @@ from sdbot.services.events import (
 )
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
+from sdbot.services.member_jobs import MemberJobs
 from sdbot.services.offers import ChoiceOffers
 from sdbot.services.quotas import QuotaService
 from sdbot.services.requests import RequestRules
@@ -59,6 +60,7 @@ class Stack:
     offers: ChoiceOffers
     imagine: ImagineService
     edits: EditService
+    member_jobs: MemberJobs
     dispatcher: Dispatcher
 
     async def submit(
@@ -111,6 +113,7 @@ async def open_stack(path: Path, settings: Settings, library: ModelLibrary | Non
         built.offers,
         built.imagine,
         built.edits,
+        built.member_jobs,
         built.dispatcher,
     )
 

@@ -26,7 +26,7 @@ class Queue(commands.Cog):
     @app_commands.command(name="queue", description="Show how many jobs are waiting and where yours are.")
     @app_commands.guild_only()
     async def queue(self, interaction: discord.Interaction) -> None:
-        overview = self.bot.imagine.overview(requester(interaction))
+        overview = self.bot.member_jobs.overview(requester(interaction))
         lines = [f"{overview.waiting} job(s) waiting, {overview.running} running."]
         for job, position in overview.mine[:MAX_JOBS_LISTED]:
             where = "running now" if position is None else f"position {position + 1}"
@@ -44,7 +44,7 @@ class Queue(commands.Cog):
     async def cancel(
         self, interaction: discord.Interaction, job: app_commands.Range[int, 1] | None = None
     ) -> None:
-        cancelled = await self.bot.imagine.cancel(requester(interaction), job)
+        cancelled = await self.bot.member_jobs.cancel(requester(interaction), job)
         prompt = short(cancelled.params.prompt, 100)
         await interaction.response.send_message(
             f"Cancelled job {cancelled.id} (**{prompt}**). Nothing was charged.", ephemeral=True
@@ -53,7 +53,7 @@ class Queue(commands.Cog):
     @app_commands.command(name="quota", description="Show how many images you have left today.")
     @app_commands.guild_only()
     async def quota(self, interaction: discord.Interaction) -> None:
-        status = await self.bot.imagine.quota(requester(interaction))
+        status = await self.bot.member_jobs.quota(requester(interaction))
         if status.limit is None:
             text = "You have no daily image limit on this server."
         else:

@@ -49,12 +49,13 @@ class ImageTools(commands.Cog):
         who = requester(interaction)
         if action is Action.DELETE:
             moderator = interaction.permissions.manage_messages
-            await self.bot.imagine.may_delete(who, job_id, _message_facts(interaction), moderator=moderator)
+            facts = _message_facts(interaction)
+            await self.bot.member_jobs.may_delete(who, job_id, facts, moderator=moderator)
             await interaction.response.defer()
             await interaction.delete_original_response()
             return
         if action is Action.CANCEL:
-            job = await self.bot.imagine.cancel(who, job_id)
+            job = await self.bot.member_jobs.cancel(who, job_id)
             await interaction.response.edit_message(
                 content=f"Job {job.id} was cancelled. Nothing was charged.", view=None, attachments=[]
             )

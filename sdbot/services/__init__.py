@@ -17,6 +17,7 @@ from sdbot.services.edits import EditService
 from sdbot.services.imagine import ImagineService
 from sdbot.services.jobs import JobQueue
 from sdbot.services.loras import LoraCatalog
+from sdbot.services.member_jobs import MemberJobs
 from sdbot.services.models import ModelCatalog
 from sdbot.services.offers import ChoiceOffers
 from sdbot.services.quotas import QuotaService
@@ -38,6 +39,7 @@ class Services:
     offers: ChoiceOffers
     imagine: ImagineService
     edits: EditService
+    member_jobs: MemberJobs
     records: ServerRecords
     dispatcher: Dispatcher
 
@@ -81,6 +83,7 @@ def build_services(
         ChoiceOffers(settings_service, rules),
         imagine,
         EditService(rules, imagine),
+        MemberJobs(rules, quotas, queue),
         ServerRecords(db, queue, clock),
         dispatcher,
     )
