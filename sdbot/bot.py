@@ -10,10 +10,9 @@ differs from the one last synced: its hash is kept in the database), and starts 
 left unposted. Requests are queued from the start; while the model loads they wait, and say so, and the
 dispatcher feeds the engine once it is loaded. With ``SDBOT_REDIS_URL`` the GPU workers behind Redis take jobs
 from the start (jobs wait in the queue, and say so, while no GPU is up), and the bot loads its own model only
-with ``SDBOT_LOCAL_ENGINE=1``. The presence says loading / ready / busy / paused. A heartbeat file beside
-the database tells ``python -m sdbot health`` (Docker's HEALTHCHECK) whether the bot is alive and connected.
-Quota ledger rows that left the 24-hour window, and status message tokens that expired, are deleted at
-start-up and then hourly.
+with ``SDBOT_LOCAL_ENGINE=1``. ``sdbot.housekeeping`` keeps the presence (loading / ready / busy / paused),
+the heartbeat file that ``python -m sdbot health`` reads, and the hourly pruning of the quota ledger and of
+expired status message tokens.
 
 Shutdown (``close``): new interactions are refused ("restarting") and those in flight get
 ``HANDLER_GRACE`` seconds to finish; then the dispatcher stops (each running batch gets
@@ -27,8 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -41,7 +38,8 @@ from discord.ext import commands
 from sdbot.config import Settings
 from sdbot.db import Database
 from sdbot.errors import JobNotFound
-from sdbot.health import Heartbeat, heartbeat_path, write_heartbeat
+from sdbot.health import heartbeat_path
+from sdbot.housekeeping import Housekeeping
 from sdbot.inference.types import Engine
 from sdbot.library import ModelLibrary, load_library
 from sdbot.services import build_services
@@ -55,22 +53,19 @@ from sdbot.services.quotas import QuotaService
 from sdbot.services.requests import RequestRules
 from sdbot.services.server_records import ServerRecords
 from sdbot.services.settings import SettingsService
-from sdbot.tree import Restarting, SDTree, report_error
+from sdbot.tree import Restarting, SDTree, report_error, sync_if_changed
 from sdbot.views.buttons import ButtonHandler, JobButton, has_button, is_job_button
 from sdbot.views.delivery import Delivery
-from sdbot.views.presence import BotState, keep_presence
+from sdbot.views.presence import BotState
 
 log = logging.getLogger(__name__)
 
 COGS = ("sdbot.cogs.imagine", "sdbot.cogs.tools", "sdbot.cogs.queue", "sdbot.cogs.admin")
 LOAD_LOG_INTERVAL = 15.0  # seconds between "still loading" log lines
-HEARTBEAT_INTERVAL = 20.0  # seconds between heartbeats (the health check allows 120)
-PRUNE_INTERVAL = 60 * 60.0  # seconds between deletions of quota ledger rows older than the window
 HANDLER_GRACE = 10.0  # seconds shutdown gives interaction handlers in flight
 LOGIN_RETRY_FIRST = 2.0  # seconds before logging in again when Discord cannot be reached, doubling
 LOGIN_RETRY_LAST = 60.0  # seconds between tries at most
 UNREACHABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError, discord.DiscordServerError)
-COMMANDS_HASH_KEY = "commands_hash"
 
 EngineFactory = Callable[[], Engine]
 
@@ -107,7 +102,6 @@ class SDBot(commands.Bot):
         self.accepting = True  # interactions are handled (no longer once shutdown began)
         self._handlers: set[asyncio.Task[object]] = set()  # interaction handlers in flight
         self._model_task: asyncio.Task[None] | None = None
-        self._housekeeping: list[asyncio.Task[None]] = []  # heartbeat, ledger pruning
         self._closing: asyncio.Future[None] | None = None
         self.job_buttons: ButtonHandler | None = None  # set by the imagine cog while it is loaded
         self.db: Database
@@ -121,6 +115,7 @@ class SDBot(commands.Bot):
         self.member_jobs: MemberJobs
         self.records: ServerRecords
         self.delivery: Delivery
+        self.housekeeping: Housekeeping
 
     async def login(self, token: str) -> None:
         """Open the database, then log in to Discord, trying again with backoff while it cannot be reached
@@ -177,18 +172,23 @@ class SDBot(commands.Bot):
             self._model_task = asyncio.create_task(self._load_model(), name="sdbot-load-model")
         else:
             self.model_ready = True  # no model of its own: the GPU workers' engines run the jobs
-        self._housekeeping = [
-            asyncio.create_task(self._beat(), name="sdbot-heartbeat"),
-            asyncio.create_task(self._prune(), name="sdbot-prune"),
-            asyncio.create_task(keep_presence(self, self._state), name="sdbot-presence"),
-        ]
+        self.housekeeping = Housekeeping(
+            self,
+            self.db,
+            self.quotas,
+            self.queue,
+            heartbeat_file=heartbeat_path(self.settings.db_path),
+            model_ready=lambda: self.model_ready,
+            clock=self.clock,
+        )
+        self.housekeeping.start()
         for name in COGS:
             try:
                 await self.load_extension(name)
             except commands.ExtensionError:
                 log.exception("could not load %s; the bot runs without it", name)
         self.add_dynamic_items(JobButton)
-        await self._sync_commands()
+        await sync_if_changed(self.tree, self.db.meta, self.application_id, self.settings.dev_guild)
         self.delivery.spawn(self.delivery.recover(), "sdbot-recover")
 
     async def _load_model(self) -> None:
@@ -224,67 +224,9 @@ class SDBot(commands.Bot):
         self.model_ready = True
         log.info("the model is ready: running the queue")
 
-    async def _sync_commands(self) -> None:
-        """Sync only when the command set changed since the last sync to the same place."""
-        guild = None if self.settings.dev_guild is None else discord.Object(self.settings.dev_guild)
-        if guild is not None:
-            self.tree.copy_global_to(guild=guild)
-        definitions = [command.to_dict(self.tree) for command in self.tree.get_commands(guild=guild)]
-        digest = hashlib.sha256(json.dumps(definitions, sort_keys=True).encode()).hexdigest()
-        place = f"guild {guild.id}" if guild is not None else "global"
-        key = f"{COMMANDS_HASH_KEY}:{self.application_id}:{place}"
-        if await self.db.meta.get(key) == digest:
-            log.info("slash commands unchanged (%s); not syncing", place)
-            return
-        synced = await self.tree.sync(guild=guild)
-        await self.db.meta.set(key, digest)
-        log.info("synced %d slash command(s) (%s)", len(synced), place)
-
-    async def _beat(self) -> None:
-        """Keep the heartbeat fresh; remove it when the bot stops, so the health check says so at once."""
-        try:
-            while True:
-                self._write_heartbeat()
-                await asyncio.sleep(HEARTBEAT_INTERVAL)
-        finally:
-            heartbeat_path(self.settings.db_path).unlink(missing_ok=True)
-
-    async def _prune(self) -> None:
-        """Delete the quota ledger's rows that left the window and the status messages whose tokens
-        expired, now and every ``PRUNE_INTERVAL``. Checks read only the window and the valid tokens either
-        way: a failed prune is logged and tried again next time."""
-        while True:
-            try:
-                pruned = await self.quotas.prune()
-                expired = await self.db.statuses.prune(self.clock())
-            except Exception:
-                log.exception("could not prune the quota ledger and the expired tokens")
-            else:
-                log.debug("pruned %d quota ledger row(s) and %d expired token(s)", pruned, expired)
-            await asyncio.sleep(PRUNE_INTERVAL)
-
-    def _state(self) -> BotState:
-        if not self.model_ready:
-            return BotState.LOADING
-        if self.queue.paused is not None:
-            return BotState.PAUSED
-        return BotState.BUSY if self.queue.running() or self.queue.queued() else BotState.READY
-
-    def _write_heartbeat(self) -> None:
-        heartbeat = Heartbeat(
-            at=time.time(),  # wall time: the checker is another process reading the clock
-            connected=self.is_ready() and self.ws is not None and self.ws.open,
-            model_ready=self.model_ready,
-            queued=len(self.queue.queued()),
-        )
-        try:
-            write_heartbeat(heartbeat_path(self.settings.db_path), heartbeat)
-        except OSError as error:
-            log.warning("could not write the heartbeat: %s", error)
-
     async def on_ready(self) -> None:
         log.info("connected as %s to %d server(s)", self.user, len(self.guilds))
-        self._write_heartbeat()
+        self.housekeeping.write_heartbeat()
 
     async def on_interaction(self, interaction: discord.Interaction) -> None:
         """A button press discord.py will not route to a ``JobButton`` (a custom_id that is forged, from an
@@ -324,9 +266,8 @@ class SDBot(commands.Bot):
         if self._model_task is not None:
             self._model_task.cancel()  # also when it is the one closing us: it awaits this task, shielded
             await asyncio.gather(self._model_task, return_exceptions=True)
-        for task in self._housekeeping:
-            task.cancel()
-        await asyncio.gather(*self._housekeeping, return_exceptions=True)
+        if hasattr(self, "housekeeping"):
+            await self.housekeeping.stop()
         if hasattr(self, "dispatcher"):
             await self.dispatcher.stop()
         if hasattr(self, "delivery"):

@@ -4,10 +4,13 @@ Every slash command's error reaches ``SDTree.on_error``; button callbacks route 
 errors (``sdbot/errors.py``) become short ephemeral messages; a failed check becomes "not permitted"; anything
 else is logged with its traceback and the user gets a short apology. The answer is sent whether or not the
 interaction was already acknowledged (a followup then), so no interaction is left "thinking".
+``sync_if_changed`` syncs the commands to Discord only when they changed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +19,7 @@ import aiohttp
 import discord
 from discord import AppCommandOptionType, app_commands
 
+from sdbot.db.meta import MetaRepository
 from sdbot.errors import (
     ChannelNotAllowed,
     GenerationFailed,
@@ -200,3 +204,29 @@ class SDTree(app_commands.CommandTree):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError, /
     ) -> None:
         await report_error(interaction, error)
+
+
+COMMANDS_HASH_KEY = "commands_hash"
+
+
+async def sync_if_changed(
+    tree: app_commands.CommandTree[Any],
+    meta: MetaRepository,
+    application_id: int | None,
+    dev_guild: int | None,
+) -> None:
+    """Sync the slash commands (to ``dev_guild`` when set, else globally) only when the command set changed
+    since the last sync to the same place: Discord rate-limits syncs, and a restart changes nothing."""
+    guild = None if dev_guild is None else discord.Object(dev_guild)
+    if guild is not None:
+        tree.copy_global_to(guild=guild)
+    definitions = [command.to_dict(tree) for command in tree.get_commands(guild=guild)]
+    digest = hashlib.sha256(json.dumps(definitions, sort_keys=True).encode()).hexdigest()
+    place = f"guild {guild.id}" if guild is not None else "global"
+    key = f"{COMMANDS_HASH_KEY}:{application_id}:{place}"
+    if await meta.get(key) == digest:
+        log.info("slash commands unchanged (%s); not syncing", place)
+        return
+    synced = await tree.sync(guild=guild)
+    await meta.set(key, digest)
+    log.info("synced %d slash command(s) (%s)", len(synced), place)

@@ -170,8 +170,9 @@ async def test_the_health_check_sees_a_running_bot_and_then_a_stopped_one(start_
 
 async def test_the_quota_ledger_is_pruned_while_the_bot_runs(start_sdbot, fake_discord, monkeypatch):
     import sdbot.bot
+    import sdbot.housekeeping
 
-    monkeypatch.setattr(sdbot.bot, "PRUNE_INTERVAL", 0.05)
+    monkeypatch.setattr(sdbot.housekeeping, "PRUNE_INTERVAL", 0.05)
     running = await start_sdbot()
     bot: sdbot.bot.SDBot = running.client
     guild, alice = fake_discord.guild_id, fake_discord.members["alice"].id
