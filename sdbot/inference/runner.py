@@ -36,13 +36,11 @@ from sdbot.inference.extras import ModelExtras, PreparedBatch
 from sdbot.inference.families import Family, Size
 from sdbot.inference.latents import decode_to_images, spatial
 from sdbot.inference.pipelines import ModelPipelines
-from sdbot.inference.pngmeta import ImageParameters, encode_png
 from sdbot.inference.previews import PreviewMaker, preview_interval
-from sdbot.inference.safety import SafetyCheck
+from sdbot.inference.results import ResultWriter
 from sdbot.inference.types import (
     UPSCALE_FACTOR,
     CancelCheck,
-    GeneratedImage,
     GenerationResult,
     ModelInfo,
     Operation,
@@ -70,12 +68,9 @@ class ModelRunner:
         self.name = name
         self.model = model
         self.extras = extras
-        # what the PNGs say besides the model's name: A1111's hash of a checkpoint file
-        self._png_extra = {} if model_hash is None else {"Model hash": model_hash}
         self._previews = previews
         self._tile_upscales = tile_upscales
-        safety = model.safety
-        self._safety = None if safety is None else SafetyCheck(safety.checker, safety.feature_extractor)
+        self._writer = ResultWriter(name, model.safety, model_hash)
         for pipe in (model.text_to_image, model.image_to_image, model.inpaint):
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
@@ -86,7 +81,7 @@ class ModelRunner:
         return ModelInfo(
             self.name,
             self.model.profile,
-            self._safety is not None,
+            self._writer.checks_safety,
             samplers=tuple(sampler.name for sampler in extras.samplers),
             own_sampler=" ".join(dict.fromkeys(extras.own_sampler)),
             tokenizer=extras.tokenizer,
@@ -168,7 +163,7 @@ class ModelRunner:
                 for (plan, source), picture in zip(batch.outpaints, pictures, strict=True)
             ]
         decoded = time.perf_counter()
-        flags: list[bool | None] = list(self._safety(pictures)) if self._safety else [None] * len(pictures)
+        flags = self._writer.flags(pictures)
         checked = time.perf_counter()
         timings = Timings(
             switch=before.switch,
@@ -178,7 +173,7 @@ class ModelRunner:
             safety=checked - decoded,
             total=before.total + time.perf_counter() - started,
         )
-        return self._results(batch, prepared, pictures, flags, timings)
+        return self._writer.results(batch, prepared, pictures, flags, timings)
 
     @torch.no_grad()
     def super_resolve(
@@ -202,7 +197,7 @@ class ModelRunner:
             if on_progress is not None:
                 on_progress(Progress(done, len(batch.sources)))
         upscaled = time.perf_counter()
-        flags: list[bool | None] = list(self._safety(pictures)) if self._safety else [None] * len(pictures)
+        flags = self._writer.flags(pictures)
         checked = time.perf_counter()
         timings = Timings(
             switch=switch,
@@ -211,7 +206,9 @@ class ModelRunner:
             total=switch + checked - started,
         )
         extra = {"Postprocess upscaler": upscaler.name, "Postprocess upscale by": str(UPSCALE_FACTOR)}
-        return self._results(batch, self.extras.describe(batch.params), pictures, flags, timings, extra)
+        return self._writer.results(
+            batch, self.extras.describe(batch.params), pictures, flags, timings, extra
+        )
 
     def _call_options(
         self, pipe: DiffusionPipeline, batch: Batch, prepared: PreparedBatch
@@ -239,44 +236,6 @@ class ModelRunner:
         assert self._previews is not None
         pipe = self.model.text_to_image
         return self._previews(spatial(latents[firsts], self.model.profile, size, pipe.vae_scale_factor))
-
-    def _results(
-        self,
-        batch: Batch,
-        prepared: PreparedBatch,
-        pictures: list[Image.Image],
-        flags: list[bool | None],
-        timings: Timings,
-        extra: dict[str, str] | None = None,
-    ) -> list[GenerationResult]:
-        """The PNGs, each with its parameters: the batch's (with its sampler, LoRAs and embeddings), the
-        model's hash, what an outpainting did (``Outpaint: pan left``) and ``extra``."""
-        results: list[list[GeneratedImage]] = [[] for _ in range(batch.request_count)]
-        sampler, schedule_type = prepared.sampler_fields
-        params = batch.params
-        outpaint = {} if params.outpaint is None else {"Outpaint": params.outpaint}
-        written_extra = self._png_extra | outpaint | (extra or {})
-        for image, picture, flag in zip(batch.images, pictures, flags, strict=True):
-            written = ImageParameters(
-                prompt=image.prompt,
-                negative_prompt=image.negative_prompt,
-                steps=params.steps,
-                sampler=sampler,
-                schedule_type=schedule_type,
-                guidance=params.guidance,
-                seed=image.seed,
-                width=params.width,
-                height=params.height,
-                model=self.name,
-                strength=params.strength,
-                loras=prepared.loras,
-                embeddings=prepared.embedding_hashes(image),
-                extra=written_extra,
-            )
-            results[image.request].append(
-                GeneratedImage(picture, image.seed, flag, encode_png(picture, written))
-            )
-        return [GenerationResult(request_images, timings, prepared.notes) for request_images in results]
 
 
 class _StepHook:
