@@ -27,10 +27,11 @@ import torch
 
 from sdbot.config import DEFAULT_UPSCALER, Settings
 from sdbot.errors import GenerationCancelled, GenerationFailed
+from sdbot.inference.batch import Batch
 from sdbot.inference.families import Size
 from sdbot.inference.loading import ModelLoader, free_memory, memory_budgets, model_size, resolve_placement
 from sdbot.inference.memory import ModelMemory, Residence
-from sdbot.inference.runner import Batch, ModelRunner
+from sdbot.inference.runner import ModelRunner
 from sdbot.inference.types import (
     CancelCheck,
     EngineRequest,

@@ -1,49 +1,32 @@
-"""One loaded model running one batch: the pipeline call its family needs, then decoding, the safety check
-and the PNGs.
+"""One loaded model running one batch: which pipeline, how many calls, and what each phase cost.
 
-One call is one pipeline run over every image of every request in the batch. Each image has its own seeded
-generator (image ``i`` of a request uses ``seed + i``), so an image's pixels depend only on its own request:
-reproducible alone, and the same whether batched with others or not. The pipeline returns latents; the
-runner decodes them (``sdbot.inference.latents``) and runs the safety checker itself, so a flagged image keeps
-its pixels. A family without a table entry decodes in its own pipeline (its latent layout is its own).
-Progress, previews and cancellation go through diffusers' ``callback_on_step_end``.
-
-What the call passes depends on the profile and on what the pipeline's ``__call__`` takes: the guidance scale
-under the family's name for it, a negative prompt only where the family has one, the T5 window
-(``max_sequence_length``: 256 for Flux schnell, 512 for dev), and the size for the image-to-image pipelines
-that take one (Flux's, SD3's) besides the source.
-
-Zoom Out and Pan run the family's inpainting pipeline on the canvas ``sdbot.inference.canvas`` lays out (the
-source in place, a mask over the rest), and the source's own pixels are put back after decoding. Upscale
-(Subtle) runs no pipeline: the super-resolution upscaler enlarges each source, and the model's safety checker
-and PNG parameters follow as for any image.
+A batch (``sdbot.inference.batch``) runs on the model's pipeline for its operation: text to image, image to
+image, or inpainting for Zoom Out and Pan. Its LoRAs and prompts are readied once
+(``sdbot.inference.extras``), then it runs in as few pipeline calls as its prompts allow (those that encode
+to one length share a call), each made by ``sdbot.inference.diffusion``, its pictures flagged and written as
+PNGs by ``sdbot.inference.results``. Each result carries the timings of its call: the model's switch and the
+LoRAs (counted in the first call), denoising, decoding, the safety check. Upscale (Subtle) runs no pipeline:
+the super-resolution upscaler enlarges each source, and the model's safety checker and PNG parameters follow
+as for any image.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import time
-from dataclasses import dataclass, replace
 
 import torch
 from diffusers import DiffusionPipeline
 from PIL import Image
 
-from sdbot.errors import GenerationCancelled
-from sdbot.inference.canvas import Outpaint, pan, zoom_out
+from sdbot.inference.batch import Batch
+from sdbot.inference.diffusion import Diffusion
 from sdbot.inference.extras import ModelExtras, PreparedBatch
-from sdbot.inference.families import Family, Size
-from sdbot.inference.latents import decode_to_images, spatial
 from sdbot.inference.pipelines import ModelPipelines
-from sdbot.inference.pngmeta import ImageParameters, encode_png
-from sdbot.inference.previews import PreviewMaker, preview_interval
-from sdbot.inference.safety import SafetyCheck
+from sdbot.inference.previews import PreviewMaker
+from sdbot.inference.results import ResultWriter
 from sdbot.inference.types import (
     UPSCALE_FACTOR,
     CancelCheck,
-    EngineRequest,
-    GeneratedImage,
     GenerationResult,
     ModelInfo,
     Operation,
@@ -52,94 +35,6 @@ from sdbot.inference.types import (
     Timings,
 )
 from sdbot.inference.upscalers import Upscaler
-from sdbot.params import JobParams, image_seed, random_seed
-
-
-@dataclass(frozen=True)
-class PlannedImage:
-    """One image of a batch: the request it belongs to and its own seed."""
-
-    request: int
-    prompt: str
-    negative_prompt: str
-    seed: int
-
-
-@dataclass(frozen=True)
-class Batch:
-    """One pipeline run: its images, the parameters they share (``params``: the first request's; the batch
-    key is the same for all) and, for image to image, each image's source at the output size. For outpainting
-    the sources are the canvases (the picture in place), ``masks`` say what to paint and ``outpaints`` hold
-    each image's plan and picture, whose pixels go back in after decoding; for super-resolution the sources
-    are the pictures as they are."""
-
-    operation: Operation
-    images: list[PlannedImage]
-    request_count: int
-    params: JobParams
-    sources: list[Image.Image] | None = None
-    masks: list[Image.Image] | None = None
-    outpaints: list[tuple[Outpaint, Image.Image]] | None = None
-
-    @property
-    def size(self) -> Size:
-        return Size(self.params.width, self.params.height)
-
-    @classmethod
-    def plan(cls, operation: Operation, requests: list[EngineRequest]) -> Batch:
-        """Flatten the requests into images (drawing missing seeds) and prepare their sources."""
-        images = []
-        for index, request in enumerate(requests):
-            params = request.params
-            base = params.seed if params.seed is not None else random_seed()
-            images.extend(
-                PlannedImage(index, params.prompt, params.negative_prompt, image_seed(base, i))
-                for i in range(params.count)
-            )
-        first = requests[0].params
-        if operation is Operation.GENERATE:
-            return cls(operation, images, len(requests), first)
-        if operation is Operation.OUTPAINT:
-            outpaints = [_outpaint(request) for request in requests]
-            canvases = [plan.init_image(picture) for plan, picture in outpaints]
-            masks = [plan.mask() for plan, _ in outpaints]
-            return cls(
-                operation,
-                images,
-                len(requests),
-                first,
-                sources=[canvases[image.request] for image in images],
-                masks=[masks[image.request] for image in images],
-                outpaints=[outpaints[image.request] for image in images],
-            )
-        prepare = _source if operation is Operation.SUPER_RESOLUTION else _prepared_source
-        prepared = [prepare(request) for request in requests]
-        return cls(operation, images, len(requests), first, [prepared[image.request] for image in images])
-
-    def request_images(self) -> list[list[PlannedImage]]:
-        """Each request's images."""
-        grouped: list[list[PlannedImage]] = [[] for _ in range(self.request_count)]
-        for image in self.images:
-            grouped[image.request].append(image)
-        return grouped
-
-    def only(self, requests: list[int]) -> Batch:
-        """The part of the batch that makes ``requests``' images, renumbered in that order."""
-        number = {request: new for new, request in enumerate(requests)}
-        kept = [i for i, image in enumerate(self.images) if image.request in number]
-
-        def part(items: list | None) -> list | None:
-            return None if items is None else [items[i] for i in kept]
-
-        images = [replace(self.images[i], request=number[self.images[i].request]) for i in kept]
-        return replace(
-            self,
-            images=images,
-            request_count=len(requests),
-            sources=part(self.sources),
-            masks=part(self.masks),
-            outpaints=part(self.outpaints),
-        )
 
 
 class ModelRunner:
@@ -159,12 +54,9 @@ class ModelRunner:
         self.name = name
         self.model = model
         self.extras = extras
-        # what the PNGs say besides the model's name: A1111's hash of a checkpoint file
-        self._png_extra = {} if model_hash is None else {"Model hash": model_hash}
-        self._previews = previews
+        self._diffusion = Diffusion(model, previews)
         self._tile_upscales = tile_upscales
-        safety = model.safety
-        self._safety = None if safety is None else SafetyCheck(safety.checker, safety.feature_extractor)
+        self._writer = ResultWriter(name, model.safety, model_hash)
         for pipe in (model.text_to_image, model.image_to_image, model.inpaint):
             if pipe is not None:
                 pipe.set_progress_bar_config(disable=True)
@@ -175,7 +67,7 @@ class ModelRunner:
         return ModelInfo(
             self.name,
             self.model.profile,
-            self._safety is not None,
+            self._writer.checks_safety,
             samplers=tuple(sampler.name for sampler in extras.samplers),
             own_sampler=" ".join(dict.fromkeys(extras.own_sampler)),
             tokenizer=extras.tokenizer,
@@ -232,32 +124,11 @@ class ModelRunner:
     ) -> list[GenerationResult]:
         """One pipeline call; ``before``: what readying it cost (counted in its timings)."""
         started = time.perf_counter()
-        firsts = [
-            next(i for i, image in enumerate(batch.images) if image.request == r)
-            for r in range(batch.request_count)
-        ]
-        render = (
-            None if self._previews is None else functools.partial(self._render_previews, batch.size, firsts)
-        )
-        step_end = _StepHook(on_progress, should_cancel, render)
-        decode_here = self.model.profile.family is not Family.OTHER
-        output = pipe(
-            **self._call_options(pipe, batch, prepared),
-            output_type="latent" if decode_here else "pil",
-            callback_on_step_end=step_end,
-            callback_on_step_end_tensor_inputs=["latents"],
-        ).images
-        if step_end.cancelled_at is not None:
-            raise GenerationCancelled(f"cancelled after step {step_end.cancelled_at} of {step_end.total}")
+        output = self._diffusion.denoise(pipe, batch, prepared, on_progress, should_cancel)
         denoised = time.perf_counter()
-        pictures = decode_to_images(pipe, self.model.profile, output, batch.size) if decode_here else output
-        if batch.outpaints is not None:
-            pictures = [
-                plan.keep_source(picture, source)
-                for (plan, source), picture in zip(batch.outpaints, pictures, strict=True)
-            ]
+        pictures = self._diffusion.decode(pipe, batch, output)
         decoded = time.perf_counter()
-        flags: list[bool | None] = list(self._safety(pictures)) if self._safety else [None] * len(pictures)
+        flags = self._writer.flags(pictures)
         checked = time.perf_counter()
         timings = Timings(
             switch=before.switch,
@@ -267,7 +138,7 @@ class ModelRunner:
             safety=checked - decoded,
             total=before.total + time.perf_counter() - started,
         )
-        return self._results(batch, prepared, pictures, flags, timings)
+        return self._writer.results(batch, prepared, pictures, flags, timings)
 
     @torch.no_grad()
     def super_resolve(
@@ -291,7 +162,7 @@ class ModelRunner:
             if on_progress is not None:
                 on_progress(Progress(done, len(batch.sources)))
         upscaled = time.perf_counter()
-        flags: list[bool | None] = list(self._safety(pictures)) if self._safety else [None] * len(pictures)
+        flags = self._writer.flags(pictures)
         checked = time.perf_counter()
         timings = Timings(
             switch=switch,
@@ -300,127 +171,6 @@ class ModelRunner:
             total=switch + checked - started,
         )
         extra = {"Postprocess upscaler": upscaler.name, "Postprocess upscale by": str(UPSCALE_FACTOR)}
-        return self._results(batch, self.extras.describe(batch.params), pictures, flags, timings, extra)
-
-    def _call_options(
-        self, pipe: DiffusionPipeline, batch: Batch, prepared: PreparedBatch
-    ) -> dict[str, object]:
-        profile, params = self.model.profile, batch.params
-        accepted = _call_parameters(type(pipe))
-        options: dict[str, object] = {
-            **prepared.call_options(pipe, batch.images),
-            "num_inference_steps": params.steps,
-            profile.guidance_parameter: params.guidance,
-            # CPU generators: the same seed gives the same starting noise on every device.
-            "generator": [torch.Generator("cpu").manual_seed(image.seed) for image in batch.images],
-        }
-        if "max_sequence_length" in accepted:
-            options["max_sequence_length"] = profile.prompt_tokens
-        if batch.sources is None or "width" in accepted:
-            options |= {"width": params.width, "height": params.height}
-        if batch.sources is not None:
-            options |= {"image": batch.sources, "strength": params.strength}
-        if batch.masks is not None:
-            options["mask_image"] = batch.masks
-        return options
-
-    def _render_previews(self, size: Size, firsts: list[int], latents: torch.Tensor) -> list[Image.Image]:
-        assert self._previews is not None
-        pipe = self.model.text_to_image
-        return self._previews(spatial(latents[firsts], self.model.profile, size, pipe.vae_scale_factor))
-
-    def _results(
-        self,
-        batch: Batch,
-        prepared: PreparedBatch,
-        pictures: list[Image.Image],
-        flags: list[bool | None],
-        timings: Timings,
-        extra: dict[str, str] | None = None,
-    ) -> list[GenerationResult]:
-        """The PNGs, each with its parameters: the batch's (with its sampler, LoRAs and embeddings), the
-        model's hash, what an outpainting did (``Outpaint: pan left``) and ``extra``."""
-        results: list[list[GeneratedImage]] = [[] for _ in range(batch.request_count)]
-        sampler, schedule_type = prepared.sampler_fields
-        params = batch.params
-        outpaint = {} if params.outpaint is None else {"Outpaint": params.outpaint}
-        written_extra = self._png_extra | outpaint | (extra or {})
-        for image, picture, flag in zip(batch.images, pictures, flags, strict=True):
-            written = ImageParameters(
-                prompt=image.prompt,
-                negative_prompt=image.negative_prompt,
-                steps=params.steps,
-                sampler=sampler,
-                schedule_type=schedule_type,
-                guidance=params.guidance,
-                seed=image.seed,
-                width=params.width,
-                height=params.height,
-                model=self.name,
-                strength=params.strength,
-                loras=prepared.loras,
-                embeddings=prepared.embedding_hashes(image),
-                extra=written_extra,
-            )
-            results[image.request].append(
-                GeneratedImage(picture, image.seed, flag, encode_png(picture, written))
-            )
-        return [GenerationResult(request_images, timings, prepared.notes) for request_images in results]
-
-
-class _StepHook:
-    """``callback_on_step_end``: reports progress and previews, and interrupts the pipeline on cancel."""
-
-    def __init__(
-        self,
-        on_progress: ProgressCallback | None,
-        should_cancel: CancelCheck | None,
-        render: functools.partial[list[Image.Image]] | None,
-    ) -> None:
-        self._on_progress = on_progress
-        self._should_cancel = should_cancel
-        self._render = render
-        self.total = 0
-        self.cancelled_at: int | None = None
-
-    def __call__(
-        self, pipe, index: int, timestep, tensors: dict[str, torch.Tensor]
-    ) -> dict[str, torch.Tensor]:
-        step, self.total = index + 1, pipe.num_timesteps
-        if self._on_progress is not None:
-            make_previews = None
-            if self._render is not None and step < self.total and step % preview_interval(self.total) == 0:
-                make_previews = functools.partial(self._render, tensors["latents"])
-            self._on_progress(Progress(step, self.total, make_previews))
-        if self._should_cancel is not None and self._should_cancel():
-            pipe._interrupt = True  # diffusers skips the remaining steps
-            self.cancelled_at = step
-        return tensors
-
-
-@functools.cache
-def _call_parameters(pipeline_class: type[DiffusionPipeline]) -> frozenset[str]:
-    return frozenset(inspect.signature(pipeline_class.__call__).parameters)
-
-
-def _source(request: EngineRequest) -> Image.Image:
-    """The source in RGB, at its own size."""
-    assert request.source is not None  # check_batch made sure
-    return request.source.convert("RGB")
-
-
-def _prepared_source(request: EngineRequest) -> Image.Image:
-    """The source in RGB at the request's size (an upscale's is twice the source's)."""
-    source = _source(request)
-    if source.size == request.params.size:
-        return source
-    return source.resize(request.params.size, Image.Resampling.LANCZOS)
-
-
-def _outpaint(request: EngineRequest) -> tuple[Outpaint, Image.Image]:
-    """Where the request's picture lies on its canvas (the request's size), and the picture."""
-    params, picture = request.params, _source(request)
-    if params.zoom is not None:
-        return zoom_out(params.size, params.zoom), picture
-    assert params.pan is not None  # check_batch made sure an outpaint request says one or the other
-    return pan(params.size, picture.size, params.pan), picture
+        return self._writer.results(
+            batch, self.extras.describe(batch.params), pictures, flags, timings, extra
+        )

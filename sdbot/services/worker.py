@@ -1,23 +1,21 @@
 """A GPU worker's lane: one consumer of the ``JobQueue`` feeding one engine.
 
-One asyncio task takes batches from the queue and runs each engine call in one dedicated thread, so the event
-loop (the Discord gateway's heartbeats, interaction acknowledgements) never waits for the GPU. Progress is
-handed back to the loop with ``call_soon_threadsafe``. The worker talks to the engine only through the
-``Engine`` protocol: the local engine and each remote GPU worker (``sdbot.remote.RemoteEngine``) get a
-``Worker`` of their own, all taking from the same fair order (``sdbot.services.dispatch``).
+One asyncio task takes batches from the queue and hands each to its ``BatchRunner``
+(``sdbot.services.batch_runner``: the engine calls of a batch and how faults end its jobs), whose calls run in
+the engine's own thread (``sdbot.services.engine_thread``), so the event loop never waits for the GPU. The
+worker talks to the engine only through the ``Engine`` protocol: the local engine and each remote GPU worker
+(``sdbot.remote.RemoteEngine``) get a ``Worker`` of their own, all taking from the same fair order
+(``sdbot.services.dispatch``).
 
 Batching: the next job in fair order and the jobs right after it with the same batch key (the engine operation
-and ``JobParams.batch_key``) run in one engine call, up to ``Settings.max_batch`` images; each keeps its own
-prompt and seeds, and its images do not depend on the batch (the engine seeds every image). A job with more
-images than ``max_batch`` runs in several calls, image ``i`` always with seed ``seed + i``. Batches never mix
-models; a job of the model that ran last may go first, sparing a model switch, within the queue's bound
+and ``JobParams.batch_key``) run together, up to ``Settings.max_batch`` images; each keeps its own prompt and
+seeds, and its images do not depend on the batch (the engine seeds every image). Batches never mix models; a
+job of the model that ran last may go first, sparing a model switch, within the queue's bound
 (``sdbot.services.fair_order``).
 
-Faults, each ending in exactly one of done / failed / cancelled / requeued per job: an engine error fails only
-its own job (a failed batch is retried job by job once); out of memory on several images retries at half the
-batch size; a run longer than ``Settings.job_timeout`` is interrupted and its jobs fail; a remote engine
-that is lost (``WorkerLost``) puts its jobs back at the front of the queue and ends this worker; any other
-error is logged and the worker goes on with the next batch.
+A remote engine that is lost (``WorkerLost``) puts the batch's jobs back at the front of the queue and ends
+this worker; any other error that escapes the runner fails the batch's jobs as an internal error, logged, and
+the worker goes on with the next batch.
 
 Shutdown (``stop``): take no new batch, give the running one ``Settings.shutdown_grace`` seconds, then
 interrupt it and leave its jobs queued in the database (no refund) for the next start-up. While the ends of
@@ -27,45 +25,22 @@ jobs cannot be written (``JobQueue.paused``), no batch is taken.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import logging
-import math
-import re
 import threading
-import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image
-
 from sdbot.config import Settings
-from sdbot.errors import GenerationCancelled, GenerationFailed, WorkerLost
-from sdbot.inference.types import Engine, EngineRequest, GenerationResult, Operation, Progress
-from sdbot.params import JobKind
+from sdbot.errors import WorkerLost
+from sdbot.inference.types import Engine
 from sdbot.services.active_job import ActiveJob
-from sdbot.services.background import run_in_background
+from sdbot.services.batch_runner import INTERNAL_ERROR, BatchRunner
+from sdbot.services.engine_thread import OPERATIONS, EngineThread
 from sdbot.services.jobs import JobQueue
 
 log = logging.getLogger(__name__)
 
-OPERATIONS = {
-    JobKind.TXT2IMG: Operation.GENERATE,
-    JobKind.REROLL: Operation.GENERATE,
-    JobKind.REMIX: Operation.GENERATE,
-    JobKind.IMG2IMG: Operation.VARIATION,
-    JobKind.VARY_SUBTLE: Operation.VARIATION,
-    JobKind.VARIATION: Operation.VARIATION,
-    JobKind.UPSCALE_SUBTLE: Operation.SUPER_RESOLUTION,
-    JobKind.UPSCALE: Operation.UPSCALE,
-    JobKind.ZOOM_OUT: Operation.OUTPAINT,
-    JobKind.PAN: Operation.OUTPAINT,
-}
 INTERRUPT_WAIT = 10.0  # seconds an interrupted engine run gets to notice before stop() gives up on it
-_OUT_OF_MEMORY = re.compile(r"out of (gpu |cuda |device )?memory", re.IGNORECASE)
-INTERNAL_ERROR = "the generation failed because of an internal error; the bot's logs have the details"
 
 
 def batch_key(job: ActiveJob) -> tuple[Any, ...]:
@@ -74,37 +49,11 @@ def batch_key(job: ActiveJob) -> tuple[Any, ...]:
     return (OPERATIONS[job.record.kind], *job.params.batch_key())
 
 
-@dataclass(frozen=True)
-class _Slice:
-    """Images ``first .. first + count - 1`` of a job."""
-
-    job: ActiveJob
-    first: int
-    count: int
-
-
-class _Run:
-    """One engine call: its slices and the reasons it may be interrupted (read from the engine thread)."""
-
-    def __init__(self, slices: list[_Slice], timeout: float, shutdown: threading.Event) -> None:
-        self.slices = slices
-        self.jobs = list(dict.fromkeys(part.job for part in slices))
-        self.deadline = time.monotonic() + timeout
-        self._shutdown = shutdown
-
-    def timed_out(self) -> bool:
-        return time.monotonic() >= self.deadline
-
-    def should_cancel(self) -> bool:
-        """Stop when shutting down, past the deadline, or when every job of the call was cancelled."""
-        return self._shutdown.is_set() or self.timed_out() or all(job.finished for job in self.jobs)
-
-
 class Worker:
     """The one consumer of ``queue``, running ``engine`` in a single dedicated thread.
 
-    Settings used: ``max_batch`` (images per engine call), ``job_timeout`` (seconds one engine call may run),
-    ``shutdown_grace`` (seconds ``stop`` waits for the running batch before interrupting it).
+    Settings used: ``max_batch`` (images per batch), ``shutdown_grace`` (seconds ``stop`` waits for the
+    running batch before interrupting it), and those of its ``BatchRunner``.
     ``progress_interval``: least seconds between two progress events of a run (the last step always comes;
     Discord cannot show updates faster anyway). ``accepts``: which jobs this engine takes (default: all).
     """
@@ -120,21 +69,24 @@ class Worker:
     ) -> None:
         self._queue = queue
         self._accepts = accepts
-        self._progress_interval = progress_interval
         self._engine = engine
         self._settings = settings
-        self._executor: ThreadPoolExecutor | None = None
+        self._thread = EngineThread(queue, engine, progress_interval)
+        self._shutdown = threading.Event()
+        self._batches = BatchRunner(queue, self._thread, settings, self._shutdown)
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
-        self._shutdown = threading.Event()
         self._current: list[ActiveJob] = []
         self._last_model: str | None = None  # the model of the last batch: surely still on the GPU
-        self._completing: set[asyncio.Future[Any]] = set()
-        self.images_done = 0
 
     @property
     def engine(self) -> Engine:
         return self._engine
+
+    @property
+    def images_done(self) -> int:
+        """Images its engine has made since it was built."""
+        return self._batches.images_done
 
     @property
     def running(self) -> list[ActiveJob]:
@@ -155,14 +107,14 @@ class Worker:
         self._shutdown.clear()
         if resume:
             await self._queue.restore()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-engine")
+        self._thread.open()
         self._task = asyncio.create_task(self._consume(), name="sdbot-worker")
 
     async def stop(self) -> None:
         """Take no more jobs; let the running batch finish within ``shutdown_grace``, else interrupt it and
         leave its jobs queued in the database."""
-        task, executor = self._task, self._executor
-        if task is None or executor is None:
+        task = self._task
+        if task is None:
             return
         self._stopping = True
         self._queue.wake()
@@ -177,20 +129,10 @@ class Worker:
             task.cancel()
             for job in abandoned:
                 await self._queue.requeue(job)
-        executor.shutdown(wait=False)
-        await self._stop_completing()
+        self._thread.close()
+        await self._batches.finish_recording(INTERRUPT_WAIT)
         await self._queue.ledger.flush()
-        self._task = self._executor = None
-
-    async def _stop_completing(self) -> None:
-        """Give the done jobs being recorded ``INTERRUPT_WAIT`` seconds; one whose end still cannot be
-        written stays unfinished in the ledger (with its images kept, if they were) for the next start."""
-        if not self._completing:
-            return
-        _, pending = await asyncio.wait(set(self._completing), timeout=INTERRUPT_WAIT)
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
+        self._task = None
 
     async def _consume(self) -> None:
         while not self._stopping:
@@ -203,7 +145,7 @@ class Worker:
             self._current = batch
             self._last_model = batch[0].params.model
             try:
-                await self._run_batch(batch)
+                await self._batches.run(batch)
             except WorkerLost as lost:
                 log.warning("%s; jobs %s go back to the front of the queue", lost, [job.id for job in batch])
                 for job in batch:
@@ -220,172 +162,8 @@ class Worker:
         """Whether ``job`` runs without a model switch (the queue may run it a little early for that)."""
         return job.params.model == self._last_model
 
-    async def _run_batch(self, batch: list[ActiveJob]) -> None:
-        started = [job for job in batch if self._queue.start(job)]
-        slices = [_Slice(job, 0, job.image_count) for job in started]
-        for chunk in _split(slices, self._settings.max_batch):
-            await self._run_slices(chunk, retry_alone=len(started) > 1)
-
-    async def _run_slices(self, slices: list[_Slice], *, retry_alone: bool) -> None:
-        slices = [part for part in slices if not part.job.finished]
-        if not slices:
-            return
-        run = _Run(slices, self._settings.job_timeout, self._shutdown)
-        if self._shutdown.is_set():
-            await self._requeue(run)
-            return
-        try:
-            results = await self._call_engine(run)
-        except GenerationCancelled:
-            await self._interrupted(run)
-            return
-        except WorkerLost:
-            raise
-        except Exception as error:
-            await self._engine_failed(run, error, retry_alone=retry_alone)
-            return
-        for part, result in zip(run.slices, results, strict=True):
-            self.images_done += len(result.images)
-            if part.job.add_images(part.first, result.images, result.timings):
-                self._complete_later(part.job)
-
-    def _complete_later(self, job: ActiveJob) -> None:
-        """Record a done job while the engine already runs the next batch."""
-        run_in_background(self._completing, self._queue.complete(job), "recording a done job failed")
-
-    async def _engine_failed(self, run: _Run, error: Exception, *, retry_alone: bool) -> None:
-        images = sum(part.count for part in run.slices)
-        if _is_out_of_memory(error) and images > 1:
-            log.warning("out of memory on %d images; retrying at half the batch size", images)
-            for half in _split(run.slices, math.ceil(images / 2)):
-                await self._run_slices(half, retry_alone=retry_alone)
-            return
-        if retry_alone and len(run.jobs) > 1:
-            log.warning("batch %s failed (%s); retrying job by job", [job.id for job in run.jobs], error)
-            for job in run.jobs:
-                await self._run_slices([part for part in run.slices if part.job is job], retry_alone=False)
-            return
-        message = _user_message(error)
-        if message == INTERNAL_ERROR:
-            log.error("engine error on jobs %s", [job.id for job in run.jobs], exc_info=error)
-        for job in run.jobs:
-            await self._queue.fail(job, message)
-
-    async def _interrupted(self, run: _Run) -> None:
-        if self._shutdown.is_set():
-            await self._requeue(run)
-        elif run.timed_out():
-            for job in run.jobs:
-                await self._queue.fail(job, f"timed out after {self._settings.job_timeout:g} s")
-        else:  # cancel() has recorded the cancelled jobs; any other was stopped by the engine itself
-            for job in run.jobs:
-                await self._queue.fail(job, "the generation was interrupted")
-
-    async def _requeue(self, run: _Run) -> None:
-        for job in run.jobs:
-            await self._queue.requeue(job)
-
     async def _fail_quietly(self, job: ActiveJob, message: str) -> None:
         try:
             await self._queue.fail(job, message)
         except Exception:
             log.exception("could not record the failure of job %s", job.id)
-
-    async def _call_engine(self, run: _Run) -> list[GenerationResult]:
-        """Run ``run`` in the engine thread; one result per slice, in order."""
-        ledger = self._queue.ledger
-        sources = {job.id: await ledger.source_png(job.id) for job in run.jobs if job.record.kind.from_image}
-        loop = asyncio.get_running_loop()
-        last_report = -math.inf
-        owners = [part.job for part in run.slices]  # the job of each engine request
-
-        def report(progress: Progress) -> None:
-            """Hand a step to the loop, at most every ``progress_interval`` seconds but always the last one:
-            each hand-over wakes the loop and costs the engine thread the GIL for a moment."""
-            nonlocal last_report
-            now = time.monotonic()
-            if progress.step < progress.total and now - last_report < self._progress_interval:
-                return
-            last_report = now
-            previews = progress.make_previews() if progress.make_previews is not None else None
-            with contextlib.suppress(RuntimeError):  # the loop closed under a run being abandoned
-                loop.call_soon_threadsafe(
-                    self._report_progress, run, owners, progress.step, progress.total, previews
-                )
-
-        def call() -> list[GenerationResult]:
-            operation = OPERATIONS[run.jobs[0].record.kind]
-            requests = [_request(part, sources) for part in run.slices]
-            results = self._engine.run(operation, requests, report, run.should_cancel)
-            if len(results) != len(requests):
-                raise GenerationFailed(f"the engine returned {len(results)} results for {len(requests)}")
-            return results
-
-        assert self._executor is not None
-        return await loop.run_in_executor(self._executor, call)
-
-    def _report_progress(
-        self,
-        run: _Run,
-        owners: list[ActiveJob],
-        step: int,
-        total: int,
-        previews: list[Image.Image] | None,
-    ) -> None:
-        """On the loop: one ``JobProgress`` per job of the run, with the preview of its first request."""
-        for job in run.jobs:
-            mine = [preview for preview, owner in zip(previews or [], owners, strict=False) if owner is job]
-            self._queue.progress(job, step, total, mine[0] if mine else None)
-
-
-def _request(part: _Slice, sources: dict[int, bytes | None]) -> EngineRequest:
-    """The engine request for a slice (in the engine thread: decoding a source image is CPU work)."""
-    params = part.job.params.images(part.first, part.count)
-    ref = f"{part.job.id}.{part.first}+{part.count}"
-    if not part.job.record.kind.from_image:
-        return EngineRequest(params, ref=ref)
-    return EngineRequest(params, _decode_source(sources.get(part.job.id)), ref)
-
-
-def _decode_source(png: bytes | None) -> Image.Image:
-    if png is None:
-        raise GenerationFailed("the source image of this job is no longer stored")
-    try:
-        with Image.open(io.BytesIO(png)) as image:
-            return image.convert("RGB")
-    except (OSError, ValueError, SyntaxError):  # SyntaxError: PIL's word for a broken PNG chunk
-        raise GenerationFailed("the source image of this job could not be read") from None
-
-
-def _split(slices: list[_Slice], max_images: int) -> list[list[_Slice]]:
-    """Cut ``slices`` into consecutive chunks of at most ``max_images`` images, splitting a job if needed."""
-    chunks: list[list[_Slice]] = []
-    chunk: list[_Slice] = []
-    size = 0
-    for part in slices:
-        first, left = part.first, part.count
-        while left:
-            take = min(left, max_images - size)
-            chunk.append(_Slice(part.job, first, take))
-            size, first, left = size + take, first + take, left - take
-            if size == max_images:
-                chunks.append(chunk)
-                chunk, size = [], 0
-    if chunk:
-        chunks.append(chunk)
-    return chunks
-
-
-def _is_out_of_memory(error: Exception) -> bool:
-    memory_kinds = GenerationFailed | MemoryError | RuntimeError  # torch's OutOfMemoryError is a RuntimeError
-    return isinstance(error, memory_kinds) and _OUT_OF_MEMORY.search(str(error)) is not None
-
-
-def _user_message(error: Exception) -> str:
-    """Text fit for the member: our own errors and the engine's parameter checks say what went wrong;
-    anything else is an internal error whose details go to the log only."""
-    if isinstance(error, GenerationFailed):
-        return str(error)
-    if isinstance(error, ValueError):
-        return f"the engine rejected the parameters: {error}"
-    return INTERNAL_ERROR
