@@ -7,8 +7,9 @@ still killed here, on the worker's own machine), announces itself and its models
   gone when the key expires, whatever the worker was doing;
 - reads its batch stream with ``XREADGROUP COUNT 1`` only while idle, and runs a batch only if the bot's
   lease names this worker and the batch's attempt (anything else is a leftover of a batch the bot gave up);
-- sends progress at most every ``PROGRESS_INTERVAL`` seconds (and the last step), with previews as PNG, and
-  the outcome (images as raw PNG bytes) in the same ``MULTI`` that acknowledges and deletes the batch;
+- sends progress at most every ``PROGRESS_INTERVAL`` seconds (and the last step), with previews as PNG
+  (``ProgressSender``), and the outcome (images as raw PNG bytes) in the same ``MULTI`` that acknowledges
+  and deletes the batch;
 - stops the running batch after its current step when the bot cancels it (cancel, timeout, shutdown, the
   bot gave up on the lease, or the bot restarted);
 - reconnects by itself when Redis goes away, keeping a finished batch's outcome until it can be sent.
@@ -41,13 +42,13 @@ from redis.exceptions import RedisError, ResponseError
 from sdbot.config import Settings, redis_location
 from sdbot.errors import GenerationCancelled, ModelLoadFailed
 from sdbot.inference.process import EngineLoader, EngineProcess
-from sdbot.inference.types import Engine, Progress, default_model, device_name
+from sdbot.inference.types import Engine, default_model, device_name
 from sdbot.remote import wire
+from sdbot.remote.progress import ProgressSender
 from sdbot.remote.wire import KEYS, Batch, Keys, Outcome, OutcomeKind, WorkerInfo, WorkerStatus
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL = 0.2  # seconds between two progress events (previews come with them)
 READ_BLOCK_MS = 1000  # how long one read of the batch or control stream waits
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between reconnection attempts, the last repeated
 
@@ -81,9 +82,8 @@ class GpuWorker:
         self._stopping = asyncio.Event()
         self._closed = False  # the helper loops end (a redis-py connect can swallow a task's cancel)
         self._registered = False
-        self._progress: asyncio.Queue[wire.Fields] = asyncio.Queue()
+        self._progress = ProgressSender(self._redis, keys, name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-worker-engine")
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def stop(self) -> None:
         """Take no new batch; give the running one the shutdown grace, then release it."""
@@ -95,16 +95,16 @@ class GpuWorker:
 
     async def run(self) -> None:
         """Serve until ``stop`` is called, then sign off."""
-        self._loop = asyncio.get_running_loop()
         helpers = [
             asyncio.create_task(self._beat_forever(), name="sdbot-worker-beat"),
             asyncio.create_task(self._read_control(), name="sdbot-worker-control"),
-            asyncio.create_task(self._send_progress(), name="sdbot-worker-progress"),
+            asyncio.create_task(self._progress.run(), name="sdbot-worker-progress"),
         ]
         try:
             await self._serve()
         finally:
             self._closed = True
+            self._progress.stop()
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -173,7 +173,7 @@ class GpuWorker:
 
     def _run(self, batch: Batch) -> Outcome:
         """In the engine thread: run the batch, and say how it ended."""
-        reporter = _Reporter(self, batch)
+        reporter = self._progress.reporter(batch)
         try:
             results = self._engine.run(batch.operation, batch.requests, reporter, self._cancel.is_set)
         except Exception as error:
@@ -187,7 +187,7 @@ class GpuWorker:
     async def _publish(self, outcome: Outcome, stream: str, entry: bytes) -> None:
         """Send the outcome, acknowledge and delete the batch, all at once; keep trying while Redis is away
         (up to the shutdown grace once stopping)."""
-        await self._progress.join()  # its last steps go first
+        await self._progress.sent()  # its last steps go first
         fields = wire.encode_outcome(outcome)
         failures = 0
         while True:
@@ -248,7 +248,7 @@ class GpuWorker:
             log.info("the bot cancels batch %s", running.lease)
             self._cancel.set()
 
-    # ----- heartbeats and progress
+    # ----- heartbeats
 
     async def _beat_forever(self) -> None:
         while not self._closed:
@@ -264,24 +264,6 @@ class GpuWorker:
         """The lease of the running batch (None: idle) and the images made so far."""
         running = self._running
         return (running.lease if running is not None else None), self._images
-
-    async def _send_progress(self) -> None:
-        """Progress goes out in order; one that cannot be sent is dropped (the next step says more)."""
-        while not self._closed:
-            fields = await self._progress.get()
-            try:
-                await self._redis.xadd(
-                    self._keys.progress, fields, maxlen=wire.PROGRESS_MAXLEN, approximate=True
-                )
-            except RedisError:
-                pass
-            finally:
-                self._progress.task_done()
-
-    def post(self, fields: wire.Fields) -> None:
-        """Queue a progress event to send (called from the engine thread)."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._progress.put_nowait, fields)
 
     async def _wait_to_retry(self, failures: int, error: Exception) -> None:
         """Log the first failure of a row; wait a little longer after each (less once stopping)."""
@@ -340,32 +322,6 @@ class Beacon:
 class _NameTaken(RedisError):
     """Another live worker has this worker's name (retried like a connection failure: it may be this
     worker's own previous run, whose heartbeat has not expired yet)."""
-
-
-class _Reporter:
-    """The engine thread's progress callback: a step at most every ``PROGRESS_INTERVAL`` (and the last),
-    with previews encoded as PNG here, off the event loop."""
-
-    def __init__(self, worker: GpuWorker, batch: Batch) -> None:
-        self._worker = worker
-        self._batch = batch
-        self._last = -float("inf")
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if progress.step < progress.total and now - self._last < PROGRESS_INTERVAL:
-            return
-        self._last = now
-        previews = progress.make_previews() if progress.make_previews is not None else []
-        event = wire.ProgressEvent(
-            self._worker.name,
-            self._batch.lease,
-            self._batch.attempt,
-            progress.step,
-            progress.total,
-            [wire.encode_png(preview) for preview in previews],
-        )
-        self._worker.post(wire.encode_progress(event))
 
 
 def run_worker(settings: Settings, *, name: str | None = None, engine: str | None = None) -> int:
