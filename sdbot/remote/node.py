@@ -11,7 +11,7 @@ still killed here, on the worker's own machine), announces itself and its models
   (``ProgressSender``), and the outcome (images as raw PNG bytes) in the same ``MULTI`` that acknowledges
   and deletes the batch;
 - stops the running batch after its current step when the bot cancels it (cancel, timeout, shutdown, the
-  bot gave up on the lease, or the bot restarted);
+  bot gave up on the lease, or the bot restarted), through a ``CancelSwitch``;
 - reconnects by itself when Redis goes away, keeping a finished batch's outcome until it can be sent.
 
 Stopping (SIGTERM, Ctrl-C): no new batch; the running one gets ``SDBOT_SHUTDOWN_GRACE`` seconds, then it
@@ -76,11 +76,10 @@ class GpuWorker:
         self._beacon = Beacon(self._redis, keys, info, self._status)
         self._images = 0
         self._running: Batch | None = None
-        self._cancel = threading.Event()  # read by the engine after each step
-        self._cancelled: collections.deque[wire.Cancel] = collections.deque(maxlen=64)
+        self._cancels = CancelSwitch(self._redis, keys, name, lambda: self._running)
         self._releasing = False  # the grace is over: a batch stopped now is released, not cancelled
         self._stopping = asyncio.Event()
-        self._closed = False  # the helper loops end (a redis-py connect can swallow a task's cancel)
+        self._closed = False  # the heartbeat loop ends (a redis-py connect can swallow a task's cancel)
         self._registered = False
         self._progress = ProgressSender(self._redis, keys, name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-worker-engine")
@@ -97,13 +96,14 @@ class GpuWorker:
         """Serve until ``stop`` is called, then sign off."""
         helpers = [
             asyncio.create_task(self._beat_forever(), name="sdbot-worker-beat"),
-            asyncio.create_task(self._read_control(), name="sdbot-worker-control"),
+            asyncio.create_task(self._cancels.listen(), name="sdbot-worker-control"),
             asyncio.create_task(self._progress.run(), name="sdbot-worker-progress"),
         ]
         try:
             await self._serve()
         finally:
             self._closed = True
+            self._cancels.stop()
             self._progress.stop()
             for task in helpers:
                 task.cancel()
@@ -157,10 +157,7 @@ class GpuWorker:
             await self._drop(stream, entry)
             return
         self._running = batch
-        if any(cancel.applies_to(batch) for cancel in self._cancelled):
-            self._cancel.set()  # cancelled while it was on its way here
-        else:
-            self._cancel.clear()
+        self._cancels.reset_for(batch)
         await self._beat_quietly()
         outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
         await self._publish(outcome, stream, entry)
@@ -175,7 +172,7 @@ class GpuWorker:
         """In the engine thread: run the batch, and say how it ended."""
         reporter = self._progress.reporter(batch)
         try:
-            results = self._engine.run(batch.operation, batch.requests, reporter, self._cancel.is_set)
+            results = self._engine.run(batch.operation, batch.requests, reporter, self._cancels.is_on)
         except Exception as error:
             if isinstance(error, GenerationCancelled) and self._releasing:
                 return Outcome(self.name, batch.lease, batch.attempt, OutcomeKind.RELEASED, str(error))
@@ -216,37 +213,7 @@ class GpuWorker:
         self._releasing = True
         if self._running is not None:
             log.warning("shutdown: releasing batch %s to the bot", self._running.lease)
-            self._cancel.set()
-
-    # ----- cancels
-
-    async def _read_control(self) -> None:
-        stream = self._keys.control(self.name)
-        cursor: bytes | str | None = None
-        failures = 0
-        while not self._closed:
-            try:
-                if cursor is None:
-                    last = await self._redis.xrevrange(stream, count=1)
-                    cursor = last[0][0] if last else "0-0"
-                replies = await self._redis.xread({stream: cursor}, block=READ_BLOCK_MS)
-                failures = 0
-            except RedisError:
-                await asyncio.sleep(_retry_delay(failures))
-                failures += 1
-                continue
-            for _, entries in replies:
-                for entry, fields in entries:
-                    cursor = entry
-                    self._on_cancel(wire.decode_cancel(fields))
-
-    def _on_cancel(self, cancel: wire.Cancel) -> None:
-        if cancel.lease != wire.ANY_LEASE:  # one lease's cancel may come before its batch; "*" never does
-            self._cancelled.append(cancel)
-        running = self._running
-        if running is not None and cancel.applies_to(running):
-            log.info("the bot cancels batch %s", running.lease)
-            self._cancel.set()
+            self._cancels.turn_on()
 
     # ----- heartbeats
 
@@ -274,6 +241,65 @@ class GpuWorker:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), _retry_delay(failures))
+
+
+class CancelSwitch:
+    """Whether the running batch must stop, which the engine asks after each step (``is_on``). The bot turns
+    it on through the worker's control stream (``listen``, until ``stop``), the worker itself when the
+    shutdown grace is over (``turn_on``). Cancels are remembered a while: one may come before its batch."""
+
+    def __init__(self, redis: Redis, keys: Keys, worker: str, running: Callable[[], Batch | None]) -> None:
+        """``running``: the batch the worker runs now (None: idle)."""
+        self._redis = redis
+        self._stream = keys.control(worker)
+        self._running = running
+        self._on = threading.Event()  # read by the engine thread
+        self._cancelled: collections.deque[wire.Cancel] = collections.deque(maxlen=64)
+        self._stopped = False  # the loop ends (a redis-py connect can swallow a task's cancel)
+
+    def is_on(self) -> bool:
+        return self._on.is_set()
+
+    def turn_on(self) -> None:
+        self._on.set()
+
+    def reset_for(self, batch: Batch) -> None:
+        """``batch`` starts: on if the bot cancelled it while it was on its way here, off otherwise."""
+        if any(cancel.applies_to(batch) for cancel in self._cancelled):
+            self._on.set()
+        else:
+            self._on.clear()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    async def listen(self) -> None:
+        """Read the bot's cancels, from the first one sent after the worker started."""
+        cursor: bytes | str | None = None
+        failures = 0
+        while not self._stopped:
+            try:
+                if cursor is None:
+                    last = await self._redis.xrevrange(self._stream, count=1)
+                    cursor = last[0][0] if last else "0-0"
+                replies = await self._redis.xread({self._stream: cursor}, block=READ_BLOCK_MS)
+                failures = 0
+            except RedisError:
+                await asyncio.sleep(_retry_delay(failures))
+                failures += 1
+                continue
+            for _, entries in replies:
+                for entry, fields in entries:
+                    cursor = entry
+                    self._on_cancel(wire.decode_cancel(fields))
+
+    def _on_cancel(self, cancel: wire.Cancel) -> None:
+        if cancel.lease != wire.ANY_LEASE:  # one lease's cancel may come before its batch; "*" never does
+            self._cancelled.append(cancel)
+        running = self._running()
+        if running is not None and cancel.applies_to(running):
+            log.info("the bot cancels batch %s", running.lease)
+            self._on.set()
 
 
 class Beacon:
