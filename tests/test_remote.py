@@ -197,7 +197,7 @@ async def test_a_model_offered_by_one_worker_runs_only_there_and_an_unoffered_on
 
 
 async def test_cancel_reaches_the_remote_worker_within_a_step(start_bot, caplog) -> None:
-    caplog.set_level("DEBUG", logger="sdbot.remote.hub")
+    caplog.set_level("DEBUG", logger="sdbot.remote.events")
     bot = await start_bot()
     await workers_up(bot, "a", "b")
     job = await bot.submit(ALICE, "a long one", **LONG)

@@ -30,7 +30,8 @@ from sdbot.inference.types import (
     ProgressCallback,
 )
 from sdbot.remote import wire
-from sdbot.remote.hub import RemoteCall, WorkerHub
+from sdbot.remote.calls import RemoteCall
+from sdbot.remote.hub import WorkerHub
 from sdbot.remote.wire import Batch, ProgressEvent, WorkerInfo
 
 CANCEL_POLL = 0.02  # seconds between two looks at ``should_cancel`` while the worker runs

@@ -7,10 +7,11 @@ still killed here, on the worker's own machine), announces itself and its models
   gone when the key expires, whatever the worker was doing;
 - reads its batch stream with ``XREADGROUP COUNT 1`` only while idle, and runs a batch only if the bot's
   lease names this worker and the batch's attempt (anything else is a leftover of a batch the bot gave up);
-- sends progress at most every ``PROGRESS_INTERVAL`` seconds (and the last step), with previews as PNG, and
-  the outcome (images as raw PNG bytes) in the same ``MULTI`` that acknowledges and deletes the batch;
+- sends progress at most every ``PROGRESS_INTERVAL`` seconds (and the last step), with previews as PNG
+  (``ProgressSender``), and the outcome (images as raw PNG bytes) in the same ``MULTI`` that acknowledges
+  and deletes the batch;
 - stops the running batch after its current step when the bot cancels it (cancel, timeout, shutdown, the
-  bot gave up on the lease, or the bot restarted);
+  bot gave up on the lease, or the bot restarted), through a ``CancelSwitch``;
 - reconnects by itself when Redis goes away, keeping a finished batch's outcome until it can be sent.
 
 Stopping (SIGTERM, Ctrl-C): no new batch; the running one gets ``SDBOT_SHUTDOWN_GRACE`` seconds, then it
@@ -41,13 +42,13 @@ from redis.exceptions import RedisError, ResponseError
 from sdbot.config import Settings, redis_location
 from sdbot.errors import GenerationCancelled, ModelLoadFailed
 from sdbot.inference.process import EngineLoader, EngineProcess
-from sdbot.inference.types import Engine, Progress, default_model, device_name
+from sdbot.inference.types import Engine, default_model, device_name
 from sdbot.remote import wire
+from sdbot.remote.progress import ProgressSender
 from sdbot.remote.wire import KEYS, Batch, Keys, Outcome, OutcomeKind, WorkerInfo, WorkerStatus
 
 log = logging.getLogger(__name__)
 
-PROGRESS_INTERVAL = 0.2  # seconds between two progress events (previews come with them)
 READ_BLOCK_MS = 1000  # how long one read of the batch or control stream waits
 RETRY_DELAYS = (0.1, 0.2, 0.5, 1.0, 2.0)  # seconds between reconnection attempts, the last repeated
 
@@ -75,15 +76,13 @@ class GpuWorker:
         self._beacon = Beacon(self._redis, keys, info, self._status)
         self._images = 0
         self._running: Batch | None = None
-        self._cancel = threading.Event()  # read by the engine after each step
-        self._cancelled: collections.deque[wire.Cancel] = collections.deque(maxlen=64)
+        self._cancels = CancelSwitch(self._redis, keys, name, lambda: self._running)
         self._releasing = False  # the grace is over: a batch stopped now is released, not cancelled
         self._stopping = asyncio.Event()
-        self._closed = False  # the helper loops end (a redis-py connect can swallow a task's cancel)
+        self._closed = False  # the heartbeat loop ends (a redis-py connect can swallow a task's cancel)
         self._registered = False
-        self._progress: asyncio.Queue[wire.Fields] = asyncio.Queue()
+        self._progress = ProgressSender(self._redis, keys, name)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdbot-worker-engine")
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     def stop(self) -> None:
         """Take no new batch; give the running one the shutdown grace, then release it."""
@@ -95,16 +94,17 @@ class GpuWorker:
 
     async def run(self) -> None:
         """Serve until ``stop`` is called, then sign off."""
-        self._loop = asyncio.get_running_loop()
         helpers = [
             asyncio.create_task(self._beat_forever(), name="sdbot-worker-beat"),
-            asyncio.create_task(self._read_control(), name="sdbot-worker-control"),
-            asyncio.create_task(self._send_progress(), name="sdbot-worker-progress"),
+            asyncio.create_task(self._cancels.listen(), name="sdbot-worker-control"),
+            asyncio.create_task(self._progress.run(), name="sdbot-worker-progress"),
         ]
         try:
             await self._serve()
         finally:
             self._closed = True
+            self._cancels.stop()
+            self._progress.stop()
             for task in helpers:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
@@ -157,10 +157,7 @@ class GpuWorker:
             await self._drop(stream, entry)
             return
         self._running = batch
-        if any(cancel.applies_to(batch) for cancel in self._cancelled):
-            self._cancel.set()  # cancelled while it was on its way here
-        else:
-            self._cancel.clear()
+        self._cancels.reset_for(batch)
         await self._beat_quietly()
         outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, batch)
         await self._publish(outcome, stream, entry)
@@ -173,9 +170,9 @@ class GpuWorker:
 
     def _run(self, batch: Batch) -> Outcome:
         """In the engine thread: run the batch, and say how it ended."""
-        reporter = _Reporter(self, batch)
+        reporter = self._progress.reporter(batch)
         try:
-            results = self._engine.run(batch.operation, batch.requests, reporter, self._cancel.is_set)
+            results = self._engine.run(batch.operation, batch.requests, reporter, self._cancels.is_on)
         except Exception as error:
             if isinstance(error, GenerationCancelled) and self._releasing:
                 return Outcome(self.name, batch.lease, batch.attempt, OutcomeKind.RELEASED, str(error))
@@ -187,7 +184,7 @@ class GpuWorker:
     async def _publish(self, outcome: Outcome, stream: str, entry: bytes) -> None:
         """Send the outcome, acknowledge and delete the batch, all at once; keep trying while Redis is away
         (up to the shutdown grace once stopping)."""
-        await self._progress.join()  # its last steps go first
+        await self._progress.sent()  # its last steps go first
         fields = wire.encode_outcome(outcome)
         failures = 0
         while True:
@@ -216,39 +213,9 @@ class GpuWorker:
         self._releasing = True
         if self._running is not None:
             log.warning("shutdown: releasing batch %s to the bot", self._running.lease)
-            self._cancel.set()
+            self._cancels.turn_on()
 
-    # ----- cancels
-
-    async def _read_control(self) -> None:
-        stream = self._keys.control(self.name)
-        cursor: bytes | str | None = None
-        failures = 0
-        while not self._closed:
-            try:
-                if cursor is None:
-                    last = await self._redis.xrevrange(stream, count=1)
-                    cursor = last[0][0] if last else "0-0"
-                replies = await self._redis.xread({stream: cursor}, block=READ_BLOCK_MS)
-                failures = 0
-            except RedisError:
-                await asyncio.sleep(_retry_delay(failures))
-                failures += 1
-                continue
-            for _, entries in replies:
-                for entry, fields in entries:
-                    cursor = entry
-                    self._on_cancel(wire.decode_cancel(fields))
-
-    def _on_cancel(self, cancel: wire.Cancel) -> None:
-        if cancel.lease != wire.ANY_LEASE:  # one lease's cancel may come before its batch; "*" never does
-            self._cancelled.append(cancel)
-        running = self._running
-        if running is not None and cancel.applies_to(running):
-            log.info("the bot cancels batch %s", running.lease)
-            self._cancel.set()
-
-    # ----- heartbeats and progress
+    # ----- heartbeats
 
     async def _beat_forever(self) -> None:
         while not self._closed:
@@ -265,24 +232,6 @@ class GpuWorker:
         running = self._running
         return (running.lease if running is not None else None), self._images
 
-    async def _send_progress(self) -> None:
-        """Progress goes out in order; one that cannot be sent is dropped (the next step says more)."""
-        while not self._closed:
-            fields = await self._progress.get()
-            try:
-                await self._redis.xadd(
-                    self._keys.progress, fields, maxlen=wire.PROGRESS_MAXLEN, approximate=True
-                )
-            except RedisError:
-                pass
-            finally:
-                self._progress.task_done()
-
-    def post(self, fields: wire.Fields) -> None:
-        """Queue a progress event to send (called from the engine thread)."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._progress.put_nowait, fields)
-
     async def _wait_to_retry(self, failures: int, error: Exception) -> None:
         """Log the first failure of a row; wait a little longer after each (less once stopping)."""
         if failures == 0:
@@ -292,6 +241,65 @@ class GpuWorker:
             return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), _retry_delay(failures))
+
+
+class CancelSwitch:
+    """Whether the running batch must stop, which the engine asks after each step (``is_on``). The bot turns
+    it on through the worker's control stream (``listen``, until ``stop``), the worker itself when the
+    shutdown grace is over (``turn_on``). Cancels are remembered a while: one may come before its batch."""
+
+    def __init__(self, redis: Redis, keys: Keys, worker: str, running: Callable[[], Batch | None]) -> None:
+        """``running``: the batch the worker runs now (None: idle)."""
+        self._redis = redis
+        self._stream = keys.control(worker)
+        self._running = running
+        self._on = threading.Event()  # read by the engine thread
+        self._cancelled: collections.deque[wire.Cancel] = collections.deque(maxlen=64)
+        self._stopped = False  # the loop ends (a redis-py connect can swallow a task's cancel)
+
+    def is_on(self) -> bool:
+        return self._on.is_set()
+
+    def turn_on(self) -> None:
+        self._on.set()
+
+    def reset_for(self, batch: Batch) -> None:
+        """``batch`` starts: on if the bot cancelled it while it was on its way here, off otherwise."""
+        if any(cancel.applies_to(batch) for cancel in self._cancelled):
+            self._on.set()
+        else:
+            self._on.clear()
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    async def listen(self) -> None:
+        """Read the bot's cancels, from the first one sent after the worker started."""
+        cursor: bytes | str | None = None
+        failures = 0
+        while not self._stopped:
+            try:
+                if cursor is None:
+                    last = await self._redis.xrevrange(self._stream, count=1)
+                    cursor = last[0][0] if last else "0-0"
+                replies = await self._redis.xread({self._stream: cursor}, block=READ_BLOCK_MS)
+                failures = 0
+            except RedisError:
+                await asyncio.sleep(_retry_delay(failures))
+                failures += 1
+                continue
+            for _, entries in replies:
+                for entry, fields in entries:
+                    cursor = entry
+                    self._on_cancel(wire.decode_cancel(fields))
+
+    def _on_cancel(self, cancel: wire.Cancel) -> None:
+        if cancel.lease != wire.ANY_LEASE:  # one lease's cancel may come before its batch; "*" never does
+            self._cancelled.append(cancel)
+        running = self._running()
+        if running is not None and cancel.applies_to(running):
+            log.info("the bot cancels batch %s", running.lease)
+            self._on.set()
 
 
 class Beacon:
@@ -340,32 +348,6 @@ class Beacon:
 class _NameTaken(RedisError):
     """Another live worker has this worker's name (retried like a connection failure: it may be this
     worker's own previous run, whose heartbeat has not expired yet)."""
-
-
-class _Reporter:
-    """The engine thread's progress callback: a step at most every ``PROGRESS_INTERVAL`` (and the last),
-    with previews encoded as PNG here, off the event loop."""
-
-    def __init__(self, worker: GpuWorker, batch: Batch) -> None:
-        self._worker = worker
-        self._batch = batch
-        self._last = -float("inf")
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if progress.step < progress.total and now - self._last < PROGRESS_INTERVAL:
-            return
-        self._last = now
-        previews = progress.make_previews() if progress.make_previews is not None else []
-        event = wire.ProgressEvent(
-            self._worker.name,
-            self._batch.lease,
-            self._batch.attempt,
-            progress.step,
-            progress.total,
-            [wire.encode_png(preview) for preview in previews],
-        )
-        self._worker.post(wire.encode_progress(event))
 
 
 def run_worker(settings: Settings, *, name: str | None = None, engine: str | None = None) -> int:
