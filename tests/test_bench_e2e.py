@@ -7,34 +7,18 @@ speed targets are the benchmark's to report, never a test's to assert.
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.benches import run_bench
+
 LAST_LINE = re.compile(
     r"e2e_ratio=(?P<ratio>\S+) ack_p99_ms=(?P<ack>\S+) lag_p99_ms=(?P<lag>\S+) rss_growth_mb=(?P<rss>\S+)"
 )
 
 
-def run_bench(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "e2e.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def test_e2e_bench_runs_jobs_through_the_bot_and_prints_its_figures() -> None:
-    done = run_bench("--users", "2", "--jobs", "2", "--rounds", "1", "--rss-jobs", "0")
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
+    options = ("--users", "2", "--jobs", "2", "--rounds", "1", "--rss-jobs", "0")
+    lines = run_bench("e2e.py", *options, timeout=120)
     match = LAST_LINE.fullmatch(lines[-1])
     assert match is not None, lines[-1]
     ratio, ack, lag = (float(match[name]) for name in ("ratio", "ack", "lag"))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,8 @@ import pytest
 import torch
 
 from sdbot.errors import ModelLoadFailed
+from tests.benches import ROOT, fields, run_bench
 
-ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "gpu.py"
 CASE_KEYS = [
     "case",
@@ -52,10 +51,6 @@ SD15_CASES = ["notebook", "sdbot", "batch4", "compiled", "batch4_compiled"]
 OTHER_CASES = ["lora", "sdxl", "sdxl_batch4", "flux", "flux_batch4", "switch"]
 
 
-def _fields(line: str) -> dict[str, str]:
-    return dict(pair.split("=", 1) for pair in line.split())
-
-
 @pytest.fixture(scope="module")
 def gpu_bench() -> ModuleType:
     spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
@@ -75,27 +70,19 @@ def _restore_torch_threads() -> Iterator[None]:
 
 
 def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--tiny", "--peak-tflops", "1"],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    header = _fields(lines[0])
+    lines = run_bench("gpu.py", "--tiny", "--peak-tflops", "1")
+    header = fields(lines[0])
     assert header["model"] == "tiny" and header["size"] == "64x64" and header["steps"] == "4"
     assert float(header["work_per_image_tflop"]) > 0
 
-    cases = {fields["case"]: fields for fields in map(_fields, lines[1:-1])}
+    cases = {case["case"]: case for case in map(fields, lines[1:-1])}
     assert list(cases) == SD15_CASES + OTHER_CASES
-    for name, fields in cases.items():
-        assert list(fields) == CASE_KEYS
-        assert fields["batch"] == ("4" if "batch4" in name else "1")
-        assert float(fields["ms_per_step"]) > 0 and float(fields["images_per_s"]) > 0
-        assert fields["peak_vram_mib"] == "n/a"  # a CPU has no VRAM to report
-        assert len(fields["reps_s"].split(",")) == 2
+    for name, case in cases.items():
+        assert list(case) == CASE_KEYS
+        assert case["batch"] == ("4" if "batch4" in name else "1")
+        assert float(case["ms_per_step"]) > 0 and float(case["images_per_s"]) > 0
+        assert case["peak_vram_mib"] == "n/a"  # a CPU has no VRAM to report
+        assert len(case["reps_s"].split(",")) == 2
     for name in SD15_CASES:
         assert float(cases[name]["fraction_of_peak"]) > 0 and cases[name]["switch_ms"] == "n/a"
     for name in OTHER_CASES:  # the notebook and the peak's work per image are SD 1.5's
@@ -111,7 +98,7 @@ def test_tiny_run_prints_every_case_and_a_parseable_summary() -> None:
     assert float(cases["switch"]["switch_ms"]) >= 0  # on a CPU device a switch moves nothing: about 0 ms
     assert cases["lora"]["model"] == "sd15" and float(cases["lora"]["switch_ms"]) > 0
 
-    summary = _fields(lines[-1])
+    summary = fields(lines[-1])
     assert list(summary) == SUMMARY_KEYS
     values = {key: float(value) for key, value in summary.items()}
     assert values["sdbot_ips"] == pytest.approx(float(cases["sdbot"]["images_per_s"]), rel=1e-3)
@@ -129,8 +116,8 @@ def test_cases_not_run_and_an_unknown_peak_read_not_available(gpu_bench: ModuleT
     plan = gpu_bench.Plan(device=torch.device("cpu"), size=64, steps=2, reps=2, peak_tflops=None, tiny=True)
     sdbot = gpu_bench.Measurement("sdbot", 1, [0.5, 0.25], None, 1.0)
     line = gpu_bench.case_line(sdbot, None, plan, 1e9)
-    assert _fields(line)["vs_notebook"] == _fields(line)["fraction_of_peak"] == "n/a"
-    summary = _fields(gpu_bench.summary_line([sdbot], plan, 1e9))
+    assert fields(line)["vs_notebook"] == fields(line)["fraction_of_peak"] == "n/a"
+    summary = fields(gpu_bench.summary_line([sdbot], plan, 1e9))
     assert summary["sdbot_ips"] == "2.6667"  # one image per call, calls took a median 0.375 s
     assert {key for key, value in summary.items() if value == "n/a"} == set(SUMMARY_KEYS) - {"sdbot_ips"}
 
@@ -169,9 +156,9 @@ def test_a_failing_case_is_reported_and_the_others_still_measured(
     monkeypatch.setattr(gpu_bench, "load_engine", broken_engine)
     assert gpu_bench.main(["--tiny", "--only", "notebook,sdbot", "--steps", "1", "--reps", "1"]) == 1
     lines = capsys.readouterr().out.strip().splitlines()
-    assert _fields(lines[1])["case"] == "notebook"
+    assert fields(lines[1])["case"] == "notebook"
     assert lines[2] == "group=sdbot error=ModelLoadFailed (traceback on stderr)"
-    summary = _fields(lines[-1])
+    summary = fields(lines[-1])
     assert float(summary["notebook_ips"]) > 0 and summary["sdbot_ips"] == "n/a"
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from tests.test_bench_models import run_bench
+from tests.benches import fields, run_bench
 
 
 def test_a_short_run_prints_the_queues_and_the_switch_figures() -> None:
-    lines = run_bench("lora.py", "--jobs", "2", "--rounds", "1", "--steps", "1")
+    lines = [fields(line) for line in run_bench("lora.py", "--jobs", "2", "--rounds", "1", "--steps", "1")]
     assert lines[0]["loras"] == "2" and lines[0]["jobs"] == "2"
     assert all(
         float(lines[1][key]) > 0 for key in ("plain_ips", "after_ips", "alternating_ips", "lora_load_ms")
